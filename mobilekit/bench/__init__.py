@@ -1,0 +1,1 @@
+"""Benchmarking: one result schema, the log parser, host / benchmark_model runners, sweeps."""

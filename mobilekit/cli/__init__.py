@@ -1,0 +1,56 @@
+"""The `mobilekit` command: a thin click layer over the library.
+
+Each command lives in its own module and is imported only when invoked, so
+`mobilekit --help` and `mobilekit bench-parse` stay fast (no TensorFlow import).
+"""
+import importlib
+import sys
+
+import click
+
+# command name -> "module:function" (one line per command; keep sorted by name).
+COMMANDS = {
+    "models": "mobilekit.cli.zoo_cmds:models",
+    "profile": "mobilekit.cli.zoo_cmds:profile",
+}
+
+
+class MobilekitGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
+            # Bad input: one line, exit code 2, no traceback.
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=MobilekitGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                    "show_default": True})
+@click.version_option(package_name="mobilekit")
+def cli():
+    """mobilekit: mobile vision models from design to a measured latency.
+
+    \b
+    Examples:
+      mobilekit models
+      mobilekit profile --model mobilenet_v1 --alpha 0.75 --resolution 160
+      mobilekit profile --model efficientnet_b2 --json
+    """
+
+
+def main(argv=None):
+    try:
+        cli.main(args=argv, prog_name="mobilekit", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)

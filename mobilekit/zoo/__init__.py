@@ -1,0 +1,5 @@
+"""The model zoo: importing this package registers every family."""
+from mobilekit.zoo import efficientnet, mnasnet, mobilenet  # noqa: F401
+from mobilekit.zoo.registry import create_model, get_card, list_models, register_model
+
+__all__ = ["create_model", "get_card", "list_models", "register_model"]
