@@ -10,6 +10,7 @@ import click
 
 # command name -> "module:function" (one line per command; keep sorted by name).
 COMMANDS = {
+    "bench-parse": "mobilekit.cli.bench_parse:bench_parse",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
 }

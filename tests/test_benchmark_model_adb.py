@@ -1,0 +1,622 @@
+"""benchmark_model runner: ELF/ABI checks, flags, local mode, and adb mode against a stand-in adb.
+
+No phone exists here: the stand-in `adb` (written into tmp_path, first on PATH) answers like
+one device or several, keeps the pushed files in a JSON state file, tokenises every remote
+command the way a POSIX shell would (so an unquoted `;` or `$(` shows up as an operator) and
+records each call as one JSON line.
+"""
+import hashlib
+import json
+import os
+import shlex
+import stat
+import struct
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mobilekit.bench import benchmark_model as bm
+from mobilekit.bench.schema import DEVICE_KEYS, RESULT_KEYS
+
+FAKE_ADB = r'''
+import hashlib, json, os, shlex, sys
+
+CFG = json.load(open(os.environ["FAKE_ADB_CONFIG"]))
+STATE_PATH = os.environ["FAKE_ADB_STATE"]
+STATE = json.load(open(STATE_PATH)) if os.path.exists(STATE_PATH) else {
+    "files": dict(CFG.get("remote_files", {})), "logcat": [], "polls": 0}
+OPS = {";", "&&", "||", "|", "&", "(", ")", "$", "`", "<", ">", ">>"}
+
+
+def record(**entry):
+    with open(os.environ["FAKE_ADB_LOG"], "a") as f:
+        f.write(json.dumps(dict(argv=sys.argv[1:], **entry)) + "\n")
+
+
+def finish(out="", rc=0):
+    sys.stdout.write(out)
+    json.dump(STATE, open(STATE_PATH, "w"))
+    sys.exit(rc)
+
+
+def tokens(command):
+    lex = shlex.shlex(command, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    return list(lex)
+
+
+def bench_log(argv):
+    flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    graph = flags.get("graph", "")
+    if graph not in STATE["files"]:
+        return f"ERROR: Could not open '{graph}'.\nFailed to mmap model {graph}\n", 1
+    text = CFG["bench_log"].replace("{graph}", graph).replace(
+        "{threads}", flags.get("num_threads", "-1")).replace("{num_runs}", flags.get("num_runs", "50"))
+    return text, CFG.get("bench_rc", 0)
+
+
+def shell(command):
+    toks = tokens(command)
+    record(remote=command, tokens=toks, operators=[t for t in toks if t in OPS])
+    if not toks:
+        finish("", 0)
+    name, args = toks[0], toks[1:]
+    files = STATE["files"]
+    if name == "getprop":
+        props = CFG["props"]
+        if args:
+            finish(props.get(args[0], "") + "\n")
+        finish("".join(f"[{k}]: [{v}]\n" for k, v in sorted(props.items())))
+    if name in ("stat", "sha256sum"):
+        if name in CFG.get("missing_tools", []):
+            finish(f"/system/bin/sh: {name}: inaccessible or not found\n", 127)
+        path = args[-1]
+        if path not in files:
+            finish(f"{name}: '{path}': No such file or directory\n", 1)
+        finish(f"{files[path]['size']}\n" if name == "stat" else f"{files[path]['sha256']}  {path}\n")
+    if name == "mkdir":
+        finish()
+    if name == "chmod":
+        mode, path = args
+        if path in files:
+            files[path]["mode"] = mode
+        elif path != "/data/local/tmp/mobilekit":
+            finish(f"chmod: {path}: No such file or directory\n", 1)
+        finish()
+    if name == "taskset":
+        STATE["taskset"] = args[0]
+        name, args = args[1], args[2:]
+    if name in files and "elf" in files[name]:
+        if files[name].get("mode") != "755":
+            finish(f"/system/bin/sh: {name}: can't execute: Permission denied\n", 126)
+        finish(*bench_log(args))
+    if name == "pm":
+        finish("package:/data/app/org.tensorflow.lite.benchmark/base.apk\n"
+               if CFG.get("apk_installed", True) else "")
+    if name == "am" and args[0] == "start":
+        apk_args = args[args.index("--es") + 2]
+        text, _ = bench_log(apk_args.split())
+        STATE["logcat"] = ["01-02 03:04:05.678  4321  4321 I tflite_BenchmarkModelActivity: "
+                           f"Running TensorFlow Lite benchmark with args: {apk_args}"] + [
+            f"01-02 03:04:05.{i:03d}  4321  4350 I tflite  : {line}"
+            for i, line in enumerate(text.splitlines())]
+        STATE["polls"] = 0
+        finish("Starting: Intent { cmp=org.tensorflow.lite.benchmark/.BenchmarkModelActivity "
+               "(has extras) }\n")
+    if name in ("am", "pkill"):
+        finish()
+    finish(f"/system/bin/sh: {name}: inaccessible or not found\n", 127)
+
+
+def main():
+    argv = sys.argv[1:]
+    if argv[:2] == ["devices", "-l"]:
+        record()
+        lines = [f"{s:<22} {state} {info}".rstrip() for s, state, info in CFG["devices"]]
+        finish("List of devices attached\n" + "".join(l + "\n" for l in lines) + "\n")
+    serial = None
+    if argv[0] == "-s":
+        serial, argv = argv[1], argv[2:]
+    states = {s: state for s, state, _ in CFG["devices"]}
+    if serial is None and len(states) != 1:
+        record()
+        finish("error: more than one device/emulator\n" if states else
+               "error: no devices/emulators found\n", 1)
+    serial = serial or next(iter(states))
+    if serial not in states:
+        record()
+        finish(f"error: device '{serial}' not found\n", 1)
+    if states[serial] != "device":
+        record()
+        finish(f"error: device {states[serial]}\n", 1)
+    if argv[0] == "shell":
+        shell(" ".join(argv[1:]))   # adb joins its arguments with spaces
+    record()
+    if argv[0] == "push":
+        local, remote = argv[1], argv[2]
+        data = open(local, "rb").read()
+        entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        if data[:4] == b"\x7fELF":
+            entry["elf"] = True
+        STATE["files"][remote] = entry
+        finish(f"{local}: 1 file pushed, 0 skipped. 40.1 MB/s ({len(data)} bytes in 0.001s)\n")
+    if argv[0] == "logcat":
+        if "-c" in argv:
+            STATE["logcat"] = []
+            finish()
+        STATE["polls"] += 1
+        lines = STATE["logcat"]
+        if STATE["polls"] < CFG.get("apk_ready_after", 1):
+            lines = lines[: len(lines) // 2]   # the benchmark is still running
+        finish("--------- beginning of main\n" + "".join(
+            l + "\n" for l in lines if " tflite  :" in l))
+    finish(f"adb: unknown command {argv[0]}\n", 1)
+
+
+main()
+'''
+
+OK_LOG = """\
+INFO: STARTING!
+INFO: Log parameter values verbosely: [0]
+INFO: Min num runs: [{num_runs}]
+INFO: Num threads: [{threads}]
+INFO: Graph: [{graph}]
+INFO: Signature to run: []
+INFO: #threads used for CPU inference: [{threads}]
+INFO: Use xnnpack: [1]
+INFO: Loaded model {graph}
+INFO: Created TensorFlow Lite XNNPACK delegate for CPU.
+INFO: Explicitly applied XNNPACK delegate, and the model graph will be completely executed by the delegate.
+INFO: The input model file size (MB): 3.43119
+INFO: Initialized session in 27.461ms.
+INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.
+INFO: count=31 first=19872 curr=15611 min=15512 max=19872 avg=16090.4 std=901 p5=15530 median=15702 p95=18006
+
+INFO: Running benchmark for at least {num_runs} iterations and at least 1 seconds but terminate if exceeding 150 seconds.
+INFO: count=64 first=15647 curr=15580 min=15477 max=17123 avg=15702.3 std=287 p5=15490 median=15611 p95=16410
+
+INFO: Inference timings in us: Init: 27461, First inference: 19872, Warmup (avg): 16090.4, Inference (avg): 15702.3
+INFO: Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE to the actual memory footprint of the model at runtime. Take the information at your discretion.
+INFO: Memory footprint delta from the start of the tool (MB): init=6.79688 overall=13.4453
+"""
+
+NNAPI_FAILED_LOG = """\
+INFO: STARTING!
+INFO: Log parameter values verbosely: [0]
+INFO: Num threads: [{threads}]
+INFO: Graph: [{graph}]
+INFO: Use NNAPI: [1]
+INFO: NNAPI accelerators available: [nnapi-reference]
+INFO: Loaded model {graph}
+INFO: Created TensorFlow Lite delegate for NNAPI.
+ERROR: NN API returned error ANEURALNETWORKS_BAD_DATA at line 1154 while adding operation.
+ERROR: Node number 3 (TfLiteNnapiDelegate) failed to prepare.
+Failed to apply NNAPI delegate.
+Benchmarking failed.
+"""
+
+PIXEL_PROPS = {
+    "ro.product.manufacturer": "Google", "ro.product.model": "Pixel 7",
+    "ro.product.board": "panther", "ro.board.platform": "gs201", "ro.soc.model": "GS201",
+    "ro.product.cpu.abi": "arm64-v8a", "ro.product.cpu.abilist": "arm64-v8a,armeabi-v7a,armeabi",
+    "ro.build.version.release": "14",
+    "ro.build.fingerprint": "google/panther/panther:14/UQ1A.240205.004/11269751:user/release-keys",
+}
+PIXEL = ("28021FDH2000AB", "device",
+         "usb:1-1 product:panther model:Pixel_7 device:panther transport_id:3")
+REMOTE = bm.REMOTE_DIR
+
+
+def make_elf(path, machine=183, bits=64, interp="/system/bin/linker64"):
+    """A minimal ELF file: header plus one PT_INTERP program header (enough for read_elf)."""
+    interp_bytes = interp.encode() + b"\0" if interp else b""
+    if bits == 64:
+        ehsize, phentsize = 64, 56
+        header = b"\x7fELF" + bytes([2, 1, 1]) + bytes(9)
+        header += struct.pack("<HHIQQQIHHHHHH", 3, machine, 1, 0, ehsize, 0, 0, ehsize,
+                              phentsize, 1 if interp else 0, 64, 0, 0)
+        phdr = struct.pack("<IIQQQQQQ", 3, 4, ehsize + phentsize, 0, 0,
+                           len(interp_bytes), len(interp_bytes), 1) if interp else b""
+    else:
+        ehsize, phentsize = 52, 32
+        header = b"\x7fELF" + bytes([1, 1, 1]) + bytes(9)
+        header += struct.pack("<HHIIIIIHHHHHH", 3, machine, 1, 0, ehsize, 0, 0, ehsize,
+                              phentsize, 1 if interp else 0, 40, 0, 0)
+        phdr = struct.pack("<IIIIIIII", 3, ehsize + phentsize, 0, 0,
+                           len(interp_bytes), len(interp_bytes), 4, 1) if interp else b""
+    Path(path).write_bytes(header + phdr + interp_bytes + b"\0" * 64)
+    return Path(path)
+
+
+class FakeDevice:
+    def __init__(self, tmp_path, monkeypatch):
+        self.dir = tmp_path / "adb"
+        self.dir.mkdir()
+        self.config = {"devices": [PIXEL], "props": dict(PIXEL_PROPS), "bench_log": OK_LOG}
+        self.log = self.dir / "calls.jsonl"
+        self.state = self.dir / "state.json"
+        adb = self.dir / "adb"
+        adb.write_text(f"#!{sys.executable} -S\n{FAKE_ADB}")
+        adb.chmod(0o755)
+        monkeypatch.setenv("PATH", f"{self.dir}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FAKE_ADB_CONFIG", str(self.dir / "config.json"))
+        monkeypatch.setenv("FAKE_ADB_STATE", str(self.state))
+        monkeypatch.setenv("FAKE_ADB_LOG", str(self.log))
+        monkeypatch.delenv("ANDROID_SERIAL", raising=False)
+        self.save()
+
+    def save(self):
+        (self.dir / "config.json").write_text(json.dumps(self.config))
+
+    def set(self, **changes):
+        self.config.update(changes)
+        self.save()
+
+    def calls(self):
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def pushes(self):
+        return [c["argv"][c["argv"].index("push"):] for c in self.calls() if "push" in c["argv"]]
+
+    def shells(self, first=None):
+        found = [c for c in self.calls() if "tokens" in c]
+        return [c for c in found if first is None or c["tokens"][:1] == [first]]
+
+    def files(self):
+        return json.loads(self.state.read_text())["files"] if self.state.exists() else {}
+
+
+@pytest.fixture
+def device(tmp_path, monkeypatch):
+    return FakeDevice(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def model(tmp_path):
+    path = tmp_path / "models" / "mnv2_035_96.tflite"
+    path.parent.mkdir()
+    path.write_bytes(b"TFL3" + bytes(range(256)) * 8)
+    return path
+
+
+@pytest.fixture
+def arm64_binary(tmp_path):
+    return make_elf(tmp_path / "android_aarch64_benchmark_model")
+
+
+def run(model, binary, tmp_path, **kwargs):
+    kwargs.setdefault("progress", False)
+    return bm.run_adb(model, binary, kwargs.pop("delegate", "xnnpack"), kwargs.pop("threads", 4),
+                      log_dir=tmp_path / "logs", **kwargs)
+
+
+# ---------------------------------------------------------------- ELF, flags, binary
+
+
+@pytest.mark.parametrize("machine,bits,abi", [(183, 64, "arm64-v8a"), (40, 32, "armeabi-v7a"),
+                                              (62, 64, "x86_64"), (3, 32, "x86")])
+def test_elf_abi_from_machine_and_class(tmp_path, machine, bits, abi):
+    path = make_elf(tmp_path / "bm", machine, bits, interp="/system/bin/linker")
+    assert bm.elf_abi(path) == abi
+    info = bm.read_elf(path)
+    assert (info.bits, info.machine, info.interpreter) == (bits, machine, "/system/bin/linker")
+
+
+def test_elf_rejects_non_elf_and_unknown_machine(tmp_path):
+    script = tmp_path / "bm.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    with pytest.raises(ValueError, match="not an ELF"):
+        bm.elf_abi(script)
+    with pytest.raises(ValueError, match="machine 243"):   # RISC-V
+        bm.elf_abi(make_elf(tmp_path / "rv", 243, 64))
+    with pytest.raises(ValueError, match="machine 183"):   # aarch64 machine in a 32-bit class
+        bm.elf_abi(make_elf(tmp_path / "odd", 183, 32))
+
+
+def test_build_flags_per_delegate():
+    base = ["--num_threads=2", "--num_runs=50", "--warmup_runs=1"]
+    assert bm.build_flags("/m.tflite", "cpu", 2) == ["--graph=/m.tflite", "--use_xnnpack=false"] + base
+    assert bm.build_flags("/m.tflite", "xnnpack", 2)[1] == "--use_xnnpack=true"
+    assert bm.build_flags("/m.tflite", "nnapi", 2)[1] == "--use_nnapi=true"
+    gpu = bm.build_flags("/m.tflite", "gpu", 2, gpu_precision_loss=False)
+    assert gpu[1:3] == ["--use_gpu=true", "--gpu_precision_loss_allowed=false"]
+    full = bm.build_flags("/m.tflite", "xnnpack", 1, num_runs=7, warmup_runs=0, min_secs=2.5,
+                          op_profiling=True, peak_memory=True, extra_flags=["--max_secs=9"])
+    assert full[2:] == ["--num_threads=1", "--num_runs=7", "--warmup_runs=0", "--min_secs=2.5",
+                        "--enable_op_profiling=true", "--report_peak_memory_footprint=true",
+                        "--max_secs=9"]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"delegate": "gpuu"}, "Did you mean 'gpu'"), ({"threads": 0}, "threads must be"),
+    ({"num_runs": -1}, "num_runs must be"), ({"min_secs": -1}, "min_secs must be"),
+    ({"extra_flags": ["num_threads=4"]}, "--name=value"), ({"warmup_runs": 1.5}, "warmup_runs")])
+def test_build_flags_rejects_bad_values(kwargs, message):
+    kwargs = {"delegate": "cpu", "threads": 1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        bm.build_flags("/m.tflite", kwargs.pop("delegate"), kwargs.pop("threads"), **kwargs)
+
+
+def test_resolve_binary_explicit_env_and_errors(tmp_path, monkeypatch, arm64_binary):
+    monkeypatch.delenv(bm.ENV_BINARY, raising=False)
+    with pytest.raises(FileNotFoundError, match="MOBILEKIT_BENCHMARK_MODEL"):
+        bm.resolve_binary()
+    monkeypatch.setenv(bm.ENV_BINARY, str(arm64_binary))
+    assert bm.resolve_binary() == arm64_binary
+    assert bm.resolve_binary(tmp_path / "models") if (tmp_path / "models").exists() else True
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        bm.resolve_binary(tmp_path / "nope")
+    with pytest.raises(ValueError, match="not a file"):
+        bm.resolve_binary(tmp_path)
+
+
+# ---------------------------------------------------------------- adb mode
+
+
+def test_adb_run_pushes_fingerprints_and_parses(device, model, arm64_binary, tmp_path):
+    row = run(model, arm64_binary, tmp_path, threads=4)
+    assert set(row) == set(RESULT_KEYS)
+    assert row["ok"] is True, row["error"]
+    assert (row["target"], row["serial"], row["runtime"]) == ("adb", PIXEL[0], "benchmark_model")
+    assert row["device"] == {"manufacturer": "Google", "model": "Pixel 7", "board": "panther",
+                             "soc": "GS201", "abi": "arm64-v8a", "android_version": "14",
+                             "fingerprint": PIXEL_PROPS["ro.build.fingerprint"]}
+    assert set(row["device"]) == set(DEVICE_KEYS)
+    assert (row["inference_avg_us"], row["inference_count"], row["init_us"]) == (15702.3, 64, 27461)
+    assert (row["delegate"], row["threads"], row["num_runs"]) == ("xnnpack", 4, 50)
+    assert row["model_sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+    # both files went to the mobilekit directory, the binary is executable
+    pushes = device.pushes()
+    assert pushes == [["push", str(model), f"{REMOTE}/{model.name}"],
+                      ["push", str(arm64_binary), f"{REMOTE}/{arm64_binary.name}"]]
+    assert device.files()[f"{REMOTE}/{arm64_binary.name}"]["mode"] == "755"
+    bench = device.shells(f"{REMOTE}/{arm64_binary.name}")
+    assert len(bench) == 1 and bench[0]["argv"][:3] == ["-s", PIXEL[0], "shell"]
+    assert bench[0]["tokens"][1:] == bm.build_flags(f"{REMOTE}/{model.name}", "xnnpack", 4)
+    log = Path(row["raw_log_path"])
+    assert log.parent == tmp_path / "logs" and "Inference (avg): 15702.3" in log.read_text()
+    assert not list(log.parent.glob("*.partial"))
+
+
+def test_push_skipped_when_remote_file_is_identical(device, model, arm64_binary, tmp_path):
+    run(model, arm64_binary, tmp_path)
+    assert len(device.pushes()) == 2
+    device.log.unlink()
+    row = run(model, arm64_binary, tmp_path)   # a fresh Adb: the check happens on the device
+    assert row["ok"] is True
+    assert device.pushes() == []
+    assert [c["tokens"][0] for c in device.shells()].count("sha256sum") == 2
+    # same size but different bytes: pushed again
+    model.write_bytes(model.read_bytes()[::-1])
+    device.log.unlink()
+    run(model, arm64_binary, tmp_path)
+    assert device.pushes() == [["push", str(model), f"{REMOTE}/{model.name}"]]
+
+
+def test_push_when_device_lacks_sha256sum(device, model, arm64_binary, tmp_path):
+    run(model, arm64_binary, tmp_path)
+    device.set(missing_tools=["sha256sum"])
+    device.log.unlink()
+    assert run(model, arm64_binary, tmp_path)["ok"] is True
+    assert len(device.pushes()) == 2
+
+
+def test_shared_adb_session_pushes_once(device, model, arm64_binary, tmp_path):
+    session = bm.Adb()
+    rows = [run(model, arm64_binary, tmp_path, adb=session, threads=t) for t in (1, 2)]
+    assert [r["threads"] for r in rows] == [1, 2] and all(r["ok"] for r in rows)
+    assert len(device.pushes()) == 2
+    assert sum(1 for c in device.calls() if c["argv"][:2] == ["devices", "-l"]) == 1
+
+
+@pytest.mark.parametrize("name", ["my model;rm -rf x.tflite", "$(touch pwned) `id`.tflite",
+                                  "it's a 'model'.tflite"])
+def test_hostile_model_names_arrive_as_one_argument(device, tmp_path, arm64_binary, name):
+    model = tmp_path / name
+    model.write_bytes(b"TFL3model")
+    row = run(model, arm64_binary, tmp_path, delegate="cpu", threads=2)
+    assert row["ok"] is True, row["error"]
+    remote = f"{REMOTE}/{name}"
+    assert ["push", str(model), remote] in device.pushes()
+    assert all(c["operators"] == [] for c in device.shells()), device.shells()
+    bench = device.shells(f"{REMOTE}/{arm64_binary.name}")[0]
+    assert f"--graph={remote}" in bench["tokens"]
+    assert shlex.quote(f"--graph={remote}") in bench["remote"]
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_abi_mismatch_raises_before_any_push(device, model, tmp_path):
+    device.config["props"].update({"ro.product.cpu.abi": "armeabi-v7a",
+                                   "ro.product.cpu.abilist": "armeabi-v7a,armeabi"})
+    device.save()
+    binary = make_elf(tmp_path / "android_aarch64_benchmark_model")
+    with pytest.raises(ValueError, match=r"is arm64-v8a but device '28021FDH2000AB' supports "
+                                         r"armeabi-v7a, armeabi"):
+        run(model, binary, tmp_path)
+    assert device.pushes() == []
+    # a 32-bit build is fine on that device, and on a 64-bit one (abilist includes it)
+    arm32 = make_elf(tmp_path / "android_arm_benchmark_model", 40, 32, "/system/bin/linker")
+    assert run(model, arm32, tmp_path)["ok"] is True
+
+
+def test_linux_build_is_refused_for_android(device, model, tmp_path):
+    binary = make_elf(tmp_path / "linux_aarch64_benchmark_model", interp="/lib/ld-linux-aarch64.so.1")
+    with pytest.raises(ValueError, match="Linux build"):
+        run(model, binary, tmp_path)
+    assert device.calls() == []
+
+
+OFFLINE = ("emulator-5554", "offline", "transport_id:4")
+UNAUTHORIZED = ("R58M123ABC", "unauthorized", "usb:1-2 transport_id:5")
+
+
+@pytest.mark.parametrize("devices,serial,message", [
+    ([], None, "no Android device found"),
+    ([PIXEL, OFFLINE], None, "2 devices connected (28021FDH2000AB (device), emulator-5554 "
+                             "(offline)); choose one with --serial"),
+    ([OFFLINE], None, "device 'emulator-5554' cannot be used: it is offline"),
+    ([UNAUTHORIZED], None, "it is unauthorized: unlock the phone and accept"),
+    ([PIXEL], "ZZZ", "device 'ZZZ' not found; connected: 28021FDH2000AB (device)"),
+    ([PIXEL, UNAUTHORIZED], "R58M123ABC", "it is unauthorized"),
+])
+def test_device_selection_errors_become_rows(device, model, arm64_binary, tmp_path,
+                                             devices, serial, message):
+    device.set(devices=devices)
+    row = run(model, arm64_binary, tmp_path, serial=serial)
+    assert row["ok"] is False and message in row["error"]
+    assert row["target"] == "adb" and row["model_sha256"] is not None
+    assert device.pushes() == [] and device.shells() == []
+
+
+def test_serial_picks_one_of_several(device, model, arm64_binary, tmp_path):
+    device.set(devices=[UNAUTHORIZED, PIXEL, OFFLINE])
+    row = run(model, arm64_binary, tmp_path, serial=PIXEL[0])
+    assert row["ok"] is True and row["serial"] == PIXEL[0]
+    assert all(c["argv"][:2] == ["-s", PIXEL[0]] for c in device.calls()
+               if c["argv"][:1] != ["devices"])
+
+
+@pytest.mark.parametrize("bench_rc", [1, 0])   # 0: an old adb without exit-code forwarding
+def test_failed_delegate_gives_not_ok_row(device, model, arm64_binary, tmp_path, bench_rc):
+    device.set(bench_log=NNAPI_FAILED_LOG, bench_rc=bench_rc)
+    row = run(model, arm64_binary, tmp_path, delegate="nnapi")
+    assert row["ok"] is False
+    assert "Failed to apply NNAPI delegate" in row["error"]
+    assert row["inference_avg_us"] is None and row["delegate"] == "nnapi"
+    assert "Benchmarking failed." in Path(row["raw_log_path"]).read_text()
+
+
+def test_taskset_mask_prefixes_the_remote_command(device, model, arm64_binary, tmp_path):
+    row = run(model, arm64_binary, tmp_path, cpu_mask="f0")
+    assert row["ok"] is True
+    bench = device.shells("taskset")
+    assert len(bench) == 1 and bench[0]["tokens"][:3] == ["taskset", "f0", f"{REMOTE}/{arm64_binary.name}"]
+    with pytest.raises(ValueError, match="hex CPU mask"):
+        run(model, arm64_binary, tmp_path, cpu_mask="big")
+    with pytest.raises(ValueError, match="apk"):
+        run(model, None, tmp_path, cpu_mask="f0", apk=True)
+
+
+def test_apk_mode_starts_activity_and_polls_logcat(device, tmp_path):
+    device.set(apk_ready_after=2)
+    model = tmp_path / "face det v2.tflite"
+    model.write_bytes(b"TFL3face")
+    row = run(model, None, tmp_path, delegate="gpu", threads=1, apk_poll_interval=0.01)
+    assert row["ok"] is True, row["error"]
+    assert row["runtime"] == "benchmark_model_apk" and row["inference_avg_us"] == 15702.3
+    remote = f"{REMOTE}/face_det_v2.tflite"   # the APK splits its args on whitespace
+    assert device.pushes() == [["push", str(model), remote]]
+    order = [c["argv"][2:] for c in device.calls() if c["argv"][2:3] in (["logcat"], ["shell"])]
+    clear = order.index(["logcat", "-c"])
+    start = next(i for i, c in enumerate(device.shells()) if c["tokens"][:2] == ["am", "start"])
+    am = device.shells()[start]
+    assert clear < order.index(["shell", am["remote"]])
+    flags = bm.build_flags(remote, "gpu", 1)
+    assert am["tokens"] == ["am", "start", "-S", "-n", bm.APK_ACTIVITY, "--es", "args", " ".join(flags)]
+    assert am["operators"] == []
+    assert sum(1 for c in device.calls() if c["argv"][2:4] == ["logcat", "-d"]) == 2
+    assert "I tflite  : INFO: Inference timings in us" in Path(row["raw_log_path"]).read_text()
+
+
+def test_apk_not_installed_and_failed_run(device, model, tmp_path):
+    device.set(apk_installed=False)
+    row = run(model, None, tmp_path, apk=True)
+    assert row["ok"] is False and "adb install" in row["error"]
+    device.set(apk_installed=True, bench_log=NNAPI_FAILED_LOG)
+    row = run(model, None, tmp_path, apk=True, delegate="nnapi", apk_poll_interval=0.01)
+    assert row["ok"] is False and "NNAPI" in row["error"]
+
+
+def test_apk_timeout_when_no_result_appears(device, model, tmp_path):
+    device.set(bench_log="INFO: STARTING!\nINFO: Loaded model {graph}\n")
+    row = run(model, None, tmp_path, apk=True, timeout=0.2, apk_poll_interval=0.05)
+    assert row["ok"] is False and "timed out after 0.2 s" in row["error"]
+
+
+def test_push_failure_becomes_row(device, model, tmp_path):
+    # a binary the fake device cannot execute (never chmod-ed): exit 126 from the shell
+    binary = make_elf(tmp_path / "bm")
+    device.set(remote_files={f"{REMOTE}/bm": {"size": binary.stat().st_size, "elf": True,
+                                              "sha256": hashlib.sha256(binary.read_bytes()).hexdigest()}})
+    session = bm.Adb()
+    session._pushed[f"{REMOTE}/bm"] = bm.file_sha256(binary)   # pretend it was verified earlier
+    row = run(model, binary, tmp_path, adb=session)
+    assert row["ok"] is False and "exited with code 126" in row["error"]
+    assert "Permission denied" in row["error"]
+
+
+# ---------------------------------------------------------------- local mode
+
+FAKE_BENCHMARK = """#!/bin/sh
+printf '%s\\n' "$@" > "$(dirname "$0")/args.txt"
+case "$*" in *--use_nnapi=true*) cat "$(dirname "$0")/fail.log"; exit 1;; esac
+case "$*" in *--num_runs=99*) exec sleep 30;; esac
+cat "$(dirname "$0")/ok.log"
+"""
+
+
+@pytest.fixture
+def local_binary(tmp_path):
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "ok.log").write_text(OK_LOG.replace("{threads}", "2").replace("{num_runs}", "50")
+                                   .replace("{graph}", "/m.tflite"))
+    (folder / "fail.log").write_text(NNAPI_FAILED_LOG)
+    binary = folder / "benchmark_model"
+    binary.write_text(FAKE_BENCHMARK)
+    binary.chmod(0o755)
+    return binary
+
+
+def test_run_local_streams_parses_and_saves_log(model, local_binary, tmp_path):
+    lines = []
+    row = bm.run_local(model, local_binary, "cpu", 2, min_secs=1, log_dir=tmp_path / "logs",
+                       progress=lines.append)
+    assert row["ok"] is True, row["error"]
+    assert (row["target"], row["runtime"], row["serial"]) == ("local", "benchmark_model", None)
+    assert (row["inference_avg_us"], row["warmup_avg_us"], row["memory_overall_mb"]) == \
+        (15702.3, 16090.4, 13.4453)
+    assert (row["delegate"], row["threads"]) == ("cpu", 2)
+    assert (local_binary.parent / "args.txt").read_text().splitlines() == \
+        bm.build_flags(model, "cpu", 2, min_secs=1)
+    assert lines[0] == "INFO: STARTING!" and len(lines) == len(OK_LOG.strip().splitlines())
+    assert Path(row["raw_log_path"]).read_text().count("\n") == OK_LOG.count("\n")
+
+
+def test_run_local_failures(model, local_binary, tmp_path, monkeypatch):
+    row = bm.run_local(model, local_binary, "nnapi", 1, log_dir=tmp_path, progress=False)
+    assert row["ok"] is False and "exited with code 1: Failed to apply NNAPI delegate." == row["error"]
+    row = bm.run_local(model, local_binary, "cpu", 1, num_runs=99, timeout=0.5,
+                       log_dir=tmp_path, progress=False)
+    assert row["ok"] is False and row["error"] == "benchmark_model timed out after 0.5 s"
+    local_binary.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    with pytest.raises(ValueError, match="not executable"):
+        bm.run_local(model, local_binary, "cpu", 1, log_dir=tmp_path)
+    android = make_elf(tmp_path / "android_bm")
+    android.chmod(0o755)
+    with pytest.raises(ValueError, match="Android build"):
+        bm.run_local(model, android, "cpu", 1, log_dir=tmp_path)
+    monkeypatch.setenv(bm.ENV_BINARY, str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        bm.run_local(model, None, "cpu", 1, log_dir=tmp_path)
+
+
+def test_parse_devices_listing():
+    text = textwrap.dedent("""\
+        * daemon not running; starting now at tcp:5037
+        * daemon started successfully
+        List of devices attached
+        28021FDH2000AB         device usb:1-1 product:panther model:Pixel_7 device:panther transport_id:3
+        emulator-5554          offline transport_id:4
+        0123456789ABCDEF       no permissions (missing udev rules? user is in the plugdev group); see [http://developer.android.com/tools/device.html] usb:1-3 transport_id:6
+        """)
+    devices = bm.parse_devices(text)
+    assert [(s, st) for s, st, _ in devices] == [("28021FDH2000AB", "device"),
+                                                 ("emulator-5554", "offline"),
+                                                 ("0123456789ABCDEF", "no permissions")]
+    assert devices[0][2]["model"] == "Pixel_7"
