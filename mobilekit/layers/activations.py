@@ -1,5 +1,8 @@
 """Activation and gating layers written as real Layer subclasses.
 
+Each custom layer declares `QUANT`, how QAT must treat it (see mobilekit.compress.qat):
+"output" = quantize its output only; "passthrough" = no quantizer (a pure data movement).
+
 Why layers and not lambdas or raw tf ops: tfmot cannot quantize TFOpLambda/Lambda
 layers, Lambda breaks safe `.keras` loading, and the TFLite converter fuses
 ``x * relu6(x + 3) / 6`` into a single HARD_SWISH op only when it sees that pattern.
@@ -11,6 +14,8 @@ from mobilekit.keras import layers, register, tf
 class HardSigmoid(layers.Layer):
     """relu6(x + 3) / 6 (MobileNetV3); not tf_keras' piecewise 0.2x + 0.5."""
 
+    QUANT = "output"
+
     def call(self, inputs):
         return tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
 
@@ -19,6 +24,8 @@ class HardSigmoid(layers.Layer):
 class HardSwish(layers.Layer):
     """x * relu6(x + 3) / 6 (MobileNetV3)."""
 
+    QUANT = "output"
+
     def call(self, inputs):
         return inputs * tf.nn.relu6(inputs + 3.0) * (1.0 / 6.0)
 
@@ -26,6 +33,8 @@ class HardSwish(layers.Layer):
 @register("mobilekit")
 class Swish(layers.Layer):
     """x * sigmoid(x) (EfficientNet), as a layer so QAT can give it an output quantizer."""
+
+    QUANT = "output"
 
     def call(self, inputs):
         return inputs * tf.math.sigmoid(inputs)
@@ -37,6 +46,8 @@ class GateScale(layers.Layer):
 
     Used by squeeze-and-excite; replaces `Multiply`, which tfmot cannot quantize.
     """
+
+    QUANT = "output"
 
     def call(self, inputs):
         features, gate = inputs
