@@ -347,9 +347,30 @@ def test_single_regular_run_and_tail_only_paste():
 
 
 def test_last_of_several_runs_is_reported():
-    second = README_OLD.replace("79760.9", "66767.6").replace("avg=79760.9", "avg=66767.6")
-    row = parse_log("STARTING!\nNum threads: [1]\n" + README_OLD + "STARTING!\nNum threads: [2]\n" + second)
+    # a shell loop over thread counts pasted into one file
+    second = README_OLD.replace("79760.9", "66767.6").replace("count=50 first=80011", "count=25 first=66753")\
+        .replace("min=78921", "min=66699").replace("count=6 ", "count=13 ")
+    row, details = parse_log_with_details(
+        "STARTING!\nNum threads: [1]\n" + README_OLD + "STARTING!\nNum threads: [2]\n" + second)
     assert row["threads"] == 2 and row["inference_avg_us"] == 66767.6
+    assert (row["inference_count"], row["inference_min_us"], details["warmup_count"]) == (25, 66699, 13)
+
+
+def test_gpu_chosen_over_explicit_xnnpack():
+    # --use_xnnpack=true --use_gpu=true: delegates are applied in flag order
+    log = ("INFO: Explicitly applied XNNPACK delegate, and the model graph will be partially executed "
+           "by the delegate w/ 3 delegate kernels.\n"
+           "INFO: Replacing 12 out of 64 node(s) with delegate (TfLiteXNNPackDelegate) node, "
+           "yielding 3 partitions for the whole graph.\n"
+           "INFO: Replacing 52 out of 64 node(s) with delegate (TfLiteGpuDelegateV2) node, "
+           "yielding 1 partitions for the whole graph.\n"
+           "INFO: Explicitly applied GPU delegate, and the model graph will be partially executed "
+           "by the delegate w/ 1 delegate kernels.\n"
+           "INFO: Inference timings in us: Init: 1200, First inference: 9000, Warmup (avg): 8000, "
+           "Inference (avg): 7000\n")
+    row = parse_log(log)
+    assert (row["delegate"], row["delegated_nodes"], row["total_nodes"], row["delegation"]) == \
+        ("gpu", 52, 64, "partial")
 
 
 FAIL_NNAPI = """\
@@ -395,6 +416,14 @@ def test_failures_give_most_specific_error(log, error):
     assert row["ok"] is False
     assert row["error"] == error
     assert row["inference_avg_us"] is None
+
+
+def test_ignored_default_delegate_failure_is_not_fatal():
+    log = ("WARNING: Failed to apply the default TensorFlow Lite delegate indexed at 0 because of "
+           "incompatibility between runtime and delegate. Ignoring the error, and continuing anyway.\n"
+           + NOT_EXECUTED)
+    row = parse_log(log)
+    assert (row["ok"], row["error"], row["inference_avg_us"]) == (True, None, 16541.2)
 
 
 def test_failed_delegate_with_timings_is_not_ok():

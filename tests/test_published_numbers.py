@@ -26,7 +26,8 @@ def test_published_variant(item):
     if not entry.get("check", True):
         assert entry.get("why"), "an unchecked published row must say why"
         pytest.skip(f"not asserted: {entry['why'][:80]}")
-    profile = _profile(name, tuple(sorted(entry["kwargs"].items())))
+    profile = _profile(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)  # hashable
+                                          for k, v in entry["kwargs"].items())))
     results = compare(entry, profile)
     assert results, "a checked row needs params_m or macs_m"
     bad = [f"{what}: ours {ours:.4f} M vs published {pub} M" for what, ours, pub, ok in results if not ok]

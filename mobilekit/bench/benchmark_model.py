@@ -18,6 +18,7 @@ Public API (all keyword arguments after `threads` have the defaults shown):
             log_dir="bench_logs", timeout=600.0, apk_poll_interval=1.0,
             progress=True) -> dict
 
+    read_sweep(out_dir, serial=None, device=None) -> list[dict]   # android_bench/run_sweep.sh output
     resolve_binary(path=None) -> Path          # explicit path, else $MOBILEKIT_BENCHMARK_MODEL
     read_elf(path) -> ElfInfo; elf_abi(path) -> "arm64-v8a" | "armeabi-v7a" | "x86_64" | "x86"
     build_flags(graph, delegate, threads, ...) -> list[str]
@@ -320,14 +321,17 @@ def _finish_row(base, text, rc, timed_out, timeout, what):
     for key, value in parsed.items():
         if key in row and row[key] is None and value is not None:
             row[key] = value
+    adb_error = re.search(r"^(?:adb: )?error: .*$", text or "", re.M)   # adb itself, mid-run
+    reason = (adb_error.group(0).strip() if adb_error else None) or \
+        (parsed.get("error") if not parsed.get("ok") else None) or \
+        _failure_line(text) or f"no result summary (last line: {_last_line(text)})"
     error = None
     if timed_out:
         error = f"{what} timed out after {timeout:g} s"
     elif rc not in (0, None):
-        error = f"{what} exited with code {rc}: {_failure_line(text) or _last_line(text)}"
-    elif not parsed.get("ok"):
-        error = parsed.get("error") or _failure_line(text) or \
-            f"{what} printed no result summary (last line: {_last_line(text)})"
+        error = f"{what} exited with code {rc}: {reason}"
+    elif not parsed.get("ok") or adb_error:
+        error = reason
     row["ok"] = error is None
     row["error"] = error
     return row
@@ -471,6 +475,7 @@ class Adb:
         self.serial = None
         self._props = None
         self._pushed = {}   # remote path -> sha256 pushed (or verified) in this session
+        self._dirs = set()  # remote directories created in this session
 
     # -- plumbing
     def run(self, args, timeout=None, check=True, serial=True):
@@ -573,8 +578,10 @@ class Adb:
         pushed = self.remote_sha256(remote, local.stat().st_size) != digest
         if pushed:
             remote_dir = str(Path(remote).parent)
-            self.shell(["mkdir", "-p", remote_dir])
-            self.shell(["chmod", "755", remote_dir])   # the APK runs as another user
+            if remote_dir not in self._dirs:
+                # 755: the benchmark APK runs as another user and must reach the model
+                self.shell(["mkdir", "-p", "-m", "755", remote_dir])
+                self._dirs.add(remote_dir)
             self.run(["push", str(local), remote], timeout=max(self.timeout, 600))
         if mode is not None:
             self.shell(["chmod", mode, remote])
@@ -630,7 +637,7 @@ def run_adb(model_path, binary=None, delegate="xnnpack", threads=1, *, num_runs=
                     f"{base['serial']!r} supports {', '.join(abilist)}; use a matching build")
         log_path = _log_path(log_dir, model_path, "adb", delegate, threads, base["serial"])
         base["raw_log_path"] = str(log_path)
-        adb.push(model_path, remote_model, mode="644")
+        adb.push(model_path, remote_model, mode="644" if apk else None)   # the APK is another user
         if apk:
             return _run_apk(adb, base, flags, log_path, timeout, apk_poll_interval)
         remote_binary = f"{REMOTE_DIR}/{binary.name}"
@@ -677,3 +684,37 @@ def _run_apk(adb, base, flags, log_path, timeout, poll_interval):
     _write_log(log_path, raw)
     timed_out = not (_APK_DONE.search(raw) or _APK_FAILED.search(raw))
     return _finish_row(base, raw, 0, timed_out, timeout, "benchmark APK")   # parser strips logcat prefixes
+
+
+# ---------------------------------------------------------------- on-device sweeps
+
+
+def read_sweep(out_dir, serial=None, device=None):
+    """Rows of a sweep run on the phone by android_bench/run_sweep.sh and pulled to out_dir.
+
+    Reads out_dir/results.tsv (model, delegate, threads, exit code, log relative to out_dir)
+    and parses each log. model_path is the path on the device (its hash is unknown here).
+    """
+    out_dir = Path(out_dir)
+    results = out_dir / "results.tsv"
+    if not results.is_file():
+        raise FileNotFoundError(f"sweep results {str(results)!r} not found (did run_sweep.sh finish?)")
+    rows = []
+    for number, line in enumerate(results.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.split("\t")
+        if len(fields) != 5:
+            raise ValueError(f"{results}:{number}: expected 5 tab-separated fields "
+                             f"(model, delegate, threads, exit_code, log); got {line!r}")
+        model, delegate, threads, rc, log = fields
+        log_path = out_dir / log
+        base = empty_result(model_path=model, target="adb", serial=serial, device=device,
+                            runtime=RUNTIME, delegate=delegate, threads=int(threads),
+                            raw_log_path=str(log_path))
+        text = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
+        row = _finish_row(base, text, int(rc), False, None, "benchmark_model")
+        if not log_path.is_file():
+            row.update(ok=False, error=f"log {log} missing from {out_dir}")
+        rows.append(row)
+    return rows

@@ -36,7 +36,7 @@ _ERROR_PREFIX = re.compile(r"^(?:ERROR\s*:|E/|E\s+\S+\s*:|E\d{4}\s|"
 
 _RE = {name: re.compile(p, re.IGNORECASE if name in ("version",) else 0) for name, p in {
     "version": r"(?:TensorFlow|LiteRT)(?: Lite)? Version\s*:?\s*\[?v?(\d+\.\d+[\w.\-]*)",
-    "param": r"^([A-Za-z#][^:\[\]]*?)\s*:\s*\[(.*)\]$",
+    "param": r"^([A-Za-z#][^:\[\]]*):\s*\[(.*)\]$",
     "running": r"^Running benchmark for (?:at least |max )?(\d+) iterations",
     "count": r"^count=(\d+)\b(.*)$",
     "kv": r"(\w+)=(" + _NUM + r")",
@@ -76,10 +76,10 @@ _RE = {name: re.compile(p, re.IGNORECASE if name in ("version",) else 0) for nam
 
 # Failure lines, most specific first: the first class that matches gives the error text.
 _FAILURES = [p if p is None else re.compile(p) for p in (
-    r"not executable|: not found$|[Pp]ermission denied|[Ee]xec format error|cannot execute|"
-    r"CANNOT LINK EXECUTABLE|No such file or directory",
+    r"not executable|: not found$|inaccessible or not found|[Pp]ermission denied|"
+    r"[Ee]xec format error|cannot execute|CANNOT LINK EXECUTABLE|No such file or directory",
     r"Didn't find (?:op for builtin opcode|custom op)|Encountered unresolved custom op",
-    r"Failed to (?:apply|create) .*delegate",
+    r"Failed to (?:apply|create) \S+ delegate",
     None,  # any other ERROR-level line (OpenCL build errors, NNAPI errors, ...)
     r"Failed to (?:initialize the interpreter|allocate tensors|invoke|mmap model|construct "
     r"interpreter|load model|prepare)|Model file doesn't exist|Segmentation fault|Aborted|"
@@ -88,13 +88,16 @@ _FAILURES = [p if p is None else re.compile(p) for p in (
 )]
 _GENERIC_ERRORS = re.compile(r"^(?:Registration failed\.?|Failed to initialize the interpreter|"
                              r"Benchmarking failed\.?)$")
-_FATAL = re.compile(r"Benchmarking failed\.|Failed to (?:apply|create) .*delegate|"
+# The tool's own "Failed to apply <NAME> delegate." is fatal; the interpreter's "Failed to apply
+# the default ... delegate" alone is not (a fatal one is followed by "Benchmarking failed.").
+_FATAL = re.compile(r"Benchmarking failed\.|Failed to apply \S+ delegate\.|"
                     r"not executable|CANNOT LINK EXECUTABLE|Segmentation fault|Fatal signal")
 
 _DELEGATE_NAMES = {"gpu": "gpu", "nnapi": "nnapi", "xnnpack": "xnnpack",
                    "tflitegpudelegatev2": "gpu", "tflitegpudelegate": "gpu",
                    "tflitennapidelegate": "nnapi", "tflitexnnpackdelegate": "xnnpack"}
 _MAX_ERROR_CHARS = 500
+_MAX_LINE_CHARS = 2000  # real lines are far shorter; the cap bounds regex time on junk input
 
 
 def parse_log(text):
@@ -178,7 +181,7 @@ class _State:
 
 def _parse(text):
     state = _State()
-    for raw in _last_run(text.splitlines()):
+    for raw in _last_run([line[:_MAX_LINE_CHARS] for line in text.splitlines()]):
         body, is_error = _strip_prefixes(raw)
         state.lines.append((body.strip(), is_error))
         _read_line(state, body)
@@ -190,7 +193,10 @@ def _last_run(lines):
     starts = [i for i, line in enumerate(lines) if _RE["starting"].match(_strip_prefixes(line)[0].strip())]
     if len(starts) <= 1:
         return lines
-    return lines[starts[-1]:]
+    first = starts[-1]
+    if "--graph=" in lines[first - 1]:  # keep the run's command line (its flags)
+        first -= 1
+    return lines[first:]
 
 
 def _strip_prefixes(line):

@@ -43,8 +43,8 @@ def summary_lines(row):
                  f"std {_ms(row['inference_std_us'])}, min {_ms(row['inference_min_us'])}, "
                  f"median {_ms(row['inference_median_us'])}, max {_ms(row['inference_max_us'])}")
     if any(row[k] is not None for k in ("memory_init_mb", "memory_overall_mb", "peak_memory_mb")):
-        lines.append(f"memory:     init {_mb(row['memory_init_mb'])}, overall {_mb(row['memory_overall_mb'])}, "
-                     f"peak {_mb(row['peak_memory_mb'])}")
+        lines.append(f"memory:     init {_mb(row['memory_init_mb'])}, "
+                     f"overall {_mb(row['memory_overall_mb'])}, peak {_mb(row['peak_memory_mb'])}")
     for op in (row["op_profile"] or [])[:_TOP_OPS]:
         pct = "" if op["avg_pct"] is None else f" ({op['avg_pct']:.1f}%)"
         avg = "-" if op["avg_ms"] is None else f"{op['avg_ms']:.2f} ms"

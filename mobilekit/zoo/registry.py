@@ -126,5 +126,7 @@ def create_model(name, **kwargs):
     if weights is not None:
         from mobilekit.zoo.weights import import_weights
 
-        import_weights(model, weights)
+        twin = {k: call[k] for k in ("num_classes", "include_top", "alpha", "minimalistic")
+                if k in call}
+        import_weights(model, weights, name=name, **twin)
     return model

@@ -1,0 +1,56 @@
+"""Group convolution, two ways behind one option.
+
+* "native": one `Conv2D(groups=g)` -> a single grouped CONV_2D in TFLite.
+* "split":  ChannelSplit -> g Conv2D -> Concatenate, for runtimes without grouped CONV_2D.
+
+Both count the same MACs (the profiler divides a grouped Conv2D's cost by g; the split
+form is g ordinary convs on C/g channels). DEFAULT_IMPL is the form that won
+tools/bench_group_conv.py (see models/shufflenet_v1.toml, [group_conv_measurement]).
+"""
+from mobilekit.errors import check_choice
+from mobilekit.keras import layers
+from mobilekit.layers.shuffle import ChannelSplit
+
+IMPLS = ("native", "split")
+DEFAULT_IMPL = "native"
+
+
+def group_conv(x, filters, kernel_size, groups, strides=1, name="gconv", impl=None,
+               use_bias=False, padding="same"):
+    """A k x k convolution whose input and output channels are cut into `groups` groups.
+
+    Output group i sees only input group i. With impl="split" the per-group layers are
+    `<name>_split`, `<name>_g0..g{g-1}` and `<name>_concat`; with "native" (or groups=1)
+    there is one layer `<name>`.
+    """
+    impl = check_choice("group conv impl", DEFAULT_IMPL if impl is None else impl, IMPLS)
+    cin = x.shape[-1]
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be a positive integer; got {groups!r}")
+    if cin % groups or filters % groups:
+        raise ValueError(f"{name}: input channels ({cin}) and filters ({filters}) must both be "
+                         f"multiples of groups ({groups})")
+    if impl == "native" or groups == 1:
+        return layers.Conv2D(filters, kernel_size, strides=strides, padding=padding,
+                             groups=groups, use_bias=use_bias, name=name)(x)
+    parts = ChannelSplit(groups, name=f"{name}_split")(x)
+    outs = [layers.Conv2D(filters // groups, kernel_size, strides=strides, padding=padding,
+                          use_bias=use_bias, name=f"{name}_g{i}")(part)
+            for i, part in enumerate(parts)]
+    return layers.Concatenate(name=f"{name}_concat")(outs)
+
+
+def split_weights_from_native(kernel, groups, bias=None):
+    """Per-group weights of the split form from a native grouped kernel [kh, kw, C/g, F].
+
+    Output channels [i*F/g, (i+1)*F/g) of the native kernel belong to group i.
+    Returns a list of `[kernel_i]` or `[kernel_i, bias_i]` for `Conv2D.set_weights`.
+    """
+    per = kernel.shape[-1] // groups
+    out = []
+    for i in range(groups):
+        w = [kernel[..., i * per:(i + 1) * per]]
+        if bias is not None:
+            w.append(bias[i * per:(i + 1) * per])
+        out.append(w)
+    return out

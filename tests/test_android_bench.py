@@ -1,0 +1,136 @@
+"""android_bench/run_sweep.sh under a POSIX sh with a stand-in benchmark_model, and read_sweep."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mobilekit.bench.benchmark_model import read_sweep
+
+SCRIPT = Path(__file__).resolve().parents[1] / "android_bench" / "run_sweep.sh"
+
+# Prints a TF 2.x log echoing its flags; the GPU "fails" the way the real tool does.
+FAKE_BENCHMARK = r"""#!/bin/sh
+graph= threads=
+for arg in "$@"; do
+    case $arg in
+        --graph=*) graph=${arg#--graph=} ;;
+        --num_threads=*) threads=${arg#--num_threads=} ;;
+    esac
+    echo "ARG: $arg"
+done
+echo "INFO: STARTING!"
+echo "INFO: Num threads: [$threads]"
+echo "INFO: Loaded model $graph"
+case "$*" in *--use_gpu=true*)
+    echo "ERROR: Failed to apply GPU delegate."
+    echo "Benchmarking failed."
+    exit 3 ;;
+esac
+echo "INFO: Running benchmark for at least 1 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds."
+echo "INFO: count=12 first=900 curr=800 min=790 max=900 avg=810.5 std=30"
+echo "INFO: Running benchmark for at least 50 iterations and at least 1 seconds but terminate if exceeding 150 seconds."
+echo "INFO: count=60 first=801 curr=799 min=780 max=840 avg=$((700 + threads)) std=12"
+echo "INFO: Inference timings in us: Init: 1500, First inference: 900, Warmup (avg): 810.5, Inference (avg): $((700 + threads))"
+"""
+
+FAKE_TASKSET = """#!/bin/sh
+echo "$1" >> "$TASKSET_LOG"
+shift
+exec "$@"
+"""
+
+
+@pytest.fixture
+def sweep_env(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    bench = bindir / "benchmark_model"
+    bench.write_text(FAKE_BENCHMARK)
+    bench.chmod(0o755)
+    taskset = bindir / "taskset"
+    taskset.write_text(FAKE_TASKSET)
+    taskset.chmod(0o755)
+    models = [tmp_path / "mnv2 035.tflite", tmp_path / "mnv3s.tflite"]
+    for model in models:
+        model.write_bytes(b"TFL3")
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "TASKSET_LOG": str(tmp_path / "taskset.log")}
+    return bench, models, env
+
+
+def sweep(args, env, cwd):
+    return subprocess.run(["sh", str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=60)
+
+
+def test_script_is_posix_sh():
+    assert subprocess.run(["sh", "-n", str(SCRIPT)]).returncode == 0
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    check = subprocess.run(["shellcheck", "-s", "sh", str(SCRIPT)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+
+
+def test_sweep_runs_matrix_and_writes_results(sweep_env, tmp_path):
+    bench, models, env = sweep_env
+    out = tmp_path / "out"
+    proc = sweep(["-b", bench, "-d", "cpu gpu", "-t", "1 4", "-o", out, "-m", "f0", "-r", "20",
+                  *models], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = (out / "results.tsv").read_text().splitlines()
+    assert lines[0] == "# model\tdelegate\tthreads\texit_code\tlog"
+    expected = [(str(m), d, str(t), "3" if d == "gpu" else "0",
+                 f"logs/{stem}__{d}__t{t}__r1.log")
+                for m, stem in zip(models, ["mnv2_035", "mnv3s"]) for d in ("cpu", "gpu") for t in (1, 4)]
+    assert [tuple(line.split("\t")) for line in lines[1:]] == expected
+    assert not (out / "results.tsv.partial").exists()
+    # the flags reached the binary one argument each, through taskset f0
+    first = (out / "logs" / "mnv2_035__cpu__t1__r1.log").read_text().splitlines()
+    assert first[:7] == [f"ARG: --graph={models[0]}", "ARG: --use_xnnpack=false", "ARG: --num_threads=1",
+                         "ARG: --num_runs=20", "ARG: --warmup_runs=1", "ARG: --min_secs=1",
+                         "INFO: STARTING!"]
+    assert (tmp_path / "taskset.log").read_text().split() == ["f0"] * 8
+    assert "[8/8] mnv3s gpu t4 r1: exit 3" in proc.stderr
+
+    rows = read_sweep(out, serial="SER1")
+    assert [(r["delegate"], r["threads"], r["ok"]) for r in rows] == \
+        [(d, t, d == "cpu") for _ in models for d in ("cpu", "gpu") for t in (1, 4)]
+    assert [r["inference_avg_us"] for r in rows if r["ok"]] == [701, 704, 701, 704]
+    failed = [r for r in rows if not r["ok"]]
+    assert all(r["error"] == "benchmark_model exited with code 3: Failed to apply GPU delegate."
+               for r in failed)
+    assert rows[0]["serial"] == "SER1" and rows[0]["model_path"] == str(models[0])
+
+
+def test_sweep_repeats_and_env_configuration(sweep_env, tmp_path):
+    bench, models, env = sweep_env
+    env = dict(env, BENCHMARK_MODEL=str(bench), DELEGATES="xnnpack", THREADS="2", REPEATS="3",
+               OUT_DIR=str(tmp_path / "o2"), EXTRA_FLAGS="--max_secs=5 --verbose=true")
+    proc = sweep([models[1]], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    logs = [line.split("\t")[4] for line in (tmp_path / "o2" / "results.tsv").read_text().splitlines()[1:]]
+    assert logs == [f"logs/mnv3s__xnnpack__t2__r{i}.log" for i in (1, 2, 3)]
+    text = (tmp_path / "o2" / logs[0]).read_text()
+    assert "ARG: --max_secs=5\nARG: --verbose=true\n" in text
+    assert not (tmp_path / "taskset.log").exists()   # no mask: no taskset
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-d", "cpu tpu"], "unknown delegate 'tpu'; accepted: cpu, xnnpack, gpu, nnapi"),
+    (["-t", "1 x"], "thread count must be an integer >= 1; got 'x'"),
+    (["-b", "/nonexistent/bm"], "benchmark binary '/nonexistent/bm' does not exist"),
+    (["-r", "0"], "NUM_RUNS must be an integer >= 1"),
+])
+def test_sweep_rejects_bad_arguments(sweep_env, tmp_path, args, message):
+    bench, models, env = sweep_env
+    proc = sweep(["-b", bench, "-o", tmp_path / "o3", *args, models[0]], env, tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "o3" / "results.tsv").exists()
+
+
+def test_sweep_needs_existing_models(sweep_env, tmp_path):
+    bench, _, env = sweep_env
+    proc = sweep(["-b", bench, tmp_path / "missing.tflite"], env, tmp_path)
+    assert proc.returncode == 2 and "model '" in proc.stderr and "does not exist" in proc.stderr
+    proc = sweep(["-b", bench], env, tmp_path)
+    assert proc.returncode == 2 and "no model given" in proc.stderr
