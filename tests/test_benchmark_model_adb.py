@@ -626,3 +626,19 @@ def test_parse_devices_listing():
                                                  ("emulator-5554", "offline"),
                                                  ("0123456789ABCDEF", "no permissions")]
     assert devices[0][2]["model"] == "Pixel_7"
+
+
+def test_run_local_on_a_published_log(shared_dir, model, tmp_path):
+    """A stand-in that replays fixture 29 (a real 2026 LiteRT-tree build, XNNPACK off)."""
+    fixture = shared_dir / "fixtures" / "benchmark_logs" / "29_linux_x86_litert2026_no_xnnpack"
+    binary = tmp_path / "benchmark_model"
+    binary.write_text(f"#!/bin/sh\ncat {shlex.quote(str(fixture.with_suffix('.txt')))}\n")
+    binary.chmod(0o755)
+    row = bm.run_local(model, binary, "cpu", 1, log_dir=tmp_path / "logs", progress=False)
+    expected = json.loads(fixture.with_suffix(".json").read_text())["expected"]
+    assert row["ok"] is True, row["error"]
+    for key in ("init_us", "first_inference_us", "warmup_avg_us", "inference_avg_us",
+                "inference_std_us", "inference_min_us", "inference_max_us", "inference_count",
+                "inference_median_us", "memory_init_mb", "memory_overall_mb"):
+        assert row[key] == expected[key], key
+    assert Path(row["raw_log_path"]).read_text() == fixture.with_suffix(".txt").read_text()

@@ -11,8 +11,11 @@ import click
 # command name -> "module:function" (one line per command; keep sorted by name).
 COMMANDS = {
     "bench-parse": "mobilekit.cli.bench_parse:bench_parse",
+    "data": "mobilekit.cli.train_cmds:data",
+    "eval": "mobilekit.cli.train_cmds:eval_cmd",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
+    "train": "mobilekit.cli.train_cmds:train",
 }
 
 

@@ -1,34 +1,13 @@
 """Small helpers shared by CLI commands."""
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import click
+
+from mobilekit.io import write_atomic, write_json_atomic  # noqa: F401  (re-exported)
 
 
 def echo_json(obj):
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
-
-
-def write_atomic(path, text, mode="w"):
-    """Write a file so that readers never see it half-written (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_json_atomic(path, obj):
-    return write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def parse_model_kwargs(alpha=None, resolution=None, options=()):

@@ -98,3 +98,91 @@ def to_pixels(boxes, width, height):
     scale = np.array([width, height, width, height], np.float64)
     out = np.asarray(boxes, np.float64).reshape(-1, 4) * scale
     return np.clip(out, 0, scale)
+
+
+# ---------------------------------------------------------------- running a detector
+def tflite_bytes(model, representative=None):
+    """Convert a (inference-form) Keras detector at batch 1; int8 when `representative`
+    (a callable yielding [input] lists) is given, with float input/output kept."""
+    h, w, c = model.inputs[0].shape[1:]
+    func = tf.function(lambda x: model(x, training=False))
+    concrete = func.get_concrete_function(tf.TensorSpec([1, h, w, c], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    if representative is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+    return converter.convert()
+
+
+class Detector:
+    """Decoded boxes and scores from a Keras model (.keras, training or inference form) or
+    a .tflite file; `detect` adds thresholding + NMS and maps boxes to image pixels."""
+
+    def __init__(self, model=None, tflite_path=None, num_threads=1):
+        self.interpreter = None
+        if tflite_path is not None:
+            from ai_edge_litert.interpreter import Interpreter
+
+            self.interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            self.input_hw = tuple(self.interpreter.get_input_details()[0]["shape"][1:3])
+        else:
+            if len(model.outputs) == 2 and model.outputs[1].shape.rank == 3:
+                model = inference_model(model)
+            self.model = model
+            self.input_hw = tuple(model.inputs[0].shape[1:3])
+
+    @classmethod
+    def load(cls, path, num_threads=1):
+        """A .tflite, a .keras file, or a run directory holding model.keras."""
+        from pathlib import Path
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.keras"
+        if not path.exists():
+            raise FileNotFoundError(f"detector model not found: {path}")
+        if path.suffix == ".tflite":
+            return cls(tflite_path=path, num_threads=num_threads)
+        import mobilekit.layers.crelu  # noqa: F401  (registers Negate for loading)
+
+        return cls(keras.models.load_model(path, compile=False))
+
+    def raw(self, batch):
+        """float32 [1, h, w, 3] in [-1, 1] -> (boxes [A, 4], scores [A]) normalised."""
+        if self.interpreter is None:
+            boxes, scores = self.model(batch, training=False)
+            return np.asarray(boxes[0]), np.asarray(scores[0])
+        return self._run_tflite(np.asarray(batch, np.float32))
+
+    def _run_tflite(self, batch):
+        it = self.interpreter
+        inp = it.get_input_details()[0]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            batch = np.clip(np.round(batch / scale + zero), np.iinfo(inp["dtype"]).min,
+                            np.iinfo(inp["dtype"]).max).astype(inp["dtype"])
+        it.set_tensor(inp["index"], batch)
+        it.invoke()
+        outs = {}
+        for d in it.get_output_details():
+            value = it.get_tensor(d["index"])
+            if d["dtype"] != np.float32:
+                scale, zero = d["quantization"]
+                value = (value.astype(np.float32) - zero) * scale
+            outs[len(d["shape"])] = value[0]
+        return outs[3], outs[2]
+
+    def prepare(self, image):
+        """uint8 image [H, W, 3] -> network batch (whole image warped to the input)."""
+        from mobilekit.detection.data import preprocess, resize_eval
+
+        return np.asarray(preprocess(resize_eval(image, self.input_hw)))[None]
+
+    def detect(self, image, score_threshold=SCORE_THRESHOLD, nms_iou=NMS_IOU,
+               keep_top_k=KEEP_TOP_K):
+        """(pixel boxes [K, 4] of the original image, scores [K]), best first."""
+        boxes, scores = self.raw(self.prepare(image))
+        boxes, scores = select(boxes, scores, score_threshold, nms_iou, keep_top_k=keep_top_k)
+        h, w = np.asarray(image).shape[:2]
+        return to_pixels(boxes, w, h), scores

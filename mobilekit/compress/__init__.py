@@ -1,0 +1,1 @@
+"""Compression: quantization-aware training, pruning, channel pruning."""

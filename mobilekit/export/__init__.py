@@ -1,0 +1,1 @@
+"""TFLite conversion (every quant mode), model reports and embedded metadata."""

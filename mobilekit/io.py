@@ -1,0 +1,27 @@
+"""Atomic file writes: readers (and a killed process) never leave a half-written file."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomic(path, text, mode="w"):
+    """Write a file so that readers never see it half-written (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path, obj):
+    return write_atomic(path, json.dumps(obj, indent=2) + "\n")

@@ -1,0 +1,1 @@
+"""Training into run directories: trainer, schedules, distillation, resume, evaluation."""

@@ -1,0 +1,409 @@
+"""Training a zoo classifier into a run directory (see mobilekit.train.rundir).
+
+Settings resolve as: explicit argument > the model card's [recipe] table > DEFAULTS.
+With --distribute, `batch_size` is per replica: the global batch is batch_size x replicas
+and the learning rate is scaled linearly by the number of replicas (Goyal et al. 2017).
+"""
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mobilekit.errors import check_choice, check_range
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+DISTRIBUTE = ("none", "mirrored", "multi-worker")
+# Learning rate at batch 64 (scaled linearly with the global batch) and weight decay, per optimizer.
+BASE_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
+WEIGHT_DECAY = {"sgd": 4e-5, "adam": 0.0, "adamw": 0.05}
+LR_REFERENCE_BATCH = 64
+# Small default resolution on the synthetic set: it learns in minutes on a laptop CPU.
+SYNTHETIC_RESOLUTION = 64
+DEFAULTS = {
+    "data": "synthetic", "epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": None,
+    "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 0.0, "label_smoothing": 0.1,
+    "weight_decay": None, "teacher": None, "distill_temperature": 4.0, "distill_weight": 0.5,
+    "seed": 0, "early_stopping": 0, "keep_checkpoints": 3, "distribute": "none",
+    "deterministic": False, "alpha": None, "resolution": None, "model_options": {},
+}
+
+
+def resolve_config(model, **args):
+    """The full training config: explicit args over the card's [recipe] over DEFAULTS."""
+    from mobilekit.zoo.registry import get_card, get_entry
+
+    entry = get_entry(model)
+    unknown = set(args) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown training setting {sorted(unknown)[0]!r}; accepted: "
+                         f"{', '.join(sorted(DEFAULTS))}")
+    try:
+        recipe = get_card(model).get("recipe", {})
+    except FileNotFoundError:
+        recipe = {}
+    config = dict(DEFAULTS)
+    config.update({k: v for k, v in recipe.items() if k in DEFAULTS})
+    config.update({k: v for k, v in args.items() if v is not None})
+    config["model"] = model
+    check_choice("optimizer", config["optimizer"], OPTIMIZERS)
+    check_choice("distribute", config["distribute"], DISTRIBUTE)
+    for key in ("epochs", "batch_size"):
+        if not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"{key} must be a positive integer; got {config[key]!r}")
+    check_range("label_smoothing", config["label_smoothing"], 0, 1, low_inclusive=True,
+                high_inclusive=False)
+    check_range("distill_weight", config["distill_weight"], 0, 1, low_inclusive=True)
+    if config["resolution"] is None:
+        synthetic = str(config["data"]).split(":")[0] == "synthetic"
+        config["resolution"] = SYNTHETIC_RESOLUTION if synthetic else entry.default_resolution
+    if config["weight_decay"] is None:
+        config["weight_decay"] = WEIGHT_DECAY[config["optimizer"]]
+    if config["lr"] is None:
+        config["lr"] = BASE_LR[config["optimizer"]] * config["batch_size"] / LR_REFERENCE_BATCH
+    return config
+
+
+def make_strategy(kind):
+    """None, MirroredStrategy (GPUs of this host) or MultiWorkerMirroredStrategy (TF_CONFIG)."""
+    from mobilekit.keras import tf
+
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--distribute multi-worker needs TF_CONFIG (cluster and task) set "
+                             "in the environment of every worker")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return None
+
+
+def is_chief(strategy):
+    if strategy is None or not hasattr(strategy.cluster_resolver, "task_type"):
+        return True
+    resolver = strategy.cluster_resolver
+    return resolver.task_type in (None, "chief") or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def train(config, run_dir, resume=False, verbose=None):
+    """Train per `config` into `run_dir`; returns metrics.json's dict."""
+    from mobilekit.keras import keras, tf
+    from mobilekit.train import rundir
+
+    strategy = make_strategy(config["distribute"])  # before any other TF op (collectives)
+    chief = is_chief(strategy)
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    run_dir = Path(run_dir)
+    keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    data = _datasets(config, replicas, resume)
+    config = _finish_config(config, data, replicas)
+    if chief:
+        rundir.write_config(run_dir, config)
+    scope = strategy.scope() if strategy else _null_scope()
+    with scope:
+        student, fit_model, optimizer = _build(config, data)
+    start_epoch, state = 0, {"history": [], "best": None, "best_epoch": 0}
+    if resume:
+        start_epoch, state = _restore(run_dir, student, optimizer, scope, chief)
+    if start_epoch >= config["epochs"] or state.get("stopped_early"):
+        return _finish(run_dir, config, state, chief)
+    train_ds = data["train"]
+    if start_epoch:
+        # A fresh shuffle stream for the remaining epochs, still fixed by the seed.
+        train_ds = _train_dataset(config, replicas, seed=config["seed"] + 7919 * start_epoch)[0]
+    callbacks = [EpochEnd(run_dir, config, student, optimizer, state, chief)]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
+                                                     profile_batch=0))
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    fit_model.fit(train_ds, validation_data=data["val"], epochs=config["epochs"],
+                  initial_epoch=start_epoch, callbacks=callbacks, verbose=verbose)
+    return _finish(run_dir, config, callbacks[0].state, chief)
+
+
+class _null_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _datasets(config, replicas, resume):
+    from mobilekit.data import load_dataset
+
+    train_ds, info = _train_dataset(config, replicas, config["seed"])
+    val_ds, val_info = load_dataset(config["data"], "val", config["resolution"],
+                                    config["batch_size"] * replicas, training=False,
+                                    mean=info["mean"], std=info["std"])
+    if val_info["num_classes"] != info["num_classes"]:
+        raise ValueError(f"{config['data']}: validation has {val_info['num_classes']} classes, "
+                         f"training {info['num_classes']}")
+    onehot = _onehot(info["num_classes"])
+    return {"train": train_ds, "val": _shard(val_ds.map(onehot)), "info": info,
+            "val_examples": val_info["num_examples"]}
+
+
+def _train_dataset(config, replicas, seed):
+    from mobilekit.data import load_dataset
+
+    mean, std = config.get("mean"), config.get("std")
+    ds, info = load_dataset(config["data"], "train", config["resolution"],
+                            config["batch_size"] * replicas, training=True, seed=seed,
+                            mean=mean, std=std)
+    return _shard(ds.map(_onehot(info["num_classes"]))), info
+
+
+def _onehot(num_classes):
+    from mobilekit.keras import tf
+
+    def fn(images, labels):
+        return images, tf.one_hot(labels, num_classes)
+
+    return fn
+
+
+def _shard(ds):
+    # Multi-worker: every worker reads the whole (in-memory or file) set and keeps its share.
+    from mobilekit.keras import tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+def _finish_config(config, data, replicas):
+    import mobilekit
+    from mobilekit.keras import tf
+
+    info = data["info"]
+    config = dict(config)
+    if config.get("num_classes") not in (None, info["num_classes"]):
+        raise ValueError(f"the run was configured for {config['num_classes']} classes but "
+                         f"{config['data']} has {info['num_classes']}")
+    kwargs = {"resolution": config["resolution"], "num_classes": info["num_classes"]}
+    if config["alpha"] is not None:
+        kwargs["alpha"] = config["alpha"]
+    kwargs.update(config.get("model_options") or {})
+    config.update({
+        "model_kwargs": kwargs, "mean": info["mean"], "std": info["std"],
+        "class_names": info["class_names"], "num_classes": info["num_classes"],
+        "train_examples": info["num_examples"], "val_examples": data["val_examples"],
+        "skipped_files": info["skipped"], "num_replicas": replicas,
+        "global_batch_size": config["batch_size"] * replicas,
+        "scaled_lr": config["lr"] * replicas,
+        "steps_per_epoch": math.ceil(info["num_examples"] / (config["batch_size"] * replicas)),
+        "normalization": "(pixel - mean) / std, pixels and mean/std in 0..255 units",
+        "versions": {"mobilekit": mobilekit.__version__, "tensorflow": tf.__version__},
+    })
+    return config
+
+
+def _build(config, data):
+    from mobilekit.keras import keras
+    from mobilekit.train.schedules import make_schedule
+    from mobilekit.zoo.registry import create_model
+
+    student = create_model(config["model"], **config["model_kwargs"])
+    schedule = make_schedule(config["schedule"], config["scaled_lr"], config["epochs"],
+                             config["steps_per_epoch"], config["warmup_epochs"])
+    optimizer = _optimizer(config, schedule)
+    optimizer.build(student.trainable_variables)
+    fit_model = student
+    if config["teacher"]:
+        from mobilekit.train.distill import Distiller
+
+        teacher = load_teacher(config["teacher"], config)
+        fit_model = Distiller(student, teacher, config["distill_temperature"],
+                              config["distill_weight"])
+    k = min(5, config["num_classes"])
+    fit_model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=config["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(k, name="top5")])
+    return student, fit_model, optimizer
+
+
+def _optimizer(config, schedule):
+    from mobilekit.keras import keras
+
+    wd = config["weight_decay"] or None
+    name = config["optimizer"]
+    if name == "sgd":
+        opt = keras.optimizers.SGD(schedule, momentum=config["momentum"], nesterov=True,
+                                   weight_decay=wd)
+    elif name == "adam":
+        opt = keras.optimizers.Adam(schedule, weight_decay=wd)
+    else:
+        opt = keras.optimizers.AdamW(schedule, weight_decay=wd or 0.0)
+    if wd:
+        # Decay conv/dense kernels only, never BatchNorm or biases.
+        opt.exclude_from_weight_decay(var_names=["_bn", "bias", "gamma", "beta"])
+    return opt
+
+
+def load_teacher(path, config):
+    """The best model of a teacher run (or a .keras file), checked against the student's data."""
+    from mobilekit.keras import keras
+    from mobilekit.train.rundir import BEST, load_run
+
+    path = Path(path)
+    model_path = path / BEST if path.is_dir() else path
+    if path.is_dir():
+        teacher_config = load_run(path)
+        if teacher_config.get("num_classes") != config["num_classes"]:
+            raise ValueError(f"teacher {str(path)!r} has {teacher_config.get('num_classes')} "
+                             f"classes; the data has {config['num_classes']}")
+    if not model_path.is_file():
+        raise FileNotFoundError(f"teacher model {str(model_path)!r} does not exist")
+    teacher = keras.models.load_model(model_path, compile=False)
+    classes = teacher.output_shape[-1]
+    if classes != config["num_classes"]:
+        raise ValueError(f"teacher outputs {classes} classes; the data has {config['num_classes']}")
+    size = teacher.input_shape[1:3]
+    if None not in size and tuple(size) != (config["resolution"],) * 2:
+        raise ValueError(f"teacher input is {size[0]}x{size[1]}; the student trains at "
+                         f"{config['resolution']}x{config['resolution']} (use --resolution)")
+    return teacher
+
+
+def _restore(run_dir, student, optimizer, scope, chief):
+    from mobilekit.train import rundir
+
+    epoch, ckpt = rundir.latest_checkpoint(run_dir)
+    if ckpt is None:
+        # Killed before the first epoch ended: nothing to restore, start from scratch.
+        return 0, {"history": [], "best": None, "best_epoch": 0}
+    with scope:
+        state = rundir.restore_checkpoint(ckpt, {"model": student, "optimizer": optimizer})
+    if chief:
+        rundir.write_history(run_dir, state["history"])
+        if state["best_epoch"] == epoch:
+            # The kill may have come between the checkpoint and the best-model save.
+            _save_model(student, run_dir / rundir.BEST)
+    print(f"Resuming {run_dir} after epoch {epoch} of {len(state['history'])} recorded",
+          file=sys.stderr)
+    return epoch, state
+
+
+def _save_model(model, path):
+    """model.save to a temp name, then rename (the .keras suffix must stay last)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    model.save(tmp, include_optimizer=False)
+    os.replace(tmp, path)
+
+
+def _finish(run_dir, config, state, chief):
+    from mobilekit.io import write_json_atomic
+    from mobilekit.train import rundir
+
+    metrics = summary(config, state)
+    if chief:
+        write_json_atomic(run_dir / rundir.METRICS, metrics)
+    return metrics
+
+
+def summary(config, state):
+    history = state["history"]
+    best = next((r for r in history if r["epoch"] == state["best_epoch"]), None)
+    speeds = [r["train_images_per_sec"] for r in history if r.get("train_images_per_sec")]
+    return {
+        "val_accuracy": best["val_accuracy"] if best else None,
+        "val_top5": best["val_top5"] if best else None,
+        "val_loss": best["val_loss"] if best else None,
+        "best_epoch": state["best_epoch"],
+        "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
+        "epochs_completed": len(history),
+        "epochs_planned": config["epochs"],
+        "stopped_early": bool(state.get("stopped_early")),
+        "num_classes": config["num_classes"],
+        "val_examples": config["val_examples"],
+        "train_images_per_sec": round(sum(speeds) / len(speeds), 2) if speeds else None,
+        "model": config["model"],
+        "model_kwargs": config["model_kwargs"],
+    }
+
+
+from mobilekit.keras import keras  # noqa: E402  (the callback below subclasses a Keras class)
+
+
+class EpochEnd(keras.callbacks.Callback):
+    """At each epoch end: checkpoint (model + optimizer + history) first, then history.csv,
+    then the best model, then metrics.json; also measures training throughput and applies
+    early stopping. The order makes the checkpoint the one record of a completed epoch."""
+
+    def __init__(self, run_dir, config, student, optimizer, state, chief):
+        super().__init__()
+        self.run_dir, self.config, self.student = Path(run_dir), config, student
+        self.optimizer_ref, self.state, self.chief = optimizer, state, chief
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches, self.t_first, self.t_last = 0, None, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        if self.t_first is None:
+            self.t_first = now  # the first step includes graph tracing: not timed
+        self.t_last, self.batches = now, self.batches + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        from mobilekit.train import rundir
+
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        lr = self.optimizer_ref._learning_rate  # the schedule object given at construction
+        row["lr"] = float(lr(self.optimizer_ref.iterations - 1)) if callable(lr) else float(lr)
+        row["train_images_per_sec"] = self._speed()
+        history = [r for r in self.state["history"] if r["epoch"] <= epoch] + [row]
+        improved = self.state["best"] is None or row["val_accuracy"] > self.state["best"]
+        state = {"history": history, "epoch": epoch + 1,
+                 "best": row["val_accuracy"] if improved else self.state["best"],
+                 "best_epoch": epoch + 1 if improved else self.state["best_epoch"]}
+        patience = self.config["early_stopping"]
+        if patience and epoch + 1 - state["best_epoch"] >= patience:
+            state["stopped_early"] = True
+            self.model.stop_training = True
+        self._checkpoint(epoch + 1, state)
+        if self.chief:
+            rundir.write_history(self.run_dir, history)
+        if improved:
+            self._save_best()
+        self.state = state
+        if self.chief:
+            _finish(self.run_dir, self.config, state, True)
+
+    def _speed(self):
+        if self.batches < 2 or self.t_last <= self.t_first:
+            return None
+        images = (self.batches - 1) * self.config["global_batch_size"]
+        return round(images / (self.t_last - self.t_first), 2)
+
+    def _checkpoint(self, epoch, state):
+        from mobilekit.train import rundir
+
+        trackables = {"model": self.student, "optimizer": self.optimizer_ref}
+        if self.chief:
+            rundir.save_checkpoint(self.run_dir, epoch, trackables, state,
+                                   self.config["keep_checkpoints"])
+        else:
+            # Every worker takes part in the save (it reads synchronised variables with
+            # collective ops); only the chief's copy is kept.
+            with tempfile.TemporaryDirectory() as tmp:
+                rundir.save_checkpoint(tmp, epoch, trackables, state, keep=1)
+
+    def _save_best(self):
+        from mobilekit.train import rundir
+
+        if self.chief:
+            _save_model(self.student, self.run_dir / rundir.BEST)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                _save_model(self.student, Path(tmp) / rundir.BEST)
