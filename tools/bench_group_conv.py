@@ -190,16 +190,17 @@ def run(case_names, modes, warmup, invokes):
 
 
 def table(rows):
-    head = "| case | impl | mode | converts | ops | partitions | outside XNNPACK | max rank | median ms | p10-p90 ms |"
-    out = [head, "|" + "---|" * 10]
+    head = ("| case | impl | mode | converts | ops | runs w/o XNNPACK | partitions | outside XNNPACK"
+            " | max rank | median ms | p10-p90 ms |")
+    out = [head, "|" + "---|" * 11]
     for r in rows:
         if not r.get("converts"):
             out.append(f"| {r['case']} | {r['impl']} | {r['mode']} | no: {r.get('error', '')} |"
-                       " - | - | - | - | - | - |")
+                       " - | - | - | - | - | - | - |")
             continue
         outside = ", ".join(r["ops_outside_xnnpack"]) or "none"
         out.append(f"| {r['case']} | {r['impl']} | {r['mode']} | yes | {r['ops_total']} | "
-                   f"{r['xnnpack_partitions']} | {outside} | {r['max_rank']} | "
+                   f"{'yes' if r['runs_without_xnnpack'] else 'no'} | {r['xnnpack_partitions']} | {outside} | {r['max_rank']} | "
                    f"{r['median_us'] / 1e3:.3f} | {r['p10_us'] / 1e3:.3f}-{r['p90_us'] / 1e3:.3f} |")
     return "\n".join(out)
 

@@ -117,7 +117,7 @@ def train(config, run_dir, resume=False, verbose=None):
         # A fresh shuffle stream for the remaining epochs, still fixed by the seed.
         train_ds = _train_dataset(config, replicas, seed=config["seed"] + 7919 * start_epoch)[0]
     callbacks = [EpochEnd(run_dir, config, student, optimizer, state, chief)]
-    if chief:
+    if chief and _has_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
                                                      profile_batch=0))
     if verbose is None:
@@ -125,6 +125,15 @@ def train(config, run_dir, resume=False, verbose=None):
     fit_model.fit(train_ds, validation_data=data["val"], epochs=config["epochs"],
                   initial_epoch=start_epoch, callbacks=callbacks, verbose=verbose)
     return _finish(run_dir, config, callbacks[0].state, chief)
+
+
+def _has_tensorboard():
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        print("warning: tensorboard is not installed; no TensorBoard logs", file=sys.stderr)
+        return False
+    return True
 
 
 class _null_scope:
