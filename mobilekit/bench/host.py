@@ -26,7 +26,8 @@ Field notes:
   peak_memory_mb     getrusage(RUSAGE_SELF).ru_maxrss: the PROCESS-WIDE high-water mark since
                      the process started (includes Python, TensorFlow if imported, other models)
   delegated_nodes / total_nodes
-                     original graph nodes taken by XNNPACK / all original nodes of subgraph 0
+                     original graph nodes taken by XNNPACK (mobilekit.export.report's
+                     partition walk) / all original nodes of subgraph 0
   op_profile         always None: the Python interpreter exposes no per-operator profiler. Use
                      `--target local` with benchmark_model and op profiling for a breakdown.
 """
@@ -42,7 +43,7 @@ import numpy as np
 from mobilekit.bench.schema import delegation_state, empty_result, model_fields
 from mobilekit.errors import check_choice
 
-__all__ = ["run_host", "HOST_DELEGATES", "NO_GPU", "litert_version", "delegated_node_count"]
+__all__ = ["run_host", "HOST_DELEGATES", "NO_GPU", "litert_version"]
 
 HOST_DELEGATES = ("xnnpack", "cpu", "gpu")
 NO_GPU = "no GPU accelerator available"
@@ -151,7 +152,7 @@ def _run_interpreter(path, delegate, threads, warmup_runs, warmup_min_secs, num_
     rng = np.random.default_rng(0)
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], _random_array(detail["dtype"], detail["shape"], rng))
-    delegated, total = delegated_node_count(interpreter._get_ops_details())
+    delegated, total = _delegation(path, delegate, interpreter._get_ops_details())
     fields = _measure(interpreter.invoke, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
     fields.update(init_us=round(init_us, 3), delegated_nodes=delegated, total_nodes=total,
                   delegation=delegation_state(delegated, total),
@@ -159,32 +160,17 @@ def _run_interpreter(path, delegate, threads, warmup_runs, warmup_min_secs, num_
     return fields
 
 
-def delegated_node_count(ops):
-    """(delegated, total) original nodes, from `Interpreter._get_ops_details()`.
+def _delegation(path, delegate, ops):
+    """(delegated, total) original nodes of subgraph 0 in the timed interpreter."""
+    total = sum(op["op_name"] != "DELEGATE" for op in ops)
+    if delegate == "cpu" or not any(op["op_name"] == "DELEGATE" for op in ops):
+        return 0, total
+    # Partitions do not depend on the thread count, so the export report's walk over a
+    # 1-thread load of the same file gives the timed interpreter's coverage.
+    from mobilekit.export.report import xnnpack_partitions
 
-    After delegation the node list still holds every original node plus one DELEGATE node per
-    partition. A partition's nodes are those reached walking back from the DELEGATE node's
-    outputs through their producers, stopping at the DELEGATE node's inputs.
-    """
-    originals = [op for op in ops if op["op_name"] != "DELEGATE"]
-    producer = {int(t): op["index"] for op in originals for t in op["outputs"]}
-    inputs_of = {op["index"]: [int(t) for t in op["inputs"]] for op in originals}
-    covered = set()
-    for node in ops:
-        if node["op_name"] != "DELEGATE":
-            continue
-        boundary = {int(t) for t in node["inputs"]}
-        stack, seen = [int(t) for t in node["outputs"]], set()
-        while stack:
-            tensor = stack.pop()
-            if tensor in boundary or tensor in seen:
-                continue
-            seen.add(tensor)
-            index = producer.get(tensor)
-            if index is not None:
-                covered.add(index)
-                stack.extend(inputs_of[index])
-    return len(covered), len(originals)
+    _, delegated, _ = xnnpack_partitions(Path(path).read_bytes())
+    return delegated, total
 
 
 # ---------------------------------------------------------------- CompiledModel (gpu)
@@ -201,11 +187,13 @@ def _run_gpu(path, delegate, threads, warmup_runs, warmup_min_secs, num_runs, mi
                       cpu_options=CpuOptions(num_threads=threads))
     rss0 = _rss_mb()
     t0 = time.perf_counter_ns()
-    try:
-        model = CompiledModel.from_file(str(path), options=options)
-    except Exception as exc:  # LiteRT raises RuntimeError when no GPU backend/adapter loads
-        raise RuntimeError(f"{NO_GPU}: LiteRT could not create a GPU compiled model "
-                           f"({_first_line(exc)})") from None
+    with _captured_stderr() as log:
+        try:
+            model = CompiledModel.from_file(str(path), options=options)
+        except Exception:  # LiteRT raises RuntimeError when no GPU backend/adapter loads
+            model = None
+    if model is None:
+        raise RuntimeError(f"{NO_GPU}: {_gpu_reason(log.text)}")
     signature = next(iter(model.get_signature_list()), "serving_default")
     names = model.get_signature_list().get(signature, {})
     inputs = {n: model.create_input_buffer_by_name(signature, n) for n in names.get("inputs", [])}
@@ -270,6 +258,42 @@ def _device():
         return _host_device()
     except Exception:
         return None
+
+
+class _captured_stderr:
+    """Collect what native code writes to fd 2 (LiteRT logs there, bypassing sys.stderr)."""
+
+    def __enter__(self):
+        import tempfile
+
+        self.text = ""
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")
+        self._file.close()
+        return False
+
+
+_GPU_REASON = ("No adapters found", "Failed to initialize", "not be loaded", "Couldn't load",
+               "ERROR")
+
+
+def _gpu_reason(log):
+    """The most telling line of LiteRT's GPU log (e.g. WebGPU 'No adapters found')."""
+    lines = [" ".join(line.split()) for line in log.splitlines() if line.strip()]
+    for needle in _GPU_REASON:
+        for line in lines:
+            if needle in line and "litert_compiled_model.h" not in line:
+                return line[:_MAX_ERROR_CHARS]
+    return "LiteRT could not create a GPU compiled model"
 
 
 def _first_line(exc):

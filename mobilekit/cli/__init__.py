@@ -10,9 +10,12 @@ import click
 
 # command name -> "module:function" (one line per command; keep sorted by name).
 COMMANDS = {
+    "bench": "mobilekit.cli.bench_cmds:bench",
     "bench-parse": "mobilekit.cli.bench_parse:bench_parse",
     "data": "mobilekit.cli.train_cmds:data",
+    "detect": "mobilekit.cli.detect_cmds:detect",
     "eval": "mobilekit.cli.train_cmds:eval_cmd",
+    "eval-detector": "mobilekit.cli.detect_cmds:eval_detector",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
     "train": "mobilekit.cli.train_cmds:train",

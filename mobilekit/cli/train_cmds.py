@@ -1,4 +1,5 @@
 """`mobilekit train`, `mobilekit eval` and `mobilekit data stats`."""
+import tempfile
 from pathlib import Path
 
 import click
@@ -73,6 +74,13 @@ def train(model, alpha, resolution, options, out, resume, **settings):
         kwargs = parse_model_kwargs(alpha, None, options)
         config = trainer.resolve_config(model, alpha=kwargs.pop("alpha", None),
                                         resolution=resolution, model_options=kwargs, **settings)
+        if not trainer.chief_from_env(config["distribute"]):
+            # A non-chief worker writes no run directory (only the chief does).
+            with tempfile.TemporaryDirectory(prefix="mobilekit-worker-") as tmp:
+                metrics = trainer.train(config, Path(tmp))
+            click.echo("Worker finished (the chief writes the run directory)")
+            echo_json(metrics)
+            return
         run_dir = Path(out) if out else None
         if run_dir is not None:
             _claim(run_dir)

@@ -336,12 +336,14 @@ def read_image(path):
 
 
 def detection_dataset(samples, out_hw, anchors, batch_size, seed=0, augment_data=True,
-                      min_face=MIN_FACE, shuffle=True, repeat_seed=0, match_kwargs=None):
-    """tf.data of (image [-1, 1], loc targets [A, 4], labels [A]) batches.
+                      min_face=MIN_FACE, shuffle=True, epochs=(1,), match_kwargs=None):
+    """tf.data of (image [-1, 1], loc targets [A, 4], labels [A]) batches, epoch after epoch.
 
     `samples` is a list of Sample (faces with ignore=True are dropped) or of
-    (uint8 image array, pixel boxes) pairs (e.g. synthetic data). `repeat_seed` varies the
-    augmentation per epoch while staying deterministic.
+    (uint8 image array, pixel boxes) pairs of one size (e.g. synthetic data). For every
+    epoch number in `epochs` it yields ceil(N / batch_size) batches (batches never span two
+    epochs); the shuffle order and augmentation seeds are functions of (seed, epoch, image)
+    only, so a run resumed at epoch k sees exactly the batches of an uninterrupted run.
     """
     from mobilekit.detection.boxes import match
     from mobilekit.keras import tf
@@ -352,26 +354,25 @@ def detection_dataset(samples, out_hw, anchors, batch_size, seed=0, augment_data
     boxes = [np.asarray(b, np.float32).reshape(-1, 4) for _, b in samples] if in_memory \
         else [trainable_boxes(s) for s in samples]
     ragged = tf.RaggedTensor.from_row_lengths(
-        np.concatenate(boxes, 0).astype(np.float32) if boxes else np.zeros((0, 4), np.float32),
-        [len(b) for b in boxes])
-    index = tf.range(len(samples), dtype=tf.int64)
+        np.concatenate(boxes, 0).astype(np.float32), [len(b) for b in boxes])
     if in_memory:
         images = [np.asarray(img) for img, _ in samples]
-        same = len({im.shape for im in images}) == 1
-        if not same:
+        if len({im.shape for im in images}) != 1:
             raise ValueError("in-memory detection samples must share one image size")
-        source = tf.data.Dataset.from_tensor_slices((np.stack(images), ragged, index))
+        sources = tf.constant(np.stack(images))
     else:
-        paths = [s.image for s in samples]
-        source = tf.data.Dataset.from_tensor_slices((paths, ragged, index))
-    if shuffle:
-        source = source.shuffle(len(samples), seed=seed + 7919 * repeat_seed,
-                                reshuffle_each_iteration=False)
+        sources = tf.constant([s.image for s in samples])
+    epochs = [int(e) for e in epochs]
+    n = len(samples)
+    orders = np.stack([np.random.default_rng([seed, e]).permutation(n) if shuffle else np.arange(n)
+                       for e in epochs]).astype(np.int64)
 
-    def load(item, box, idx):
+    def load(idx, epoch):
+        item = tf.gather(sources, idx)
+        box = ragged[idx]
         image = item if in_memory else read_image(item)
         if augment_data:
-            element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + repeat_seed, idx])
+            element_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, idx])
             image, norm = augment(image, box, out_hw, element_seed, min_face=min_face)
         else:
             shape = tf.cast(tf.shape(image), tf.float32)
@@ -381,5 +382,12 @@ def detection_dataset(samples, out_hw, anchors, batch_size, seed=0, augment_data
         loc, labels = match(norm, anchors, **match_kwargs)
         return preprocess(image), loc, labels
 
-    return (source.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    def one_epoch(row, epoch):
+        return (tf.data.Dataset.from_tensor_slices(tf.gather(orders, row))
+                .map(lambda i: load(i, epoch), num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True)
+                .batch(batch_size))
+
+    plan = tf.data.Dataset.from_tensor_slices((tf.range(len(epochs), dtype=tf.int64),
+                                               tf.constant(epochs, tf.int64)))
+    return plan.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)

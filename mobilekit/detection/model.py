@@ -20,7 +20,8 @@ from mobilekit.keras import keras, layers
 from mobilekit.layers import make_divisible
 from mobilekit.layers.crelu import crelu
 
-BN_EPSILON = 1e-5  # PyTorch BatchNorm2d default, as in the official port
+BN_EPSILON = 1e-5  # PyTorch BatchNorm2d defaults, as in the official port
+BN_MOMENTUM = 0.9  # = PyTorch momentum 0.1: moving statistics settle in tens of steps
 # Zoo backbone -> the layer whose output is its stride-32 feature map (before any final
 # 1x1 expansion, which would only fatten the heads).
 BACKBONE_ENDPOINTS = {
@@ -42,7 +43,8 @@ def _conv_bn(x, filters, kernel, strides, name, act="relu"):
         x = layers.ZeroPadding2D(pad, name=f"{name}_pad")(x)
     x = layers.Conv2D(filters, kernel, strides=strides, use_bias=False,
                       padding="valid" if strides > 1 else "same", name=name)(x)
-    x = layers.BatchNormalization(epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM,
+                                  name=f"{name}_bn")(x)
     if act == "crelu":
         return crelu(x, name)
     if act == "relu":

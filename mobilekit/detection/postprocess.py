@@ -129,8 +129,9 @@ class Detector:
         else:
             if len(model.outputs) == 2 and model.outputs[1].shape.rank == 3:
                 model = inference_model(model)
-            self.model = model
+            self.model = model  # shares its layers (weights) with a training-form model
             self.input_hw = tuple(model.inputs[0].shape[1:3])
+            self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     @classmethod
     def load(cls, path, num_threads=1):
@@ -151,7 +152,7 @@ class Detector:
     def raw(self, batch):
         """float32 [1, h, w, 3] in [-1, 1] -> (boxes [A, 4], scores [A]) normalised."""
         if self.interpreter is None:
-            boxes, scores = self.model(batch, training=False)
+            boxes, scores = self._predict(tf.constant(batch, tf.float32))
             return np.asarray(boxes[0]), np.asarray(scores[0])
         return self._run_tflite(np.asarray(batch, np.float32))
 
@@ -180,9 +181,10 @@ class Detector:
         return np.asarray(preprocess(resize_eval(image, self.input_hw)))[None]
 
     def detect(self, image, score_threshold=SCORE_THRESHOLD, nms_iou=NMS_IOU,
-               keep_top_k=KEEP_TOP_K):
-        """(pixel boxes [K, 4] of the original image, scores [K]), best first."""
-        boxes, scores = self.raw(self.prepare(image))
+               keep_top_k=KEEP_TOP_K, batch=None):
+        """(pixel boxes [K, 4] of the original image, scores [K]), best first. `batch` is
+        `prepare(image)` when the caller already has it."""
+        boxes, scores = self.raw(self.prepare(image) if batch is None else batch)
         boxes, scores = select(boxes, scores, score_threshold, nms_iou, keep_top_k=keep_top_k)
         h, w = np.asarray(image).shape[:2]
         return to_pixels(boxes, w, h), scores

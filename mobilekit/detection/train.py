@@ -79,11 +79,15 @@ def _train_samples(config):
 
 
 class _ValSet:
-    """Decoded validation images kept in memory (small sets) for a per-epoch AP50."""
+    """Validation images kept in memory, already resized for the network, for a
+    per-epoch AP50 (through the same Detector post-processing as evaluation)."""
 
-    def __init__(self, samples, input_hw, min_face):
+    def __init__(self, samples, model, min_face):
         from mobilekit.detection.data import Sample, read_image
+        from mobilekit.detection.postprocess import Detector
 
+        self.detector = Detector(model)  # shares the training model's weights
+        input_hw = self.detector.input_hw
         self.items = []
         for s in samples:
             if isinstance(s, Sample):
@@ -93,15 +97,15 @@ class _ValSet:
             h, w = image.shape[:2]
             fw = (boxes[:, 2] - boxes[:, 0]) * input_hw[1] / w
             fh = (boxes[:, 3] - boxes[:, 1]) * input_hw[0] / h
-            self.items.append((image, boxes, ignore | (fw < min_face) | (fh < min_face)))
+            small = (fw < min_face) | (fh < min_face)
+            self.items.append((image, self.detector.prepare(image), boxes, ignore | small))
 
-    def ap50(self, model, score_threshold=0.01, nms_iou=0.3):
+    def ap50(self, score_threshold=0.01, nms_iou=0.3):
         from mobilekit.detection.evaluate import average_precision
-        from mobilekit.detection.postprocess import Detector
 
-        detector = Detector(model)
-        dets = [detector.detect(img, score_threshold, nms_iou) for img, _, _ in self.items]
-        return average_precision(dets, [(b, ig) for _, b, ig in self.items])["ap"]
+        dets = [self.detector.detect(img, score_threshold, nms_iou, batch=batch)
+                for img, batch, _, _ in self.items]
+        return average_precision(dets, [(b, ig) for _, _, b, ig in self.items])["ap"]
 
 
 def _save_best(model, run_dir):
@@ -212,7 +216,7 @@ def _run(config, run_dir, progress):
     train_samples = _train_samples(config)
     if not train_samples:
         raise ValueError(f"no training images in {config['data']!r}")
-    val = _ValSet(_val_samples(config, train_samples), config["input_hw"], config["min_face"])
+    val = _ValSet(_val_samples(config, train_samples), model, config["min_face"])
     step = _make_step(model, opt, config)
     trackables = {"model": model, "optimizer": opt}
     history, best, best_epoch = [], -1.0, 0
@@ -221,7 +225,14 @@ def _run(config, run_dir, progress):
         state = rundir.restore_checkpoint(ckpt, trackables)
         history, best, best_epoch = state["history"], state["best_ap50"], state["best_epoch"]
         _log(progress, f"resuming {run_dir} after epoch {start}")
-    match_kwargs = {"threshold": config["match_iou"]}
+    # One dataset for the whole run (tracing the augmentation graph costs seconds), with
+    # per-epoch shuffles and augmentation seeds, so a resumed run sees the same batches.
+    batches = iter(detection_dataset(
+        train_samples, tuple(config["input_hw"]), anchors, config["batch_size"],
+        seed=config["seed"], augment_data=config["augment"], min_face=config["min_face"],
+        epochs=range(start + 1, config["epochs"] + 1),
+        match_kwargs={"threshold": config["match_iou"]}))
+    steps_per_epoch = math.ceil(len(train_samples) / config["batch_size"])
     stopped_early = False
     for epoch in range(start + 1, config["epochs"] + 1):
         if history and config["target_ap50"] is not None and best >= config["target_ap50"]:
@@ -229,18 +240,14 @@ def _run(config, run_dir, progress):
             break
         t0 = time.time()
         lr_var.assign(lr_at(epoch, config["epochs"], config["lr"]))
-        ds = detection_dataset(train_samples, tuple(config["input_hw"]), anchors,
-                               config["batch_size"], seed=config["seed"],
-                               augment_data=config["augment"], min_face=config["min_face"],
-                               repeat_seed=epoch, match_kwargs=match_kwargs)
-        sums, batches = np.zeros(3), 0
-        for images, loc_t, labels in ds:
+        sums = np.zeros(3)
+        for _ in range(steps_per_epoch):
+            images, loc_t, labels = next(batches)
             sums += [float(v) for v in step(images, loc_t, labels)]
-            batches += 1
-        row = {"epoch": epoch, "loss": sums[0] / batches, "loc_loss": sums[1] / batches,
-               "conf_loss": sums[2] / batches, "lr": float(lr_var.numpy())}
+        row = {"epoch": epoch, "loss": sums[0] / steps_per_epoch,
+               "loc_loss": sums[1] / steps_per_epoch, "conf_loss": sums[2] / steps_per_epoch, "lr": float(lr_var.numpy())}
         if epoch % config["eval_every"] == 0 or epoch == config["epochs"]:
-            row["ap50"] = val.ap50(model)
+            row["ap50"] = val.ap50()
             if row["ap50"] > best:
                 best, best_epoch = row["ap50"], epoch
                 _save_best(model, run_dir)

@@ -82,8 +82,9 @@ class DelegableHardSwish(layers.Layer):
     """Export-only hard-swish written as (x / 6) * relu6(x + 3).
 
     The converter fuses `x * relu6(x + 3) / 6` into HARD_SWISH, which XNNPACK has no int8
-    kernel for: every int8 HARD_SWISH splits the XNNPACK partition. This order of the
-    same math lowers to MUL + ADD(fused RELU6) + MUL, all delegated in int8.
+    kernel for (every int8 HARD_SWISH splits the XNNPACK partition) and TFLite has no
+    int16 kernel for (a float island in int16x8). This order of the same math lowers to
+    MUL + ADD(fused RELU6) + MUL, which have int8 and int16 kernels and XNNPACK int8 takes.
     """
 
     QUANT = "output"
@@ -93,7 +94,7 @@ class DelegableHardSwish(layers.Layer):
 
 
 def delegable_hard_swish(model):
-    """A weight-sharing clone of `model` with HardSwish layers replaced (int8 PTQ only)."""
+    """A weight-sharing clone of `model` with HardSwish layers replaced (integer PTQ only)."""
     if not any(type(layer) is HardSwish for layer in model.layers):
         return model
 
@@ -184,9 +185,9 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
         raise ValueError(f"quant {quant} needs calibration data (representative_data: images "
                          "preprocessed like the model inputs); modes without it: "
                          "fp32, fp16, dynamic")
-    source = delegable_hard_swish(model) if quant == "int8" and not qat else model
-    concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
     integer = quant in ("int8", "int16x8")
+    source = delegable_hard_swish(model) if integer and not qat else model
+    concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
     try:
         tflite = _run_converter(_converter(concrete, quant, samples, io, qat, allow_float_ops))
     except ValueError:

@@ -11,7 +11,19 @@ def distillation_loss(student_logits, teacher_logits, temperature):
     return tf.reduce_sum(t * (log_t - log_s), axis=-1) * temperature ** 2
 
 
-class Distiller(keras.Model):
+class StudentWrapper(keras.Model):
+    """What `fit` trains: calls the student. Compiling the wrapper instead of the student
+    keeps the saved student free of losses, metrics and optimizer (a clean model.keras)."""
+
+    def __init__(self, student, **kwargs):
+        super().__init__(**kwargs)
+        self.student = student
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+
+class Distiller(StudentWrapper):
     """Trains `student` with loss = (1 - weight) x CE(labels) + weight x KD(teacher).
 
     Calling the distiller calls the student, so evaluation, metrics and saving see the
@@ -19,15 +31,11 @@ class Distiller(keras.Model):
     """
 
     def __init__(self, student, teacher, temperature=4.0, weight=0.5, **kwargs):
-        super().__init__(**kwargs)
-        self.student = student
+        super().__init__(student, **kwargs)
         self.teacher = teacher
         self.teacher.trainable = False
         self.temperature = float(temperature)
         self.weight = float(weight)
-
-    def call(self, inputs, training=False):
-        return self.student(inputs, training=training)
 
     def train_step(self, data):
         x, y = data

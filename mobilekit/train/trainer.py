@@ -4,6 +4,7 @@ Settings resolve as: explicit argument > the model card's [recipe] table > DEFAU
 With --distribute, `batch_size` is per replica: the global batch is batch_size x replicas
 and the learning rate is scaled linearly by the number of replicas (Goyal et al. 2017).
 """
+import json
 import math
 import os
 import sys
@@ -79,13 +80,21 @@ def make_strategy(kind):
     return None
 
 
-def is_chief(strategy):
-    if strategy is None or not hasattr(strategy.cluster_resolver, "task_type"):
+def chief_from_env(distribute):
+    """Whether this process writes the run directory: always, except for a multi-worker
+    task that is not the chief (TF_CONFIG "chief", else "worker" 0)."""
+    if distribute != "multi-worker" or "TF_CONFIG" not in os.environ:
         return True
-    resolver = strategy.cluster_resolver
-    return resolver.task_type in (None, "chief") or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        task = tf_config["task"]
+    except (ValueError, KeyError):
+        raise ValueError("TF_CONFIG must be JSON with 'cluster' and 'task'; got "
+                         f"{os.environ['TF_CONFIG']!r}") from None
+    if task.get("type") == "chief":
+        return True
+    has_chief = "chief" in tf_config.get("cluster", {})
+    return not has_chief and task.get("type") == "worker" and int(task.get("index", 0)) == 0
 
 
 def train(config, run_dir, resume=False, verbose=None):
@@ -94,7 +103,7 @@ def train(config, run_dir, resume=False, verbose=None):
     from mobilekit.train import rundir
 
     strategy = make_strategy(config["distribute"])  # before any other TF op (collectives)
-    chief = is_chief(strategy)
+    chief = chief_from_env(config["distribute"])
     replicas = strategy.num_replicas_in_sync if strategy else 1
     run_dir = Path(run_dir)
     keras.utils.set_random_seed(config["seed"])
@@ -224,10 +233,10 @@ def _build(config, data):
                              config["steps_per_epoch"], config["warmup_epochs"])
     optimizer = _optimizer(config, schedule)
     optimizer.build(student.trainable_variables)
-    fit_model = student
-    if config["teacher"]:
-        from mobilekit.train.distill import Distiller
+    from mobilekit.train.distill import Distiller, StudentWrapper
 
+    fit_model = StudentWrapper(student)
+    if config["teacher"]:
         teacher = load_teacher(config["teacher"], config)
         fit_model = Distiller(student, teacher, config["distill_temperature"],
                               config["distill_weight"])
@@ -307,7 +316,7 @@ def _save_model(model, path):
     """model.save to a temp name, then rename (the .keras suffix must stay last)."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp, include_optimizer=False)
+    model.save(tmp)
     os.replace(tmp, path)
 
 
@@ -374,6 +383,7 @@ class EpochEnd(keras.callbacks.Callback):
         history = [r for r in self.state["history"] if r["epoch"] <= epoch] + [row]
         improved = self.state["best"] is None or row["val_accuracy"] > self.state["best"]
         state = {"history": history, "epoch": epoch + 1,
+                 "optimizer_iterations": int(self.optimizer_ref.iterations),
                  "best": row["val_accuracy"] if improved else self.state["best"],
                  "best_epoch": epoch + 1 if improved else self.state["best_epoch"]}
         patience = self.config["early_stopping"]

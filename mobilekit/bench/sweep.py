@@ -1,0 +1,258 @@
+"""Benchmark sweeps: every model x delegate x thread count, one result row each.
+
+Targets: `host` (in-process LiteRT, mobilekit.bench.host), `local` (benchmark_model on this
+Linux host) and `adb` (benchmark_model on an Android device); the last two use
+mobilekit.bench.benchmark_model. A configuration that fails becomes a row with `ok: False`
+and its error; the sweep always goes on.
+
+Files in the output directory:
+  results.jsonl  one row per line, appended and flushed as each configuration finishes
+                 (an existing file from an earlier sweep is first renamed results.<time>.jsonl)
+  results.csv    the same rows and columns (the result schema), written at the end
+  results.md     the human table (ms, FPS, speed-up, GMAC/s, size, delegation, status)
+"""
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from mobilekit.bench.schema import DELEGATES, RESULT_KEYS, empty_result
+from mobilekit.errors import check_choice, unknown_name
+from mobilekit.report.writers import append_jsonl, write_csv, write_markdown_table
+
+__all__ = ["TARGETS", "run_sweep", "export_report_info", "summary_table", "write_summary",
+           "delegates_for"]
+
+TARGETS = ("host", "local", "adb")
+JSONL, CSV, MARKDOWN = "results.jsonl", "results.csv", "results.md"
+TABLE_HEADERS = ("model", "delegate", "threads", "median ms", "avg ms", "FPS", "speed-up",
+                 "GMAC/s", "size MB", "delegation", "status")
+_MAX_STATUS_CHARS = 120
+
+
+def delegates_for(target):
+    check_choice("target", target, TARGETS)
+    if target == "host":
+        from mobilekit.bench.host import HOST_DELEGATES
+        return HOST_DELEGATES
+    return DELEGATES
+
+
+def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, warmup_runs=1,
+              num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False,
+              benchmark_binary=None, serial=None, cpu_mask=None, apk=False, adb_path=None,
+              out_dir="bench_results", on_start=None, on_row=None):
+    """Run the matrix; return the rows. Writes results.jsonl as it goes, then .csv and .md.
+
+    on_start(index, total, model, delegate, threads) and on_row(index, total, row) are
+    optional progress callbacks.
+    """
+    configs = _configs(models, target, delegates, threads)
+    out_dir = Path(out_dir)
+    jsonl = _fresh_jsonl(out_dir / JSONL)
+    run_one = _runner(target, warmup_runs=warmup_runs, num_runs=num_runs, min_secs=min_secs,
+                      max_secs=max_secs, op_profiling=op_profiling, binary=benchmark_binary,
+                      serial=serial, cpu_mask=cpu_mask, apk=apk, adb_path=adb_path,
+                      log_dir=out_dir / "logs")
+    rows = []
+    for index, (model, delegate, n_threads) in enumerate(configs, 1):
+        if on_start:
+            on_start(index, len(configs), model, delegate, n_threads)
+        row = _safe_run(run_one, model, target, delegate, n_threads, warmup_runs, num_runs)
+        append_jsonl(jsonl, row)
+        rows.append(row)
+        if on_row:
+            on_row(index, len(configs), row)
+    write_summary(rows, out_dir)
+    return rows
+
+
+def write_summary(rows, out_dir):
+    """results.csv (schema columns) and results.md (human table), both atomic."""
+    out_dir = Path(out_dir)
+    write_csv(out_dir / CSV, rows, columns=RESULT_KEYS)
+    headers, cells, notes = summary_table(rows)
+    write_markdown_table(out_dir / MARKDOWN, headers, cells, title="mobilekit bench results",
+                         notes=notes)
+    return out_dir / CSV, out_dir / MARKDOWN
+
+
+# ---------------------------------------------------------------- configurations
+
+
+def _configs(models, target, delegates, threads):
+    if not models:
+        raise ValueError("no models given; pass one or more .tflite files")
+    accepted = delegates_for(target)
+    for delegate in delegates:
+        if delegate not in accepted:
+            raise unknown_name(f"delegate for target {target}", delegate, accepted)
+    for n in threads:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"threads must be integers >= 1; got {n!r}")
+    return [(os.fspath(m), d, t) for m in models for d in delegates for t in threads]
+
+
+def _fresh_jsonl(path):
+    """Keep an earlier sweep's rows: rename its results.jsonl aside instead of appending."""
+    if path.exists() and path.stat().st_size > 0:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.localtime(path.stat().st_mtime))
+        aside = path.with_name(f"results.{stamp}.jsonl")
+        n = 1
+        while aside.exists():
+            aside = path.with_name(f"results.{stamp}-{n}.jsonl")
+            n += 1
+        os.replace(path, aside)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def _runner(target, *, warmup_runs, num_runs, min_secs, max_secs, op_profiling, binary, serial,
+            cpu_mask, apk, adb_path, log_dir):
+    """A function (model, delegate, threads) -> row for the target."""
+    if target == "host":
+        from mobilekit.bench.host import run_host
+
+        return lambda model, delegate, threads: run_host(
+            model, delegate, threads, warmup_runs=warmup_runs, num_runs=num_runs,
+            min_secs=min_secs, max_secs=max_secs, op_profiling=op_profiling)
+    from mobilekit.bench import benchmark_model as bm
+
+    binary = binary or os.environ.get(bm.ENV_BINARY) or None
+    extra = (f"--max_secs={max_secs:g}",)
+    common = dict(num_runs=num_runs, warmup_runs=warmup_runs, min_secs=min_secs,
+                  op_profiling=op_profiling, extra_flags=extra, log_dir=log_dir)
+    if target == "local":
+        return lambda model, delegate, threads: bm.run_local(model, binary, delegate, threads,
+                                                             **common)
+    adb = bm.Adb(adb_path, serial)  # one device session (selection, pushes) for the sweep
+    return lambda model, delegate, threads: bm.run_adb(
+        model, binary, delegate, threads, serial=serial, cpu_mask=cpu_mask, apk=apk,
+        adb_path=adb_path, adb=adb, **common)
+
+
+def _safe_run(run_one, model, target, delegate, threads, warmup_runs, num_runs):
+    """run_one, with any exception turned into an ok=False row (the sweep never aborts)."""
+    try:
+        return run_one(model, delegate, threads)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return empty_result(model_path=model, target=target, delegate=delegate,
+                            threads=threads, warmup_runs=warmup_runs, num_runs=num_runs,
+                            ok=False, error=f"{type(exc).__name__}: {text}"[:500])
+
+
+# ---------------------------------------------------------------- export report + table
+
+
+def export_report_info(model_path):
+    """{"macs", "accuracy"} from the export report `X.json` beside `X.tflite` (None if absent).
+
+    macs: the report's `macs` (or `profile.macs`); accuracy: its `eval` top-1 (`top1`,
+    `top_1`, `top1_accuracy` or `accuracy`; `eval` may also be the number itself).
+    """
+    info = {"macs": None, "accuracy": None}
+    report = Path(model_path).with_suffix(".json")
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return info
+    if not isinstance(data, dict):
+        return info
+    macs = data.get("macs")
+    if macs is None and isinstance(data.get("profile"), dict):
+        macs = data["profile"].get("macs")
+    info["macs"] = _number(macs)
+    evaluation = data.get("eval")
+    if isinstance(evaluation, dict):
+        for key in ("top1", "top_1", "top1_accuracy", "accuracy"):
+            if _number(evaluation.get(key)) is not None:
+                info["accuracy"] = _number(evaluation[key])
+                break
+    else:
+        info["accuracy"] = _number(evaluation)
+    return info
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return value
+
+
+def summary_table(rows, infos=None):
+    """(headers, cells, notes) of the human table; times in ms.
+
+    speed-up is relative to the first successful row; GMAC/s needs `macs` in the export
+    report beside the model (`infos` maps model_path -> export_report_info, read if None).
+    """
+    if infos is None:
+        infos = {r["model_path"]: export_report_info(r["model_path"]) for r in rows
+                 if r.get("model_path")}
+    base_row = next((r for r in rows if r.get("ok") and r.get("inference_median_us")), None)
+    cells = [_table_row(r, base_row, infos.get(r.get("model_path"), {})) for r in rows]
+    return list(TABLE_HEADERS), cells, _notes(rows, base_row)
+
+
+def _table_row(row, base_row, info):
+    median = row.get("inference_median_us") if row.get("ok") else None
+    avg = row.get("inference_avg_us") if row.get("ok") else None
+    macs = info.get("macs")
+    speedup = (base_row["inference_median_us"] / median) if median and base_row else None
+    size = row.get("model_size_bytes")
+    return [Path(row.get("model_path") or "?").name, row.get("delegate"), row.get("threads"),
+            _num(median and median / 1e3), _num(avg and avg / 1e3),
+            _num(median and 1e6 / median), None if speedup is None else f"{_num(speedup)}x",
+            _num(macs / median / 1e3 if macs and median else None),
+            _num(size and size / 1e6), _delegation_text(row), _status(row)]
+
+
+def _num(value):
+    """Human number: 2 decimals from 1 up (1 from 100 up), 3 significant digits below 1."""
+    if value is None:
+        return None
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    if abs(value) >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3g}" if value else "0"
+
+
+def _delegation_text(row):
+    state = row.get("delegation")
+    if state is None:
+        return None
+    if row.get("delegated_nodes") is None or row.get("total_nodes") is None:
+        return state
+    return f"{state} {row['delegated_nodes']}/{row['total_nodes']}"
+
+
+def _status(row):
+    if row.get("ok"):
+        return "ok"
+    text = " ".join(str(row.get("error") or "failed").split())
+    return ("error: " + text)[:_MAX_STATUS_CHARS]
+
+
+def _notes(rows, base_row):
+    notes = []
+    if base_row is not None:
+        notes.append(f"speed-up: median latency of the first successful row "
+                     f"({Path(base_row['model_path']).name}, {base_row['delegate']}, "
+                     f"{base_row['threads']} thread(s)) divided by each row's median")
+    notes.append("GMAC/s: MACs from the export report (X.json beside X.tflite) / median "
+                 "latency; blank when the report has no `macs`")
+    targets = sorted({str(r.get("target")) for r in rows if r.get("target")})
+    versions = sorted({f"{r.get('runtime')} {r.get('runtime_version') or ''}".strip()
+                       for r in rows if r.get("runtime")})
+    if targets:
+        notes.append(f"target: {', '.join(targets)}; runtime: {', '.join(versions) or '-'}")
+    if "host" in targets:
+        notes.append("host rows: in-process LiteRT on this machine, not phone numbers")
+    failed = sum(not r.get("ok") for r in rows)
+    notes.append(f"{len(rows) - failed} of {len(rows)} configurations succeeded")
+    return notes

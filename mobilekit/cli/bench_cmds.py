@@ -1,0 +1,134 @@
+"""`mobilekit bench`: benchmark .tflite files over delegates and thread counts."""
+import os
+
+import click
+
+from mobilekit.cli.common import echo_json
+
+_TARGETS = ("host", "local", "adb")
+
+
+def _split(text, what):
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"--{what} needs at least one value; got {text!r}")
+    return items
+
+
+def _threads(text):
+    values = []
+    for item in _split(text, "threads"):
+        try:
+            values.append(int(item))
+        except ValueError:
+            raise ValueError(f"--threads must be comma-separated integers >= 1; got {item!r}") from None
+    return values
+
+
+def _accuracies(items):
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--accuracy must look like model_name=0.712; got {item!r}") from None
+    return out
+
+
+def _progress_start(index, total, model, delegate, threads):
+    click.echo(f"[{index}/{total}] {os.path.basename(model)} {delegate} t{threads} ...", err=True)
+
+
+def _progress_row(index, total, row):
+    if row["ok"]:
+        median = row["inference_median_us"]
+        click.echo(f"[{index}/{total}]   median {median / 1000:.2f} ms "
+                   f"({row['inference_count']} runs)", err=True)
+    else:
+        click.echo(f"[{index}/{total}]   FAILED: {row['error']}", err=True)
+
+
+@click.command("bench")
+@click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--target", type=click.Choice(_TARGETS), default="host", show_default=True,
+              help="host: in-process LiteRT here; local: benchmark_model on this Linux host; "
+                   "adb: benchmark_model on an Android device.")
+@click.option("--delegate", "delegates", default="xnnpack", show_default=True,
+              help="Comma-separated delegates: xnnpack, cpu, gpu (and nnapi for local/adb).")
+@click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts.")
+@click.option("--warmup-runs", type=int, default=1, show_default=True,
+              help="Minimum warm-up runs (warm-up also lasts at least 0.5 s on host).")
+@click.option("--num-runs", type=int, default=50, show_default=True,
+              help="Minimum timed runs.")
+@click.option("--min-secs", type=float, default=1.0, show_default=True,
+              help="Minimum seconds of timed runs (the count can exceed --num-runs).")
+@click.option("--max-secs", type=float, default=150.0, show_default=True,
+              help="Start no timed run after this many seconds.")
+@click.option("--op-profiling", is_flag=True, default=False, show_default=True,
+              help="Per-operator profile (local/adb; the host runner has no profiler).")
+@click.option("--benchmark-binary", type=click.Path(dir_okay=False), default=None,
+              show_default="$MOBILEKIT_BENCHMARK_MODEL",
+              help="benchmark_model binary for --target local/adb.")
+@click.option("--serial", default=None, show_default="the only device",
+              help="adb device serial.")
+@click.option("--cpu-mask", default=None, show_default="none",
+              help="adb: run under `taskset MASK` (hex, e.g. f0 for big cores).")
+@click.option("--apk", is_flag=True, default=False, show_default=True,
+              help="adb: use the benchmark APK (an Activity) instead of the native binary.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench_results",
+              show_default=True, help="Directory for results.jsonl/.csv/.md, logs and plots.")
+@click.option("--plots", is_flag=True, default=False, show_default=True,
+              help="Also write PNG plots (needs matplotlib: pip install 'mobilekit[plot]').")
+@click.option("--accuracy", "accuracy", multiple=True, default=(), show_default="from X.json",
+              help="model_name=value accuracy for the Pareto plot (repeatable).")
+@click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
+              help="Print the result rows as JSON instead of the table.")
+@click.pass_context
+def bench(ctx, models, target, delegates, threads, warmup_runs, num_runs, min_secs, max_secs,
+          op_profiling, benchmark_binary, serial, cpu_mask, apk, out_dir, plots, accuracy,
+          as_json):
+    """Benchmark MODELS (.tflite) for every delegate x thread count; write results to --out.
+
+    A configuration that fails becomes a row with its error; the sweep goes on (exit code 1
+    only when every configuration failed). Rows are
+    appended to results.jsonl as they finish; results.csv and results.md (median/avg ms,
+    FPS, speed-up, GMAC/s when the export report X.json gives MACs) are written at the end.
+
+    \b
+    Examples:
+      mobilekit bench a.tflite b.tflite --delegate xnnpack,cpu --threads 1,2,4
+      mobilekit bench m.tflite --target local --benchmark-binary ./linux_x86-64_benchmark_model
+      mobilekit bench m.tflite --target adb --serial R58M --cpu-mask f0 --threads 1,4
+      mobilekit bench a.tflite b.tflite --plots --accuracy a=0.70 --accuracy b=0.72
+    """
+    from mobilekit.bench.sweep import run_sweep, summary_table
+    from mobilekit.report.tables import format_table
+
+    accuracies = _accuracies(accuracy)
+    if plots:
+        from mobilekit.report.plots import require_matplotlib
+        require_matplotlib()   # fail before the sweep, not after it
+    if op_profiling and target == "host":
+        click.echo("Note: the in-process host runner has no per-operator profiler; op_profile "
+                   "stays empty (use --target local with a benchmark_model binary).", err=True)
+    rows = run_sweep(list(models), target, _split(delegates, "delegate"), _threads(threads),
+                     warmup_runs=warmup_runs, num_runs=num_runs, min_secs=min_secs,
+                     max_secs=max_secs, op_profiling=op_profiling,
+                     benchmark_binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask,
+                     apk=apk, out_dir=out_dir, on_start=_progress_start, on_row=_progress_row)
+    written = [os.path.join(out_dir, n) for n in ("results.jsonl", "results.csv", "results.md")]
+    if plots:
+        from mobilekit.report.plots import write_plots
+        for name, where in write_plots(rows, out_dir, accuracies=accuracies).items():
+            click.echo(f"plot {name}: {where}", err=True)
+    if as_json:
+        echo_json(rows)
+    else:
+        headers, cells, _ = summary_table(rows)
+        click.echo(format_table(headers, cells))
+        click.echo(f"wrote {', '.join(written)}", err=True)
+    if not any(row["ok"] for row in rows):
+        ctx.exit(1)

@@ -1,0 +1,136 @@
+"""`mobilekit detect` and `mobilekit eval-detector`: thin wrappers over mobilekit.detection."""
+from pathlib import Path
+
+import click
+
+from mobilekit.cli.common import echo_json
+
+MODEL_HELP = "A .tflite file, a .keras file or a run directory (its model.keras)."
+
+
+def draw_boxes(image, boxes, color=(255, 0, 0), width=2):
+    """Copy of a uint8 image with rectangle outlines (pixel boxes x1 y1 x2 y2)."""
+    import numpy as np
+
+    out = np.array(image, copy=True)
+    h, w = out.shape[:2]
+    for x1, y1, x2, y2 in np.asarray(boxes).reshape(-1, 4):
+        x1, x2 = int(np.clip(round(x1), 0, w - 1)), int(np.clip(round(x2), 0, w - 1))
+        y1, y2 = int(np.clip(round(y1), 0, h - 1)), int(np.clip(round(y2), 0, h - 1))
+        out[y1:y1 + width, x1:x2 + 1] = color
+        out[max(y2 - width + 1, 0):y2 + 1, x1:x2 + 1] = color
+        out[y1:y2 + 1, x1:x1 + width] = color
+        out[y1:y2 + 1, max(x2 - width + 1, 0):x2 + 1] = color
+    return out
+
+
+def _encode(image, suffix):
+    from mobilekit.keras import tf
+
+    if suffix.lower() in (".jpg", ".jpeg"):
+        return tf.io.encode_jpeg(image, quality=95).numpy()
+    return tf.io.encode_png(image).numpy()
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write IMAGE.json and an annotated copy per image here (default: nothing written).")
+@click.option("--json", "as_json", is_flag=True, help="Print detections as JSON.")
+@click.option("--score-threshold", type=float, default=0.5, help="Keep faces scoring above this.")
+@click.option("--nms-iou", type=float, default=0.3, help="NMS IoU threshold (official 0.3).")
+@click.option("--threads", type=int, default=1, help="Interpreter threads for a .tflite model.")
+def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threads):
+    """Detect faces in images; boxes are pixel coordinates of the original image.
+
+    Each image is warped to the model's input size; decoding happens in the model (or the
+    .tflite) and NMS in NumPy. With --out, writes NAME.json ([{"box": [x1, y1, x2, y2],
+    "score": s}]) and NAME_faces.png/.jpg with the boxes drawn.
+
+    \b
+    Examples:
+      mobilekit detect runs/train/faceboxes/ photo.jpg --out detections/
+      mobilekit detect faceboxes.tflite a.jpg b.png --json --score-threshold 0.3
+    """
+    import numpy as np
+
+    from mobilekit.cli.common import write_atomic, write_json_atomic
+    from mobilekit.detection.data import read_image
+    from mobilekit.detection.postprocess import Detector
+    from mobilekit.errors import check_range
+
+    check_range("--score-threshold", score_threshold, 0, 1, low_inclusive=True, high_inclusive=False)
+    check_range("--nms-iou", nms_iou, 0, 1)
+    detector = Detector.load(model_path, num_threads=threads)
+    results = {}
+    for path in images:
+        image = np.asarray(read_image(str(path)))
+        boxes, scores = detector.detect(image, score_threshold, nms_iou)
+        found = [{"box": [round(float(v), 2) for v in b], "score": round(float(s), 5)}
+                 for b, s in zip(boxes, scores)]
+        results[str(path)] = found
+        if out_dir:
+            stem, suffix = Path(path).stem, Path(path).suffix
+            write_json_atomic(Path(out_dir) / f"{stem}.json", found)
+            suffix = suffix if suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+            write_atomic(Path(out_dir) / f"{stem}_faces{suffix}",
+                         _encode(draw_boxes(image, boxes), suffix), mode="wb")
+        if not as_json:
+            click.echo(f"{path}: {len(found)} face(s)")
+            for d in found:
+                click.echo(f"  {d['score']:.3f}  " + " ".join(f"{v:.1f}" for v in d["box"]))
+    if as_json:
+        echo_json(results)
+
+
+@click.command("eval-detector")
+@click.argument("model_path", metavar="MODEL")
+@click.option("--data", "spec", required=True,
+              help="wider:ROOT, fddb:ROOT or xml:FILE_OR_DIR (see mobilekit.detection.data).")
+@click.option("--split", default="val", help="WIDER FACE split (train or val).")
+@click.option("--min-face", type=float, default=0.0,
+              help="Ignore faces smaller than this at the model input (px).")
+@click.option("--score-threshold", type=float, default=0.01, help="Detections kept for the PR curve.")
+@click.option("--nms-iou", type=float, default=0.3, help="NMS IoU threshold.")
+@click.option("--pr-curve", type=click.Path(dir_okay=False), default=None,
+              help="Write the PR curve as PNG here (needs matplotlib: the `plot` extra).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the metrics JSON here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--threads", type=int, default=1, help="Interpreter threads for a .tflite model.")
+def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, pr_curve,
+                  out_file, as_json, threads):
+    """Evaluate a face detector: AP at IoU 0.5 (VOC style), the WIDER FACE protocol (easy/
+    medium/hard only with the official .mat files) and the FDDB discrete score.
+
+    \b
+    Examples:
+      mobilekit eval-detector runs/train/faceboxes/ --data wider:data/WIDER --json
+      mobilekit eval-detector faceboxes.tflite --data fddb:data/FDDB --pr-curve pr.png
+    """
+    from mobilekit.cli.common import write_json_atomic
+    from mobilekit.detection.evaluate import evaluate_detector
+    from mobilekit.detection.postprocess import Detector
+
+    detector = Detector.load(model_path, num_threads=threads)
+    result = evaluate_detector(detector, spec, split, min_face, score_threshold, nms_iou, pr_curve)
+    result["model"] = str(model_path)
+    if out_file:
+        write_json_atomic(out_file, result)
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(f"{result['images']} images, {result['faces']} faces, AP50 {result['ap50']:.4f}")
+    if "wider" in result:
+        w = result["wider"]
+        parts = [f"{k} {w[k]:.4f}" if w[k] is not None else f"{k} n/a"
+                 for k in ("all", "easy", "medium", "hard")]
+        click.echo("WIDER protocol: " + ", ".join(parts) + f"  ({w['note']})")
+    if "fddb" in result:
+        f = result["fddb"]
+        click.echo(f"FDDB discrete: TPR {f['tpr_at_1000_fp']:.4f} at {f['fp_reached']} FP "
+                   f"(of 1000) over {f['num_faces']} faces")
+    if pr_curve:
+        click.echo(f"PR curve: {result['pr_curve']}")
+

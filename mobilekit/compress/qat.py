@@ -1,0 +1,121 @@
+"""Quantization-aware training: annotate every layer, then tfmot `quantize_apply`.
+
+Built-in tf_keras layers get tfmot's default 8-bit treatment. mobilekit's custom layers
+declare `QUANT` (mobilekit/layers/activations.py):
+  "output"      -> OutputQuantizerConfig: one fake-quant on the output (hard-swish, swish,
+                   SE gate scale: the converter then fuses or knows each op's int8 kernel)
+  "passthrough" -> PassthroughQuantizeConfig: no quantizer (pure data movement such as a
+                   channel shuffle keeps its input's scale)
+A custom layer without QUANT is an error: silently skipping it would leave a float
+island in the int8 model.
+
+Usage (e.g. `mobilekit train --qat` fine-tunes the returned model):
+    qat_model = quantize_model(float_model)   # compile + fit as usual, then
+    tflite = mobilekit.export.convert.convert(qat_model, "int8")
+
+Config classes must not be named `OutputOnlyConfig`/`NoOpQuantizeConfig`: tfmot has
+classes of those names and deserialization would pick them (quantization.md §2.2).
+"""
+import tensorflow_model_optimization as tfmot
+
+from mobilekit.keras import keras
+
+QUANT_KINDS = ("output", "passthrough")
+_quant = tfmot.quantization.keras
+
+
+class OutputQuantizerConfig(_quant.QuantizeConfig):
+    """Quantize only the layer output (asymmetric 8-bit, moving-average ranges)."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [_quant.quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+
+class PassthroughQuantizeConfig(OutputQuantizerConfig):
+    """No quantizer at all: the layer only moves data."""
+
+    def get_output_quantizers(self, layer):
+        return []
+
+
+QUANT_CONFIGS = {"output": OutputQuantizerConfig, "passthrough": PassthroughQuantizeConfig}
+
+
+def _is_builtin(layer):
+    return type(layer).__module__.startswith(("tf_keras.", "keras."))
+
+
+def _custom_layer_classes(model):
+    return {type(layer).__name__: type(layer) for layer in model.layers if not _is_builtin(layer)}
+
+
+def custom_objects(model=None):
+    """Names -> classes needed to clone or load a QAT model (configs + custom layers)."""
+    objects = {cls.__name__: cls for cls in QUANT_CONFIGS.values()}
+    if model is not None:
+        objects.update(_custom_layer_classes(model))
+    return objects
+
+
+def qat_scope(model=None):
+    """`with qat_scope(): keras.models.load_model("qat.keras")` for QAT models."""
+    return _quant.quantize_scope(custom_objects(model))
+
+
+def quant_config_for(layer):
+    """The QuantizeConfig a custom layer's QUANT attribute asks for (None: tfmot default)."""
+    if _is_builtin(layer) and not hasattr(layer, "QUANT"):
+        return None
+    kind = getattr(type(layer), "QUANT", None)
+    if kind is None:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) is a custom layer "
+                         f"without a QUANT attribute; QAT needs QUANT = one of "
+                         f"{', '.join(QUANT_KINDS)}")
+    if kind not in QUANT_CONFIGS:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) has QUANT = {kind!r}; "
+                         f"accepted: {', '.join(QUANT_KINDS)}")
+    return QUANT_CONFIGS[kind]()
+
+
+def annotate(model):
+    """A clone of `model` with every layer wrapped in a QuantizeAnnotate (weights shared)."""
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise ValueError(f"QAT needs a functional tf_keras model; got {type(model).__name__}")
+
+    def wrap(layer):
+        if isinstance(layer, keras.Model):
+            raise ValueError(f"layer {layer.name!r} is a nested model; QAT needs a flat "
+                             "functional model")
+        return _quant.quantize_annotate_layer(layer, quantize_config=quant_config_for(layer))
+
+    return keras.models.clone_model(model, clone_function=wrap)
+
+
+def quantize_model(model):
+    """Return the QAT version of a functional tf_keras model (weights copied).
+
+    Raises ValueError naming the first layer tfmot cannot quantize.
+    """
+    annotated = annotate(model)
+    with qat_scope(model):
+        try:
+            return _quant.quantize_apply(annotated)
+        except RuntimeError as exc:  # tfmot: "Layer x:<class> is not supported ..."
+            raise ValueError(f"QAT cannot quantize {model.name}: {str(exc).splitlines()[0]}") \
+                from None
