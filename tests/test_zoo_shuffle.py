@@ -147,13 +147,27 @@ def test_ceil_max_pool_matches_ceil_mode(size):
 
 
 def test_keras_round_trip_restores_custom_layers(tmp_path):
-    for name, kwargs in [("shufflenet_v1", dict(groups=2, alpha=0.25, group_conv_impl="split")),
-                         ("shufflenet_v2", dict(alpha=0.5))]:
-        model = create_model(name, resolution=32, num_classes=3, **kwargs)
-        path = tmp_path / f"{name}.keras"
-        model.save(path)
-        loaded = keras.models.load_model(path)
-        x = np.random.default_rng(2).standard_normal((1, 32, 32, 3)).astype(np.float32)
-        np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
-        kinds = {type(l) for l in loaded.layers}
-        assert ChannelShuffle in kinds and ChannelSplit in kinds
+    # the split impl puts both custom layers (ChannelSplit, ChannelShuffle) in one model
+    model = create_model("shufflenet_v1", groups=2, alpha=0.25, group_conv_impl="split",
+                         resolution=32, num_classes=3)
+    path = tmp_path / "shufflenet_v1.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(2).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
+    assert isinstance(loaded.get_layer("stage3_unit2_shuffle"), ChannelShuffle)
+    assert loaded.get_layer("stage3_unit2_shuffle").groups == 2
+    assert isinstance(loaded.get_layer("stage3_unit2_gconv1_split"), ChannelSplit)
+
+
+def test_shufflenet_v1_widths_match_megvii_tables():
+    from mobilekit.zoo.shufflenet import shufflenet_v1_widths
+
+    megvii = {(3, 0.5): (12, (120, 240, 480)), (3, 1.0): (24, (240, 480, 960)),
+              (3, 1.5): (24, (360, 720, 1440)), (3, 2.0): (48, (480, 960, 1920)),
+              (8, 0.5): (16, (192, 384, 768)), (8, 1.0): (24, (384, 768, 1536)),
+              (8, 1.5): (24, (576, 1152, 2304)), (8, 2.0): (48, (768, 1536, 3072))}
+    for (g, alpha), widths in megvii.items():
+        assert shufflenet_v1_widths(g, alpha) == widths
+    # a width that is not a multiple of 4g is rounded so the bottleneck still splits into g
+    assert shufflenet_v1_widths(4, 0.25) == (8, (64, 144, 272))

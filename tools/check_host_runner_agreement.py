@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+
 def convert(model_name, resolution, path):
     """Convert in a child process so TensorFlow is not loaded in the measuring process."""
     code = ("import sys, mobilekit; from mobilekit.keras import tf; "

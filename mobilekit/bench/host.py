@@ -32,6 +32,7 @@ Field notes:
                      `--target local` with benchmark_model and op profiling for a breakdown.
 """
 import os
+import re
 import resource
 import statistics
 import sys
@@ -292,7 +293,8 @@ def _gpu_reason(log):
     for needle in _GPU_REASON:
         for line in lines:
             if needle in line and "litert_compiled_model.h" not in line:
-                return line[:_MAX_ERROR_CHARS]
+                # Drop the logger's "ERROR: [file.cc:359] " prefix; the message is the reason.
+                return re.sub(r"^(?:[A-Z]+:\s*)?(?:\[[\w./-]+:\d+\]\s*)?", "", line)[:_MAX_ERROR_CHARS]
     return "LiteRT could not create a GPU compiled model"
 
 

@@ -40,7 +40,7 @@ def delegates_for(target):
 
 
 def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, warmup_runs=1,
-              num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False,
+              warmup_min_secs=0.5, num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False,
               benchmark_binary=None, serial=None, cpu_mask=None, apk=False, adb_path=None,
               out_dir="bench_results", on_start=None, on_row=None):
     """Run the matrix; return the rows. Writes results.jsonl as it goes, then .csv and .md.
@@ -51,7 +51,8 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
     configs = _configs(models, target, delegates, threads)
     out_dir = Path(out_dir)
     jsonl = _fresh_jsonl(out_dir / JSONL)
-    run_one = _runner(target, warmup_runs=warmup_runs, num_runs=num_runs, min_secs=min_secs,
+    run_one = _runner(target, warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs,
+                      num_runs=num_runs, min_secs=min_secs,
                       max_secs=max_secs, op_profiling=op_profiling, binary=benchmark_binary,
                       serial=serial, cpu_mask=cpu_mask, apk=apk, adb_path=adb_path,
                       log_dir=out_dir / "logs")
@@ -91,7 +92,10 @@ def _configs(models, target, delegates, threads):
     for n in threads:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"threads must be integers >= 1; got {n!r}")
-    return [(os.fspath(m), d, t) for m in models for d in delegates for t in threads]
+    # Absolute paths: results (and the X.json lookups behind the table and plots) must still
+    # resolve when read from another directory later.
+    paths = [os.path.abspath(os.path.expanduser(os.fspath(m))) for m in models]
+    return [(m, d, t) for m in paths for d in delegates for t in threads]
 
 
 def _fresh_jsonl(path):
@@ -109,19 +113,19 @@ def _fresh_jsonl(path):
     return path
 
 
-def _runner(target, *, warmup_runs, num_runs, min_secs, max_secs, op_profiling, binary, serial,
-            cpu_mask, apk, adb_path, log_dir):
+def _runner(target, *, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs, op_profiling,
+            binary, serial, cpu_mask, apk, adb_path, log_dir):
     """A function (model, delegate, threads) -> row for the target."""
     if target == "host":
         from mobilekit.bench.host import run_host
 
         return lambda model, delegate, threads: run_host(
-            model, delegate, threads, warmup_runs=warmup_runs, num_runs=num_runs,
-            min_secs=min_secs, max_secs=max_secs, op_profiling=op_profiling)
+            model, delegate, threads, warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs,
+            num_runs=num_runs, min_secs=min_secs, max_secs=max_secs, op_profiling=op_profiling)
     from mobilekit.bench import benchmark_model as bm
 
     binary = binary or os.environ.get(bm.ENV_BINARY) or None
-    extra = (f"--max_secs={max_secs:g}",)
+    extra = (f"--warmup_min_secs={warmup_min_secs:g}", f"--max_secs={max_secs:g}")
     common = dict(num_runs=num_runs, warmup_runs=warmup_runs, min_secs=min_secs,
                   op_profiling=op_profiling, extra_flags=extra, log_dir=log_dir)
     if target == "local":

@@ -16,6 +16,7 @@ COMMANDS = {
     "detect": "mobilekit.cli.detect_cmds:detect",
     "eval": "mobilekit.cli.train_cmds:eval_cmd",
     "eval-detector": "mobilekit.cli.detect_cmds:eval_detector",
+    "export": "mobilekit.cli.export_cmds:export",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
     "train": "mobilekit.cli.train_cmds:train",

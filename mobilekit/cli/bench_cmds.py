@@ -60,14 +60,16 @@ def _progress_row(index, total, row):
               help="Comma-separated delegates: xnnpack, cpu, gpu (and nnapi for local/adb).")
 @click.option("--threads", default="1", show_default=True, help="Comma-separated thread counts.")
 @click.option("--warmup-runs", type=int, default=1, show_default=True,
-              help="Minimum warm-up runs (warm-up also lasts at least 0.5 s on host).")
+              help="Minimum warm-up runs.")
+@click.option("--warmup-min-secs", type=float, default=0.5, show_default=True,
+              help="Minimum seconds of warm-up (the count can exceed --warmup-runs).")
 @click.option("--num-runs", type=int, default=50, show_default=True,
               help="Minimum timed runs.")
 @click.option("--min-secs", type=float, default=1.0, show_default=True,
               help="Minimum seconds of timed runs (the count can exceed --num-runs).")
 @click.option("--max-secs", type=float, default=150.0, show_default=True,
               help="Start no timed run after this many seconds.")
-@click.option("--op-profiling", is_flag=True, default=False, show_default=True,
+@click.option("--op-profiling", is_flag=True, default=False, show_default="off",
               help="Per-operator profile (local/adb; the host runner has no profiler).")
 @click.option("--benchmark-binary", type=click.Path(dir_okay=False), default=None,
               show_default="$MOBILEKIT_BENCHMARK_MODEL",
@@ -76,20 +78,20 @@ def _progress_row(index, total, row):
               help="adb device serial.")
 @click.option("--cpu-mask", default=None, show_default="none",
               help="adb: run under `taskset MASK` (hex, e.g. f0 for big cores).")
-@click.option("--apk", is_flag=True, default=False, show_default=True,
+@click.option("--apk", is_flag=True, default=False, show_default="off",
               help="adb: use the benchmark APK (an Activity) instead of the native binary.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench_results",
               show_default=True, help="Directory for results.jsonl/.csv/.md, logs and plots.")
-@click.option("--plots", is_flag=True, default=False, show_default=True,
+@click.option("--plots", is_flag=True, default=False, show_default="off",
               help="Also write PNG plots (needs matplotlib: pip install 'mobilekit[plot]').")
 @click.option("--accuracy", "accuracy", multiple=True, default=(), show_default="from X.json",
               help="model_name=value accuracy for the Pareto plot (repeatable).")
-@click.option("--json", "as_json", is_flag=True, default=False, show_default=True,
+@click.option("--json", "as_json", is_flag=True, default=False, show_default="off",
               help="Print the result rows as JSON instead of the table.")
 @click.pass_context
-def bench(ctx, models, target, delegates, threads, warmup_runs, num_runs, min_secs, max_secs,
-          op_profiling, benchmark_binary, serial, cpu_mask, apk, out_dir, plots, accuracy,
-          as_json):
+def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs, num_runs,
+          min_secs, max_secs, op_profiling, benchmark_binary, serial, cpu_mask, apk, out_dir,
+          plots, accuracy, as_json):
     """Benchmark MODELS (.tflite) for every delegate x thread count; write results to --out.
 
     A configuration that fails becomes a row with its error; the sweep goes on (exit code 1
@@ -115,7 +117,8 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, num_runs, min_se
         click.echo("Note: the in-process host runner has no per-operator profiler; op_profile "
                    "stays empty (use --target local with a benchmark_model binary).", err=True)
     rows = run_sweep(list(models), target, _split(delegates, "delegate"), _threads(threads),
-                     warmup_runs=warmup_runs, num_runs=num_runs, min_secs=min_secs,
+                     warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs,
+                     num_runs=num_runs, min_secs=min_secs,
                      max_secs=max_secs, op_profiling=op_profiling,
                      benchmark_binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask,
                      apk=apk, out_dir=out_dir, on_start=_progress_start, on_row=_progress_row)

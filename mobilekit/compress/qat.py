@@ -18,10 +18,48 @@ classes of those names and deserialization would pick them (quantization.md §2.
 """
 import tensorflow_model_optimization as tfmot
 
-from mobilekit.keras import keras
+from mobilekit.keras import keras, layers, register, tf
+from mobilekit.layers.activations import HardSigmoid, HardSwish
 
 QUANT_KINDS = ("output", "passthrough")
 _quant = tfmot.quantization.keras
+
+
+def _fake_quant(x, low, high):
+    return tf.quantization.fake_quant_with_min_max_args(x, min=low, max=high, num_bits=8)
+
+
+@register("mobilekit")
+class QATHardSigmoid(layers.Layer):
+    """hard-sigmoid for QAT: relu6(x + 3) carries a fixed [0, 6] range.
+
+    With only an output quantizer, the relu6(x + 3) tensor has no range and the converter
+    leaves ADD + MUL in float (one island per SE block of MobileNetV3).
+    """
+
+    QUANT = "output"
+
+    def call(self, inputs):
+        return _fake_quant(tf.nn.relu6(inputs + 3.0), 0.0, 6.0) * (1.0 / 6.0)
+
+
+@register("mobilekit")
+class QATHardSwish(layers.Layer):
+    """hard-swish for QAT: x * hsig(x) with fixed ranges on relu6(x + 3) and hsig(x).
+
+    The fake-quant ops keep the converter from fusing HARD_SWISH, which XNNPACK has no int8
+    kernel for; the result is ADD(RELU6) + MUL + MUL, fully delegated (1 partition).
+    """
+
+    QUANT = "output"
+
+    def call(self, inputs):
+        gate = _fake_quant(tf.nn.relu6(inputs + 3.0), 0.0, 6.0) * (1.0 / 6.0)
+        return inputs * _fake_quant(gate, 0.0, 1.0)
+
+
+# Weightless layers replaced by a QAT-friendly equivalent before annotation.
+QAT_SUBSTITUTES = {HardSigmoid: QATHardSigmoid, HardSwish: QATHardSwish}
 
 
 class OutputQuantizerConfig(_quant.QuantizeConfig):
@@ -68,6 +106,7 @@ def _custom_layer_classes(model):
 def custom_objects(model=None):
     """Names -> classes needed to clone or load a QAT model (configs + custom layers)."""
     objects = {cls.__name__: cls for cls in QUANT_CONFIGS.values()}
+    objects.update({cls.__name__: cls for cls in QAT_SUBSTITUTES.values()})
     if model is not None:
         objects.update(_custom_layer_classes(model))
     return objects
@@ -102,6 +141,8 @@ def annotate(model):
         if isinstance(layer, keras.Model):
             raise ValueError(f"layer {layer.name!r} is a nested model; QAT needs a flat "
                              "functional model")
+        if type(layer) in QAT_SUBSTITUTES:
+            layer = QAT_SUBSTITUTES[type(layer)].from_config(layer.get_config())
         return _quant.quantize_annotate_layer(layer, quantize_config=quant_config_for(layer))
 
     return keras.models.clone_model(model, clone_function=wrap)

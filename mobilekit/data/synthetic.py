@@ -73,8 +73,9 @@ def _draw_chunk(rng, labels, res):
 
 def _background(rng, n, gx, gy):
     # Channels-first while drawing: NumPy broadcasting over a trailing axis of 3 is slow.
+    # A gentle gradient between two nearby colours.
     c0 = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
-    c1 = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
+    c1 = np.clip(c0 + rng.uniform(-0.25, 0.25, (n, 3, 1, 1)), 0, 1).astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi, (n, 1, 1)).astype(np.float32)
     t = (gx * np.cos(angle) + gy * np.sin(angle)) * 0.5 + 0.5
     return c0 + (c1 - c0) * t[:, None]
@@ -110,12 +111,11 @@ def _paint(img, coverage, colour):
 
 
 def _contrasting_colour(rng, img, n):
-    """A foreground colour at least somewhat away from the mean background colour."""
-    mean_bg = img.mean(axis=(2, 3))
+    """A random hue whose brightness is far from the background's: dark shapes on light
+    backgrounds and light shapes on dark ones, so every shape stays visible."""
+    light_bg = img.mean(axis=(1, 2, 3)) > 0.5
     fg = rng.uniform(0, 1, (n, 3)).astype(np.float32)
-    close = np.linalg.norm(fg - mean_bg, axis=1) < 0.35
-    fg[close] = 1.0 - mean_bg[close]
-    return fg
+    return np.where(light_bg[:, None], fg * 0.35, 0.65 + fg * 0.35)
 
 
 # Signed distance-like functions in shape coordinates: > 0 inside, about 1 unit = the radius.

@@ -67,10 +67,11 @@ def _float_ops(interp):
 
 
 def float_op_report(model):
-    """Just the float-op part of `analyze` (cheap: no delegate, no GPU analyzer)."""
+    """The float-op and rank part of `analyze` (cheap: no delegate, no GPU analyzer)."""
     interp = _interpreter(_load_bytes(model), delegates=False)
     found = _float_ops(interp)
-    return {"float_ops": len(found), "float_op_list": found}
+    return {"float_ops": len(found), "float_op_list": found,
+            "max_tensor_rank": _tensor_checks(interp)[0]}
 
 
 def _io_details(details):

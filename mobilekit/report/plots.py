@@ -63,9 +63,8 @@ def plot_latency_vs_macs(rows, infos, path):
                         if (r["delegate"], r["threads"]) == config)
         ax.plot([s[0] for s in series], [s[1] for s in series], "o-",
                 label=f"{config[0]}, {config[1]} thread(s)")
-        for x, y, r in series:
-            ax.annotate(Path(r["model_path"]).stem, (x, y), textcoords="offset points",
-                        xytext=(4, 4), fontsize=7)
+    for stem, (x, y) in _lowest_point_per_model(points).items():   # one label per model
+        ax.annotate(stem, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
     _log_if_spread(ax, [m / 1e6 for m, _ in points], [r["inference_median_us"] / 1e3
                                                       for _, r in points])
     ax.set_xlabel("MACs (millions)")
@@ -77,6 +76,16 @@ def plot_latency_vs_macs(rows, infos, path):
         return _save(fig, path)
     finally:
         plt.close(fig)
+
+
+def _lowest_point_per_model(points):
+    lowest = {}
+    for macs, row in points:
+        xy = (macs / 1e6, row["inference_median_us"] / 1e3)
+        stem = Path(row["model_path"]).stem
+        if stem not in lowest or xy[1] < lowest[stem][1]:
+            lowest[stem] = xy
+    return lowest
 
 
 def _log_if_spread(ax, xs, ys, ratio=20):

@@ -1,0 +1,64 @@
+"""`mobilekit export`: Keras -> .tflite (+ JSON report) in one quantization mode."""
+import click
+
+from mobilekit.cli.common import parse_model_kwargs
+
+QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+
+
+@click.command()
+@click.argument("model_or_run")
+@click.option("--quant", type=click.Choice(QUANTS), default="fp32",
+              help="fp32, fp16 weights, dynamic-range, full int8, or int16 activations.")
+@click.option("--io", "io_type", type=click.Choice(["auto", "float", "int8", "uint8", "int16"]),
+              default="auto",
+              help="Input/output type; auto = int8 for --quant int8, float otherwise.")
+@click.option("--calib-data", default=None, show_default="the run's dataset",
+              help="Calibration dataset SPEC (train split, eval transform), or 'random' "
+                   "for a benchmark-only export.")
+@click.option("--calib-samples", type=int, default=300, help="Calibration images.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              show_default="<model>_<quant>.tflite in the run directory, else here",
+              help="Output .tflite path; the JSON report goes beside it.")
+@click.option("--allow-float-ops", is_flag=True, default=False,
+              help="Keep an int8/int16x8 export even if some ops stay in float.")
+@click.option("--eval-data", default=None, show_default="none",
+              help="Dataset SPEC: report top-1 of the .tflite vs the Keras model (val split).")
+@click.option("--eval-samples", type=int, default=None, show_default="all",
+              help="Evaluate at most this many images.")
+@click.option("--atol", type=float, default=1e-4,
+              help="fp32 parity: allowed max |tflite - keras| output difference.")
+@click.option("--alpha", type=float, default=None, show_default="model default",
+              help="Zoo name only: width multiplier.")
+@click.option("--resolution", type=int, default=None, show_default="model default",
+              help="Zoo name only: square input size.")
+@click.option("--num-classes", type=int, default=None, show_default="1000",
+              help="Zoo name only: classifier outputs.")
+@click.option("--option", "options", multiple=True, default=(), show_default="none",
+              metavar="KEY=VALUE", help="Zoo name only: extra model argument (repeatable).")
+def export(model_or_run, quant, io_type, calib_data, calib_samples, out, allow_float_ops,
+           eval_data, eval_samples, atol, alpha, resolution, num_classes, options):
+    """Convert a run directory, a .keras file or a zoo model (random weights) to TFLite.
+
+    Writes X.tflite (with embedded labels / normalisation / quant metadata) and the
+    report X.json beside it: ops, float ops, dtypes, max tensor rank, XNNPACK partitions,
+    GPU compatibility, fp32 parity and (with --eval-data) top-1 of both models.
+
+    \b
+    Examples:
+      mobilekit export runs/train/mobilenet_v2 --quant int8
+      mobilekit export model.keras --quant fp16 --out model_fp16.tflite
+      mobilekit export mobilenet_v3_large --quant int8 --calib-data random --num-classes 10
+    """
+    from mobilekit.export.pipeline import export as run_export, summary_lines
+
+    kwargs = parse_model_kwargs(alpha, resolution, options)
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    path, report = run_export(
+        model_or_run, quant, io=None if io_type == "auto" else io_type, calib_data=calib_data,
+        calib_samples=calib_samples, out=out, allow_float_ops=allow_float_ops,
+        eval_data=eval_data, eval_samples=eval_samples, atol=atol, model_kwargs=kwargs,
+        log=lambda msg: click.echo(msg, err=True))
+    for line in summary_lines(path, report):
+        click.echo(line)

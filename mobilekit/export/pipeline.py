@@ -1,0 +1,252 @@
+"""The `mobilekit export` job: resolve the model, calibrate, convert, verify, write.
+
+MODEL_OR_RUN is a run directory (RUN_DIR/model.keras + config.json from `mobilekit train`),
+a `.keras` file, or a zoo model name (random init: for benchmarking only).
+
+Outputs, both written atomically (temp file + rename, nothing half-written on error):
+  <out>.tflite   with the "mobilekit" metadata entry (labels, mean/std, input size, quant)
+  <out>.json     mobilekit.export.report.analyze() + how it was made + parity / eval
+"""
+import os
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from mobilekit.errors import check_choice, unknown_name
+from mobilekit.export.convert import QUANT_MODES, convert, input_spec, is_qat_model, resolve_io
+
+DEFAULT_CALIB_SAMPLES = 300
+PARITY_SAMPLES = 4
+RANDOM_DATA = "random"
+
+
+def resolve_source(source, model_kwargs=None):
+    """(keras model, run config or None, model name, .keras path or None) for MODEL_OR_RUN."""
+    from mobilekit.train.rundir import BEST, is_run_dir, load_run
+
+    path = Path(source)
+    if path.is_dir():
+        config = load_run(path)
+        if not (path / BEST).is_file():
+            raise FileNotFoundError(f"run directory {str(path)!r} has no {BEST} "
+                                    "(no epoch completed)")
+        return load_keras(path / BEST), config, config.get("model") or path.name, path / BEST
+    if path.suffix == ".keras" or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        if path.suffix != ".keras":
+            raise ValueError(f"MODEL_OR_RUN must be a run directory, a .keras file or a zoo "
+                             f"model name; got the file {str(path)!r}")
+        config = load_run(path.parent) if is_run_dir(path.parent) else None
+        model = load_keras(path)
+        return model, config, (config or {}).get("model") or path.stem, path
+    if os.sep in str(source):
+        raise FileNotFoundError(f"{str(source)!r} does not exist")
+    from mobilekit.zoo.registry import create_model, list_models
+
+    if str(source) not in list_models():
+        raise unknown_name("model (or path)", source, list_models())
+    return create_model(str(source), **(model_kwargs or {})), None, str(source), None
+
+
+def load_keras(path):
+    """Load a .keras file (QAT models too); a corrupt file is a ValueError, not a traceback."""
+    from mobilekit.keras import keras
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            config_text = zf.read("config.json").decode("utf-8")
+    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a valid .keras file ({exc})") from None
+    try:
+        if "Quantize" in config_text:
+            from mobilekit.compress.qat import qat_scope
+
+            with qat_scope():
+                return keras.models.load_model(path, compile=False)
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001  (any load failure means a bad file here)
+        raise ValueError(f"cannot load {path}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0):
+    """`count` preprocessed images (float32 NHWC) from the EVAL transform of the train split.
+
+    `spec` "random" gives seeded standard-normal images (benchmark-only exports).
+    """
+    if spec == RANDOM_DATA:
+        rng = np.random.default_rng(seed)
+        return rng.standard_normal((count, resolution, resolution, 3)).astype(np.float32)
+    from mobilekit.data import load_dataset
+
+    ds, _ = load_dataset(spec, "train", resolution, 32, training=False, seed=seed,
+                         mean=mean, std=std)
+    # The eval order may be grouped by class: shuffle within a bounded window.
+    ds = ds.unbatch().shuffle(min(4 * count, 512), seed=seed).take(count)
+    images = [image.numpy() for image, _ in ds]
+    if not images:
+        raise ValueError(f"calibration data {spec!r} has no training images")
+    return np.stack(images).astype(np.float32)
+
+
+def tflite_predict(tflite, images):
+    """Float outputs of a .tflite (bytes) for float images, one sample at a time."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.train.evaluate import dequantize, quantize
+
+    interp = Interpreter(model_content=tflite)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    results = []
+    for image in images:
+        interp.set_tensor(inp["index"], quantize(image[None], inp))
+        interp.invoke()
+        results.append(dequantize(interp.get_tensor(out["index"]), out)[0])
+    return np.stack(results)
+
+
+def parity(model, tflite, images, quant, atol):
+    """max |tflite - keras| over `images`; `ok` is judged for fp32 only."""
+    from mobilekit.keras import tf
+
+    expected = model(tf.constant(images), training=False).numpy()
+    got = tflite_predict(tflite, images)
+    diff = float(np.max(np.abs(got - expected)))
+    return {"samples": int(len(images)), "max_abs_diff": diff, "atol": atol,
+            "ok": (diff <= atol) if quant == "fp32" else None}
+
+
+def default_out(name, quant, config):
+    folder = Path(config["run_dir"]) if config else Path.cwd()
+    return folder / f"{name}_{quant}.tflite"
+
+
+def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
+           out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
+           model_kwargs=None, log=None):
+    """Run the whole export; returns (tflite path, report dict)."""
+    log = log or (lambda msg: None)
+    check_choice("quant", quant, QUANT_MODES)
+    if calib_samples < 1:
+        raise ValueError(f"calib_samples must be a positive integer; got {calib_samples}")
+    model, config, name, keras_path = resolve_source(source, model_kwargs)
+    qat = is_qat_model(model)
+    io = resolve_io(quant, io, qat)
+    resolution = int(input_spec(model).shape[1])
+    mean, std = (config or {}).get("mean"), (config or {}).get("std")
+    calib_data = calib_data or (config or {}).get("data")
+    needs_calibration = quant in ("int8", "int16x8") and not qat
+    if needs_calibration and not calib_data:
+        raise ValueError(f"quant {quant} needs calibration images: give --calib-data SPEC "
+                         f"(a dataset spec, or '{RANDOM_DATA}' for a benchmark-only export)")
+    out = Path(out) if out else default_out(name, quant, config)
+    if out.suffix != ".tflite":
+        raise ValueError(f"--out must end in .tflite; got {str(out)!r}")
+
+    samples = None
+    if calib_data:
+        log(f"calibration: {calib_samples if needs_calibration else PARITY_SAMPLES} "
+            f"samples of {calib_data}")
+        samples = dataset_samples(calib_data, resolution,
+                                  calib_samples if needs_calibration else PARITY_SAMPLES,
+                                  mean, std)
+    start = time.perf_counter()
+    log(f"converting {name} to {quant} (io {io})")
+    tflite = convert(model, quant, samples if needs_calibration else None, io=io,
+                     allow_float_ops=allow_float_ops)
+    seconds = time.perf_counter() - start
+    from mobilekit.export.metadata import build_metadata, embed_metadata
+    from mobilekit.export.report import analyze
+
+    meta = build_metadata(name, quant, input_spec(model).shape[1:],
+                          labels=(config or {}).get("class_names"), mean=mean, std=std,
+                          io=io, qat=qat, model_kwargs=(config or {}).get("model_kwargs",
+                                                                           model_kwargs or {}))
+    tflite = embed_metadata(tflite, meta)
+    report = analyze(tflite)
+    if not report["float_ops"]:
+        del report["float_op_list"]
+    report.update({"model": name, "source": str(source), "quant": quant, "io": io, "qat": qat,
+                   "calibration": {"data": calib_data if needs_calibration else None,
+                                   "samples": calib_samples if needs_calibration else 0},
+                   "conversion_seconds": round(seconds, 2)})
+    parity_images = (samples[:PARITY_SAMPLES] if samples is not None else
+                     dataset_samples(RANDOM_DATA, resolution, PARITY_SAMPLES))
+    report["parity"] = parity(model, tflite, parity_images, quant, atol)
+    evaluation = (model, keras_path, eval_data, eval_samples, config)
+    return _write(out, tflite, report, evaluation if eval_data else None, log)
+
+
+def _write(out, tflite, report, evaluation, log):
+    """Temp .tflite -> optional evaluation -> rename; then the JSON report beside it."""
+    from mobilekit.io import write_json_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=".tflite")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(tflite)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
+        if evaluation:
+            model, keras_path, spec, limit, config = evaluation
+            log(f"evaluating .tflite and keras on {spec}")
+            report["eval"] = evaluate_pair(model, keras_path, Path(tmp), spec, limit, config)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    report["tflite_path"] = str(out)
+    write_json_atomic(out.with_suffix(".json"), report)
+    return out, report
+
+
+def evaluate_pair(model, keras_path, tflite_path, spec, limit, config):
+    """top-1 of the .tflite and of the Keras model on the same samples (train.evaluate)."""
+    import contextlib
+
+    from mobilekit.train.evaluate import evaluate
+
+    mean, std = (config or {}).get("mean"), (config or {}).get("std")
+    lite = evaluate(tflite_path, spec, mean=mean, std=std, limit=limit)
+    scope = contextlib.nullcontext()
+    if is_qat_model(model):
+        from mobilekit.compress.qat import qat_scope
+
+        scope = qat_scope()
+    with tempfile.TemporaryDirectory() as folder, scope:
+        if keras_path is None:  # a zoo model built in memory
+            keras_path = Path(folder) / "model.keras"
+            model.save(keras_path)
+        ref = evaluate(keras_path, spec, mean=lite["mean"], std=lite["std"], limit=limit)
+    keep = ("top1", "top5", "num_samples")
+    return {"data": str(spec), "tflite": {k: lite[k] for k in keep},
+            "keras": {k: ref[k] for k in keep},
+            "top1_delta": lite["top1"] - ref["top1"]}
+
+
+def summary_lines(path, report):
+    """Human summary for the CLI."""
+    x = report["xnnpack"]
+    lines = [f"wrote {path} ({report['size_bytes'] / 1e6:.3f} MB) and "
+             f"{Path(path).with_suffix('.json').name}",
+             f"ops: {report['num_ops']}, float ops: {report['float_ops']}, max rank: "
+             f"{report['max_tensor_rank']}, XNNPACK: {x['partitions']} partition(s) "
+             f"{x['delegated_nodes']}/{x['total_nodes']} nodes, GPU-compatible: "
+             f"{report['gpu_compatible']}"]
+    p = report["parity"]
+    lines.append(f"parity: max |tflite - keras| = {p['max_abs_diff']:.3g} over {p['samples']} "
+                 f"samples" + ("" if p["ok"] is None else f" ({'ok' if p['ok'] else 'FAILED'}, "
+                                                          f"atol {p['atol']:g})"))
+    if "eval" in report:
+        e = report["eval"]
+        lines.append(f"top-1: tflite {e['tflite']['top1']:.4f} vs keras {e['keras']['top1']:.4f} "
+                     f"on {e['tflite']['num_samples']} samples of {e['data']}")
+    return lines
+
