@@ -56,6 +56,12 @@ def test_eval_detector_cli_on_run(overfit_run):
     assert result["images"] == 6
     assert result["ap50"] == pytest.approx(metrics["ap50"], abs=1e-6)
     assert result["wider"]["easy"] is None and 0 <= result["wider"]["all"] <= 1
+    fddb = CliRunner().invoke(cli, ["eval-detector", str(out), "--data",
+                                    f"fddb:{SHARED / 'data' / 'faces' / 'fddb_sample'}", "--json"])
+    assert fddb.exit_code == 0, fddb.output
+    scores = json.loads(fddb.output[fddb.output.index("{"):])
+    assert scores["faces"] == 11 and scores["fddb"]["num_faces"] == 11
+    assert 0 <= scores["fddb"]["tpr_at_1000_fp"] <= 1 and scores["fddb"]["fp_reached"] < 1000
 
 
 @pytest.mark.slow
@@ -77,18 +83,17 @@ def test_detect_cli_writes_pixel_boxes(overfit_run, tmp_path):
 
 def test_synthetic_run_and_resume(tmp_path):
     out = tmp_path / "run"
-    first = train_detector(data="synthetic", resolution=128, epochs=2, batch_size=4,
+    first = train_detector(data="synthetic", resolution=128, epochs=1, batch_size=4,
                            synthetic_train=8, synthetic_val=4, out=out, progress=False)
-    assert first["epochs_completed"] == 2 and 0 <= first["ap50"] <= 1
+    assert first["epochs_completed"] == 1 and 0 <= first["ap50"] <= 1
     before = list(csv.DictReader(open(out / "history.csv")))
     with pytest.raises(ValueError, match="resume"):
         train_detector(data="synthetic", resolution=128, epochs=2, out=out, progress=False)
-    resumed = train_detector(resume=out, epochs=3, progress=False)
+    resumed = train_detector(resume=out, epochs=2, progress=False)
     after = list(csv.DictReader(open(out / "history.csv")))
-    assert resumed["epochs_completed"] == 3 and [r["epoch"] for r in after] == ["1", "2", "3"]
-    assert after[:2] == before
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == \
-        ["epoch-0001", "epoch-0002", "epoch-0003"]
+    assert resumed["epochs_completed"] == 2 and [r["epoch"] for r in after] == ["1", "2"]
+    assert after[:1] == before
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch-0001", "epoch-0002"]
 
 
 def test_lr_schedule_follows_official_steps():

@@ -3,6 +3,7 @@ blocks, the Shift layer (NumPy reference, TFLite builtins, zero MACs) and .keras
 import csv
 import functools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from mobilekit.profile import profile_model
 from mobilekit.zoo import regnet as R
 from mobilekit.zoo.registry import create_model
 
-SHARED = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DESIGN_CSV = SHARED / "reference" / "regnet_design.csv"
 
 
@@ -115,7 +116,8 @@ def test_sampler_stays_in_the_space_and_constraints_split_it():
         d = R.sample_regnet(rng, flops_range=(360e6, 440e6))
         assert 1 <= d["depth"] <= 63 and d["w0"] % 8 == 0 and 8 <= d["w0"] < 256
         assert 0 < d["wa"] <= 256 and 1.5 <= d["wm"] <= 3.0
-        assert d["group_width"] in (1, 2, 4, 8, 16, 32) and d["bottleneck_ratio"] in (1.0, 0.5, 0.25)
+        assert d["group_width"] in (1, 2, 4, 8, 16, 32)
+        assert d["bottleneck_ratio"] in (1.0, 0.5, 0.25)
         stages = R.regnet_stages(d["depth"], d["w0"], d["wa"], d["wm"], d["group_width"],
                                  d["bottleneck_ratio"])
         assert len(stages) == 4
@@ -210,6 +212,25 @@ def test_shift_rejects_even_kernel():
         Shift(2)
 
 
+# ------------------------------------------------------------------ references
+
+
+def _trainable(model):
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def test_xception_and_keras_style_resnet50_match_keras_applications():
+    apps = keras.applications
+    ours = create_model("xception", include_top=False, resolution=299)
+    theirs = apps.Xception(weights=None, include_top=False, input_shape=(299, 299, 3))
+    assert _trainable(ours) == _trainable(theirs) == 22855952 - (2048 * 1000 + 1000)
+    assert ours.count_params() == theirs.count_params()
+    ours = create_model("resnet50", include_top=False, stride_in_1x1=True, use_bias=True)
+    theirs = apps.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3))
+    assert ours.count_params() == theirs.count_params()
+    assert ours.output_shape == theirs.output_shape
+
+
 # ------------------------------------------------------------------ round-trips
 
 
@@ -219,6 +240,8 @@ def test_shift_rejects_even_kernel():
 ])
 def test_keras_round_trip(tmp_path, name, kwargs):
     model = create_model(name, **kwargs)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert not kinds & {"Lambda", "TFOpLambda", "SlicingOpLambda"}, kinds
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
     path = tmp_path / f"{name}.keras"
     model.save(path)

@@ -99,7 +99,7 @@ def test_shufflenet_v1_first_unit_not_grouped():
 
 
 def test_bad_groups_and_alpha_name_accepted_values():
-    with pytest.raises(ValueError, match=r"groups for shufflenet_v1 must be one of 1, 2, 3, 4, 8; got 5"):
+    with pytest.raises(ValueError, match=r"shufflenet_v1 must be one of 1, 2, 3, 4, 8; got 5"):
         create_model("shufflenet_v1", groups=5, resolution=32)
     with pytest.raises(ValueError, match=r"0.25, 0.5, 1.0, 1.5, 2.0; got 0.75"):
         create_model("shufflenet_v1", alpha=0.75, resolution=32)

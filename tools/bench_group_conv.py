@@ -190,18 +190,20 @@ def run(case_names, modes, warmup, invokes):
 
 
 def table(rows):
-    head = ("| case | impl | mode | converts | ops | runs w/o XNNPACK | partitions | outside XNNPACK"
-            " | max rank | median ms | p10-p90 ms |")
-    out = [head, "|" + "---|" * 11]
+    """Markdown table for people: milliseconds (the JSON keeps microseconds)."""
+    head = ["case", "impl", "mode", "converts", "ops", "runs w/o XNNPACK", "partitions",
+            "outside XNNPACK", "max rank", "median ms", "p10-p90 ms"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
+        cells = [r["case"], r["impl"], r["mode"]]
         if not r.get("converts"):
-            out.append(f"| {r['case']} | {r['impl']} | {r['mode']} | no: {r.get('error', '')} |"
-                       " - | - | - | - | - | - | - |")
-            continue
-        outside = ", ".join(r["ops_outside_xnnpack"]) or "none"
-        out.append(f"| {r['case']} | {r['impl']} | {r['mode']} | yes | {r['ops_total']} | "
-                   f"{'yes' if r['runs_without_xnnpack'] else 'no'} | {r['xnnpack_partitions']} | {outside} | {r['max_rank']} | "
-                   f"{r['median_us'] / 1e3:.3f} | {r['p10_us'] / 1e3:.3f}-{r['p90_us'] / 1e3:.3f} |")
+            cells += [f"no: {r.get('error', '')}"] + ["-"] * (len(head) - 4)
+        else:
+            cells += ["yes", r["ops_total"], "yes" if r["runs_without_xnnpack"] else "no",
+                      r["xnnpack_partitions"], ", ".join(r["ops_outside_xnnpack"]) or "none",
+                      r["max_rank"], f"{r['median_us'] / 1e3:.3f}",
+                      f"{r['p10_us'] / 1e3:.3f}-{r['p90_us'] / 1e3:.3f}"]
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(out)
 
 
@@ -209,9 +211,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES),
                     help="cases to run (default: all)")
-    ap.add_argument("--modes", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    ap.add_argument("--modes", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"],
+                    help="precisions to convert (default: fp32 int8)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed invokes first (default 10)")
-    ap.add_argument("--invokes", type=int, default=100, help="timed invokes per config (default 100)")
+    ap.add_argument("--invokes", type=int, default=100,
+                    help="timed invokes per config (default 100)")
     ap.add_argument("--out", default=None, help="write results JSON here (atomically)")
     args = ap.parse_args(argv)
     rows = run(args.cases, args.modes, args.warmup, args.invokes)

@@ -10,7 +10,8 @@ FROM_RECIPE = "card recipe, else built-in"
 
 
 @click.command()
-@click.option("--model", "model", required=True, help="Zoo model name (see `mobilekit models`).")
+@click.option("--model", "model", default=None, show_default="required unless --resume",
+              help="Zoo model name (see `mobilekit models`).")
 @click.option("--alpha", type=float, default=None, show_default="model default",
               help="Width multiplier.")
 @click.option("--resolution", type=int, default=None,
@@ -42,6 +43,9 @@ FROM_RECIPE = "card recipe, else built-in"
 @click.option("--early-stopping", type=int, default=None, show_default="0 (off)",
               help="Stop after this many epochs without a better val_accuracy.")
 @click.option("--keep-checkpoints", type=int, default=None, show_default="3")
+@click.option("--precise-bn", type=int, default=None, show_default="20",
+              help="Training batches averaged into BatchNorm statistics before each "
+                   "validation (0: off; single-device runs only).")
 @click.option("--seed", type=int, default=None, show_default="0")
 @click.option("--deterministic/--no-deterministic", default=None, show_default="off",
               help="Also make TensorFlow ops deterministic (slower).")
@@ -66,11 +70,15 @@ def train(model, alpha, resolution, options, out, resume, **settings):
 
     if resume:
         config = rundir.load_run(resume)
+        if model and model != config["model"]:
+            raise ValueError(f"--model {model} does not match the run's model {config['model']}")
         run_dir = Path(resume)
         if settings.get("epochs"):
             config["epochs"] = settings["epochs"]  # extend a finished run
         metrics = trainer.train(_config_for_resume(config), run_dir, resume=True)
     else:
+        if not model:
+            raise ValueError("--model is required (unless --resume RUN_DIR)")
         kwargs = parse_model_kwargs(alpha, None, options)
         config = trainer.resolve_config(model, alpha=kwargs.pop("alpha", None),
                                         resolution=resolution, model_options=kwargs, **settings)

@@ -21,7 +21,8 @@ class ChannelSlice(layers.Layer):
     def __init__(self, start, stop, **kwargs):
         super().__init__(**kwargs)
         if not 0 <= start < stop:
-            raise ValueError(f"ChannelSlice needs 0 <= start < stop; got start={start}, stop={stop}")
+            raise ValueError(f"ChannelSlice needs 0 <= start < stop; "
+                             f"got start={start}, stop={stop}")
         self.start, self.stop = int(start), int(stop)
 
     def call(self, inputs):

@@ -5,7 +5,10 @@
 
 Both count the same MACs (the profiler divides a grouped Conv2D's cost by g; the split
 form is g ordinary convs on C/g channels). DEFAULT_IMPL is the form that won
-tools/bench_group_conv.py (see models/shufflenet_v1.toml, [group_conv_measurement]).
+tools/bench_group_conv.py (see models/shufflenet_v1.toml, [group_conv_measurement]): the
+TF 2.21 converter emits grouped CONV_2D, XNNPACK takes it, and it was faster in fp32 and int8.
+"split" also cannot go through tfmot QAT when a BatchNorm follows it (tfmot folds BN only
+after a conv, not after the Concatenate).
 """
 from mobilekit.errors import check_choice
 from mobilekit.keras import layers

@@ -55,7 +55,8 @@ class Shift(layers.Layer):
         super().__init__(**kwargs)
         if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) \
                 or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"Shift kernel_size must be a positive odd integer; got {kernel_size!r}")
+            raise ValueError(f"Shift kernel_size must be a positive odd integer; "
+                             f"got {kernel_size!r}")
         self.kernel_size = kernel_size
 
     def build(self, input_shape):

@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from mobilekit.cli.common import write_atomic
+from mobilekit.io import write_atomic
 from mobilekit.report.tables import format_table
 
 __all__ = ["columns_of", "write_jsonl", "append_jsonl", "read_jsonl", "write_csv", "read_csv",

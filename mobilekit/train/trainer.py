@@ -27,7 +27,7 @@ DEFAULTS = {
     "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 0.0, "label_smoothing": 0.1,
     "weight_decay": None, "teacher": None, "distill_temperature": 4.0, "distill_weight": 0.5,
     "seed": 0, "early_stopping": 0, "keep_checkpoints": 3, "distribute": "none",
-    "deterministic": False, "alpha": None, "resolution": None, "model_options": {},
+    "deterministic": False, "precise_bn": 20, "alpha": None, "resolution": None, "model_options": {},
 }
 
 
@@ -126,6 +126,8 @@ def train(config, run_dir, resume=False, verbose=None):
         # A fresh shuffle stream for the remaining epochs, still fixed by the seed.
         train_ds = _train_dataset(config, replicas, seed=config["seed"] + 7919 * start_epoch)[0]
     callbacks = [EpochEnd(run_dir, config, student, optimizer, state, chief)]
+    if config["precise_bn"] and strategy is None:
+        callbacks.append(PreciseBN(student, train_ds, config["precise_bn"]))
     if chief and _has_tensorboard():
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
                                                      profile_batch=0))
@@ -352,6 +354,33 @@ def summary(config, state):
 
 
 from mobilekit.keras import keras  # noqa: E402  (the callback below subclasses a Keras class)
+
+
+class PreciseBN(keras.callbacks.Callback):
+    """Before each validation, recompute BatchNorm moving statistics as the exact average
+    over `batches` training batches ("precise BN", Wu & Johnson, arXiv:2105.07576).
+
+    Early in training from scratch the exponential moving averages lag far behind the
+    weights, and a model that learns well still validates at chance; averaging fresh
+    batch statistics fixes that at the cost of a few forward passes.
+    """
+
+    def __init__(self, student, dataset, batches):
+        super().__init__()
+        self.student, self.dataset, self.batches = student, dataset, batches
+
+    def on_test_begin(self, logs=None):
+        bns = [layer for layer in self.student.layers
+               if isinstance(layer, keras.layers.BatchNormalization)]
+        momenta = [layer.momentum for layer in bns]
+        try:
+            for i, (images, _) in enumerate(self.dataset.take(self.batches)):
+                for layer in bns:
+                    layer.momentum = i / (i + 1)  # running mean of the batch statistics
+                self.student(images, training=True)
+        finally:
+            for layer, momentum in zip(bns, momenta):
+                layer.momentum = momentum
 
 
 class EpochEnd(keras.callbacks.Callback):

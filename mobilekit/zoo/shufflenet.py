@@ -6,7 +6,8 @@ See shared/reference/backbones_notes.md §4-5 and models/shufflenet_v*.toml.
 """
 from mobilekit.errors import check_choice
 from mobilekit.keras import layers
-from mobilekit.layers import apply_activation, batch_norm, conv_bn_act, depthwise_bn_act, make_divisible
+from mobilekit.layers import (apply_activation, batch_norm, conv_bn_act, depthwise_bn_act,
+                              make_divisible)
 from mobilekit.layers.group_conv import group_conv
 from mobilekit.layers.shuffle import ChannelShuffle, ChannelSplit
 from mobilekit.zoo.common import finish_classifier, image_input

@@ -1,0 +1,236 @@
+"""mobilekit.export: every quant mode, the report, metadata, float-op refusal, the CLI."""
+import json
+
+import numpy as np
+import pytest
+
+from mobilekit.keras import keras, layers, register, tf
+
+RES = 16
+
+
+@register("mobilekit_test")
+class Cosine(layers.Layer):
+    """No int8 kernel exists for COS: a guaranteed float island."""
+
+    QUANT = "output"
+
+    def call(self, inputs):
+        return tf.math.cos(inputs)
+
+
+def tiny_model(extra=None):
+    from mobilekit.layers import HardSwish
+
+    inp = layers.Input((RES, RES, 3), name="input")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="conv")(inp)
+    x = HardSwish(name="hswish")(x)
+    if extra is not None:
+        x = extra(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inp, layers.Dense(4, name="logits")(x), name="tiny")
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return tiny_model()
+
+
+def calib(n=8, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, RES, RES, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def int8_bytes(model):
+    from mobilekit.export.convert import convert
+
+    return convert(model, "int8", representative_data=calib())
+
+
+FLOAT_OPS = {"CONV_2D", "HARD_SWISH", "MEAN", "FULLY_CONNECTED"}
+UNFUSED = {"CONV_2D", "ADD", "MUL", "MEAN", "FULLY_CONNECTED"}
+
+
+@pytest.mark.parametrize("quant,in_dtype,op_types", [
+    ("fp32", "float32", FLOAT_OPS), ("fp16", "float32", FLOAT_OPS | {"DEQUANTIZE"}),
+    ("dynamic", "float32", FLOAT_OPS), ("int16x8", "float32", UNFUSED | {"QUANTIZE", "DEQUANTIZE"}),
+])
+def test_float_and_16x8_modes(model, quant, in_dtype, op_types):
+    from mobilekit.export.convert import convert
+    from mobilekit.export.report import analyze
+
+    data = calib() if quant == "int16x8" else None
+    report = analyze(convert(model, quant, representative_data=data))
+    assert report["inputs"][0]["shape"] == [1, RES, RES, 3]  # static batch 1
+    assert report["inputs"][0]["dtype"] == in_dtype
+    assert set(report["ops"]) == op_types
+    assert report["max_tensor_rank"] == 4
+    if quant == "int16x8":
+        assert report["float_ops"] == 0  # hard-swish is unfused: int16 ADD/MUL kernels exist
+
+
+def test_int8_report_fields(int8_bytes):
+    from mobilekit.export.report import analyze
+
+    report = analyze(int8_bytes)
+    assert report["size_bytes"] == len(int8_bytes)
+    # HardSwish is exported unfused so XNNPACK takes the whole int8 graph.
+    assert report["ops"] == {"ADD": 1, "CONV_2D": 1, "FULLY_CONNECTED": 1, "MEAN": 1, "MUL": 2}
+    assert report["num_ops"] == 6
+    assert report["float_ops"] == 0 and report["float_op_list"] == []
+    inp, out = report["inputs"][0], report["outputs"][0]
+    assert inp["dtype"] == "int8" and out["dtype"] == "int8"
+    # calibration data spans [-1, 1]: scale ~ 2/255, zero point ~ 0
+    assert inp["scale"] == pytest.approx(2 / 255, rel=0.02) and abs(inp["zero_point"]) <= 1
+    assert report["xnnpack"] == {"partitions": 1, "delegated_nodes": 6, "total_nodes": 6,
+                                 "undelegated_ops": {}}
+    assert report["gpu"]["analyzer_compatible"] is True
+    assert report["gpu_compatible"] is True
+    assert report["metadata"] is None
+
+
+def test_int8_float_io_and_uint8(model):
+    from mobilekit.export.convert import convert
+    from mobilekit.export.report import analyze
+
+    report = analyze(convert(model, "int8", calib(), io="float"))
+    assert report["inputs"][0]["dtype"] == "float32"
+    assert report["ops"]["QUANTIZE"] == 1 and report["ops"]["DEQUANTIZE"] == 1
+    assert report["float_ops"] == 0  # QUANTIZE/DEQUANTIZE do not count
+    report = analyze(convert(model, "int8", calib(), io="uint8"))
+    assert report["inputs"][0]["dtype"] == "uint8"
+
+
+def test_bad_arguments_name_accepted_values(model):
+    from mobilekit.export.convert import convert
+
+    with pytest.raises(ValueError, match="fp32, fp16, dynamic, int8, int16x8; got 'int4'"):
+        convert(model, "int4")
+    with pytest.raises(ValueError, match="needs calibration data"):
+        convert(model, "int8")
+    with pytest.raises(ValueError, match="io for quant fp32 must be one of float; got 'int8'"):
+        convert(model, "fp32", io="int8")
+
+
+def test_float_ops_refused_then_allowed():
+    from mobilekit.export.convert import FloatOpsError, convert
+    from mobilekit.export.report import analyze
+
+    model = tiny_model(Cosine(name="cos"))
+    with pytest.raises(FloatOpsError, match=r"1 op\(s\) compute in float: COS"):
+        convert(model, "int8", calib())
+    report = analyze(convert(model, "int8", calib(), allow_float_ops=True))
+    assert report["float_op_types"] == {"COS": 1}
+    assert report["float_op_list"][0]["op"] == "COS"
+
+
+def test_report_flags_rank5_and_dynamic_shapes():
+    from mobilekit.export.report import analyze
+
+    # Classic 5-D channel shuffle, converted with a dynamic batch: the analyzer misses both.
+    inp = layers.Input((4, 4, 8))
+    x = layers.Reshape((4, 4, 2, 4))(inp)
+    x = layers.Permute((1, 2, 4, 3))(x)
+    model = keras.Model(inp, layers.Reshape((4, 4, 8))(x))
+    report = analyze(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    assert report["max_tensor_rank"] == 5
+    assert report["gpu"]["rank_over_4"] and report["gpu"]["dynamic_shapes"]
+    assert report["gpu"]["analyzer_compatible"] is True
+    assert report["gpu_compatible"] is False
+
+
+def test_metadata_round_trip_and_still_runs(int8_bytes, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.metadata import build_metadata, embed_metadata, read_metadata
+
+    meta = build_metadata("tiny", "int8", (RES, RES, 3), labels=["a", "b", "c", "d"],
+                          mean=[123.7, 116.3, 103.5], std=[58.4, 57.1, 57.4])
+    tagged = embed_metadata(int8_bytes, meta)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(embed_metadata(tagged, dict(meta, quant="changed")))  # replace, not add
+    assert read_metadata(tagged) == meta
+    assert read_metadata(path)["quant"] == "changed"
+    assert read_metadata(int8_bytes) is None
+    outputs = []
+    for data in (int8_bytes, path.read_bytes()):
+        interp = Interpreter(model_content=data)
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        interp.set_tensor(inp["index"], np.full(inp["shape"], 7, np.int8))
+        interp.invoke()
+        outputs.append(interp.get_tensor(interp.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+        read_metadata(b"not a model at all")
+
+
+def test_qat_annotation_rules():
+    from mobilekit.compress.qat import (OutputQuantizerConfig, PassthroughQuantizeConfig,
+                                        quant_config_for, quantize_model)
+    from mobilekit.layers import GateScale
+
+    class NoQuant(layers.Layer):
+        def call(self, inputs):
+            return inputs
+
+    class Passthrough(layers.Layer):
+        QUANT = "passthrough"
+
+    assert isinstance(quant_config_for(GateScale()), OutputQuantizerConfig)
+    assert type(quant_config_for(Passthrough())) is PassthroughQuantizeConfig
+    assert quant_config_for(layers.Conv2D(2, 1)) is None
+    inp = layers.Input((8, 8, 3))
+    model = keras.Model(inp, NoQuant(name="mystery")(inp))
+    with pytest.raises(ValueError, match="'mystery' \\(NoQuant\\) is a custom layer without a "
+                                         "QUANT attribute"):
+        quantize_model(model)
+
+
+def run_cli(*args, cwd=None):
+    """The CLI in-process (a subprocess would pay TensorFlow's import again)."""
+    import os
+
+    from click.testing import CliRunner
+
+    from mobilekit.cli import cli
+
+    old = os.getcwd()
+    os.chdir(cwd or old)
+    try:
+        return CliRunner().invoke(cli, [str(a) for a in args])
+    finally:
+        os.chdir(old)
+
+
+def test_cli_export_fp32_writes_tflite_report_and_parity(model, tmp_path):
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    out = tmp_path / "out" / "tiny_fp32.tflite"
+    result = run_cli("export", path, "--quant", "fp32", "--out", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["quant"] == "fp32" and report["size_bytes"] == out.stat().st_size
+    assert report["parity"]["ok"] is True and report["parity"]["max_abs_diff"] <= 1e-4
+    assert report["metadata"]["model"] == "tiny" and report["metadata"]["quant"] == "fp32"
+    assert report["metadata"]["input_size"] == [RES, RES, 3]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny_fp32.json", "tiny_fp32.tflite"]
+
+
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"garbage")
+    cases = [
+        ((bad, "--quant", "fp32"), "broken.keras is not a valid .keras file"),
+        ((tmp_path / "nope.keras",), "does not exist"),
+        ((tmp_path,), "is not a run directory"),
+        (("mobilenet_v2", "--quant", "int8", "--resolution", "32", "--alpha", "0.35"),
+         "needs calibration images: give --calib-data"),
+    ]
+    for args, message in cases:
+        result = run_cli("export", *args, cwd=tmp_path)
+        assert result.exit_code == 2, (args, result.output)
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
+        assert len(errors) == 1 and message in errors[0], result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.keras"]
