@@ -19,6 +19,7 @@ COMMANDS = {
     "export": "mobilekit.cli.export_cmds:export",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
+    "quickstart": "mobilekit.cli.quickstart_cmd:quickstart",
     "train": "mobilekit.cli.train_cmds:train",
 }
 

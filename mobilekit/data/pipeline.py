@@ -17,7 +17,7 @@ from mobilekit.keras import tf
 AUTOTUNE = tf.data.AUTOTUNE
 EVAL_CROP = 0.875
 CACHE_LIMIT_BYTES = 2 << 30     # cache base images in memory below this size
-AREA_RANGE = {"synthetic": (0.6, 1.0), "default": (0.25, 1.0)}
+AREA_RANGE = {"synthetic": (0.75, 1.0), "default": (0.25, 1.0)}
 ASPECT_RANGE = (3 / 4, 4 / 3)
 BRIGHTNESS, CONTRAST, SATURATION = 0.15, (0.75, 1.25), (0.75, 1.25)
 
