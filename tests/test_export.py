@@ -234,3 +234,32 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
         errors = [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")]
         assert len(errors) == 1 and message in errors[0], result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.keras"]
+
+
+def test_cli_run_dir_int8_uses_run_data_labels_and_eval(tmp_path):
+    from mobilekit.data import load_dataset
+
+    _, info = load_dataset("synthetic", "train", RES * 2, 8, training=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    keras.utils.set_random_seed(1)
+    import mobilekit
+
+    mobilekit.create_model("mobilenet_v1", alpha=0.25, resolution=RES * 2,
+                           num_classes=info["num_classes"]).save(run / "model.keras")
+    config = {"model": "mobilenet_v1", "model_kwargs": {"alpha": 0.25}, "data": "synthetic",
+              "resolution": RES * 2, "mean": info["mean"], "std": info["std"],
+              "class_names": info["class_names"], "num_classes": info["num_classes"]}
+    (run / "config.json").write_text(json.dumps(config))
+    result = run_cli("export", run, "--quant", "int8", "--calib-samples", "8",
+                     "--eval-data", "synthetic", "--eval-samples", "16")
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "mobilenet_v1_int8.json").read_text())
+    assert report["calibration"] == {"data": "synthetic", "samples": 8}
+    assert report["float_ops"] == 0 and report["inputs"][0]["dtype"] == "int8"
+    assert report["metadata"]["labels"] == info["class_names"]
+    assert report["metadata"]["mean"] == pytest.approx(info["mean"])
+    evaluation = report["eval"]
+    assert evaluation["tflite"]["num_samples"] == evaluation["keras"]["num_samples"] >= 16
+    assert evaluation["top1_delta"] == pytest.approx(
+        evaluation["tflite"]["top1"] - evaluation["keras"]["top1"])
