@@ -12,6 +12,7 @@ import click
 COMMANDS = {
     "bench": "mobilekit.cli.bench_cmds:bench",
     "bench-parse": "mobilekit.cli.bench_parse:bench_parse",
+    "compress": "mobilekit.cli.compress_cmds:compress",
     "data": "mobilekit.cli.train_cmds:data",
     "detect": "mobilekit.cli.detect_cmds:detect",
     "eval": "mobilekit.cli.train_cmds:eval_cmd",

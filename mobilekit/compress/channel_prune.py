@@ -362,13 +362,3 @@ def _apply(graph, groups, plan):
 
     return rebuild(graph, weights_for)
 
-
-def summary(before, after):
-    """MACs / params of two models (mobilekit.profile) and the fractions kept."""
-    from mobilekit.profile import profile_model
-
-    a, b = profile_model(before), profile_model(after)
-    return {"macs_before": a["macs"], "macs_after": b["macs"],
-            "macs_fraction": round(b["macs"] / a["macs"], 4) if a["macs"] else None,
-            "params_before": a["params"], "params_after": b["params"],
-            "params_fraction": round(b["params"] / a["params"], 4) if a["params"] else None}

@@ -111,7 +111,18 @@ def recalibrate_bn(model, train_ds, batches=PRECISE_BN_BATCHES):
     from mobilekit.train.trainer import PreciseBN
 
     if batches > 0:
-        PreciseBN(model, train_ds.map(lambda x, y: (x, y)), batches).on_test_begin()
+        PreciseBN(model, train_ds, batches).on_test_begin()
+
+
+def cost_summary(before, after):
+    """MACs / params of two models (mobilekit.profile) and the fractions kept."""
+    from mobilekit.profile import profile_model
+
+    a, b = profile_model(before), profile_model(after)
+    return {"macs_before": a["macs"], "macs_after": b["macs"],
+            "macs_fraction": round(b["macs"] / a["macs"], 4) if a["macs"] else None,
+            "params_before": a["params"], "params_after": b["params"],
+            "params_fraction": round(b["params"] / a["params"], 4) if a["params"] else None}
 
 
 def default_out(run_dir, suffix):
@@ -146,3 +157,44 @@ def write_run(out, config, model, metrics, compression):
     os.replace(tmp, out / BEST)
     write_json_atomic(out / METRICS, metrics)
     return out
+
+
+def compress_run(run_dir, method, compress, out=None, epochs=2, lr=None, batch_size=None,
+                 precise_bn=PRECISE_BN_BATCHES, callbacks=(), finish=None, measure=None,
+                 settings=None, measure_compressed=True, verbose=0):
+    """The shared job of every compression command; returns (out dir, metrics).
+
+    compress(model, steps_per_epoch) -> (model to fine-tune, method report dict);
+    finish(trained model) -> final model (e.g. strip the pruning wrappers);
+    measure(final, source, out dir) -> report dict after fine-tuning (e.g. sparsity);
+    both reports are merged into metrics.json. Accuracies: source_val_accuracy (the run's
+    model), compressed_val_accuracy (before fine-tuning; skipped when
+    measure_compressed=False), val_accuracy (after fine-tuning + BN recalibration).
+    """
+    import time
+
+    source, config = load_source(run_dir)
+    out = claim_out(out or default_out(run_dir, method))
+    try:
+        train_ds, val_ds, steps = datasets(config, batch_size)
+        metrics = {"method": method, "source_run": str(run_dir),
+                   "source_val_accuracy": accuracy(source, val_ds)}
+        model, report = compress(source, steps)
+        if measure_compressed:
+            metrics["compressed_val_accuracy"] = accuracy(model, val_ds)
+        start = time.perf_counter()
+        history = fine_tune(model, config, train_ds, steps, epochs, lr, callbacks, verbose)
+        final = finish(model) if finish else model
+        recalibrate_bn(final, train_ds, precise_bn if epochs > 0 else 0)
+        after = measure(final, source, out) if measure else {}
+        metrics.update(val_accuracy=accuracy(final, val_ds), epochs=epochs,
+                       fine_tune_seconds=round(time.perf_counter() - start, 1),
+                       fine_tune_lr=lr if lr is not None else DEFAULT_LR_FACTOR * _run_lr(config),
+                       history=history, **report, **after)
+        compression = {"method": method, "source_run": str(run_dir), **(settings or {})}
+        write_run(out, config, final, metrics, compression)
+    except BaseException:
+        if not any(out.iterdir()):
+            out.rmdir()  # nothing written: leave no empty directory behind
+        raise
+    return out, metrics
