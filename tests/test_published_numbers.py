@@ -3,16 +3,12 @@ import functools
 
 import pytest
 
-from mobilekit.profile import profile_model
-from mobilekit.zoo.cards import compare, published_entries
-from mobilekit.zoo.registry import create_model
+from mobilekit.zoo.cards import compare, kwargs_key, profile_entry, published_entries
 
 ENTRIES = [(n, e) for n, e in published_entries()]
 
 
-@functools.lru_cache(maxsize=None)
-def _profile(name, kwargs_items):
-    return profile_model(create_model(name, **dict(kwargs_items)))
+_profile = functools.lru_cache(maxsize=None)(profile_entry)
 
 
 def _id(item):
@@ -26,8 +22,7 @@ def test_published_variant(item):
     if not entry.get("check", True):
         assert entry.get("why"), "an unchecked published row must say why"
         pytest.skip(f"not asserted: {entry['why'][:80]}")
-    profile = _profile(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)  # hashable
-                                          for k, v in entry["kwargs"].items())))
+    profile = _profile(name, kwargs_key(entry))
     results = compare(entry, profile)
     assert results, "a checked row needs params_m or macs_m"
     bad = [f"{what}: ours {ours:.4f} M vs published {pub} M" for what, ours, pub, ok in results if not ok]

@@ -6,15 +6,12 @@ import argparse
 import functools
 
 import mobilekit  # noqa: F401
-from mobilekit.profile import profile_model
 from mobilekit.report.tables import format_table
-from mobilekit.zoo.cards import compare, published_entries
-from mobilekit.zoo.registry import create_model, get_entry
+from mobilekit.zoo.cards import compare, kwargs_key, profile_entry, published_entries
+from mobilekit.zoo.registry import get_entry
 
 
-@functools.lru_cache(maxsize=None)
-def _profile(name, items):
-    return profile_model(create_model(name, **dict(items)))
+_profile = functools.lru_cache(maxsize=None)(profile_entry)
 
 
 def main():
@@ -25,7 +22,7 @@ def main():
     for name, entry in published_entries():
         if args.model and name not in args.model:
             continue
-        p = _profile(name, tuple(sorted(entry["kwargs"].items())))
+        p = _profile(name, kwargs_key(entry))
         cmp = {what: (ours, pub, ok) for what, ours, pub, ok in compare(entry, p)}
         params = cmp.get("params")
         macs = cmp.get("macs")

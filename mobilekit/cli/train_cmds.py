@@ -66,9 +66,13 @@ def train(model, alpha, resolution, options, out, resume, **settings):
       mobilekit train --model mobilenet_v2 --alpha 0.35 --data ./flowers --resolution 128
       mobilekit train --model mobilenet_v1 --alpha 0.25 --teacher runs/train/mobilenet_v1
       mobilekit train --model mobilenet_v1 --resume runs/train/mobilenet_v1-2
+      mobilekit train --model faceboxes --data wider:./WIDER --resolution 1024
     """
     from mobilekit.train import rundir, trainer
 
+    if _is_detector(model, resume):
+        _train_detector(model, alpha, resolution, options, out, resume, settings)
+        return
     if resume:
         config = rundir.load_run(resume)
         if model and model != config["model"]:
@@ -96,6 +100,46 @@ def train(model, alpha, resolution, options, out, resume, **settings):
         else:
             run_dir = rundir.new_run_dir(_run_name(config))
         metrics = trainer.train(config, run_dir)
+    click.echo(f"Run directory: {run_dir}")
+    echo_json(metrics)
+
+
+def _is_detector(model, resume):
+    from mobilekit.train.rundir import load_run
+    from mobilekit.zoo.registry import get_entry
+
+    name = model or (load_run(resume)["model"] if resume else None)
+    return bool(name) and get_entry(name).task == "detection"
+
+
+# Settings the detector trainer understands (the rest are classifier-only).
+DETECTOR_SETTINGS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed")
+
+
+def _train_detector(model, alpha, resolution, options, out, resume, settings):
+    """`mobilekit train --model faceboxes ...`: same run-directory contract, detection loop."""
+    from mobilekit.detection.train import train_detector
+
+    ignored = sorted(k for k, v in settings.items()
+                     if v not in (None, False) and k not in DETECTOR_SETTINGS)
+    if ignored:
+        raise ValueError(f"not used when training a detector: {', '.join('--' + k.replace('_', '-') for k in ignored)}")
+    kwargs = {k: settings[k] for k in DETECTOR_SETTINGS if settings.get(k) is not None}
+    kwargs.update(parse_model_kwargs(alpha, None, options))
+    if resolution is not None:
+        kwargs["resolution"] = resolution
+    if resume:
+        metrics = train_detector(resume=resume, **{k: v for k, v in kwargs.items() if k == "epochs"})
+        run_dir = Path(resume)
+    else:
+        run_dir = Path(out) if out else None
+        if run_dir is not None:
+            _claim(run_dir)
+        else:
+            from mobilekit.train.rundir import new_run_dir
+
+            run_dir = new_run_dir(model)
+        metrics = train_detector(model_name=model, out=str(run_dir), **kwargs)
     click.echo(f"Run directory: {run_dir}")
     echo_json(metrics)
 

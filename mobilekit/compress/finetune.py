@@ -152,8 +152,12 @@ def write_run(out, config, model, metrics, compression):
     config = {k: v for k, v in config.items() if k != "run_dir"}
     config["compression"] = compression
     write_json_atomic(out / CONFIG, config)
+    from mobilekit.keras import keras
+
+    # An uncompiled view of the same layers: model.keras holds no optimizer or loss.
+    clean = keras.Model(model.inputs, model.outputs, name=model.name)
     tmp = out / f".model.{os.getpid()}.tmp.keras"
-    model.save(tmp, include_optimizer=False)
+    clean.save(tmp)
     os.replace(tmp, out / BEST)
     write_json_atomic(out / METRICS, metrics)
     return out

@@ -14,6 +14,20 @@ def published_entries(name=None):
             yield n, entry
 
 
+def kwargs_key(entry):
+    """The entry's create_model kwargs as a hashable, sorted tuple (lists become tuples)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                        for k, v in entry["kwargs"].items()))
+
+
+def profile_entry(entry_name, key):
+    """Profile of the zoo model `entry_name` built with the kwargs of `kwargs_key`."""
+    from mobilekit.profile import profile_model
+    from mobilekit.zoo.registry import create_model
+
+    return profile_model(create_model(entry_name, **dict(key)))
+
+
 def _decimals(value):
     text = repr(float(value))
     if "e" in text:
