@@ -53,6 +53,11 @@ FROM_RECIPE = "card recipe, else built-in"
 @click.option("--distribute", type=click.Choice(["none", "mirrored", "multi-worker"]),
               default=None, show_default="none",
               help="tf.distribute strategy; multi-worker reads TF_CONFIG.")
+@click.option("--qat/--no-qat", default=None, show_default="off",
+              help="Quantization-aware training (tfmot); export then gives a full-int8 model.")
+@click.option("--from", "init_from", type=click.Path(), default=None, show_default="none",
+              help="Initialise from a run directory (or .keras) of the same model, e.g. to "
+                   "fine-tune it with --qat.")
 @click.option("--out", type=click.Path(), default=None,
               show_default="runs/train/<model>[-N]", help="Run directory to create.")
 @click.option("--resume", type=click.Path(), default=None, show_default="none",
@@ -66,6 +71,7 @@ def train(model, alpha, resolution, options, out, resume, **settings):
       mobilekit train --model mobilenet_v2 --alpha 0.35 --data ./flowers --resolution 128
       mobilekit train --model mobilenet_v1 --alpha 0.25 --teacher runs/train/mobilenet_v1
       mobilekit train --model mobilenet_v1 --resume runs/train/mobilenet_v1-2
+      mobilekit train --model mobilenet_v1 --alpha 0.75 --qat --from runs/train/mobilenet_v1 --epochs 2
       mobilekit train --model faceboxes --data wider:./WIDER --resolution 1024
     """
     from mobilekit.train import rundir, trainer

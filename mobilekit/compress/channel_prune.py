@@ -195,16 +195,17 @@ def _groups(spaces):
 
 
 def importance(model, group, criterion="l1"):
-    """Per-channel score of a group (higher = keep); None when the criterion has no data."""
+    """Per-channel score of a group (higher = keep); None when the criterion has no data
+    (bn_gamma needs a BatchNormalization with a scale right after the source)."""
     check_choice("criterion", criterion, CRITERIA)
     source = model.get_layer(group.source)
     if criterion == "l1":
         kernel = source.get_weights()[0]
         return np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
-    graph = Graph(model)
-    for name in graph.consumers[group.source]:
-        layer = model.get_layer(name)
-        if isinstance(layer, layers.BatchNormalization) and layer.scale:
+    for node in source.outbound_nodes:
+        layer = node.outbound_layer
+        if layer.name in group.members and isinstance(layer, layers.BatchNormalization) \
+                and layer.scale:
             return np.abs(layer.gamma.numpy())
     return None
 
@@ -224,15 +225,14 @@ def select(scores, keep):
     return np.sort(order[:keep])
 
 
-def pruned_macs(model, groups, keep_counts):
+def pruned_macs(model, groups, keep_counts, layer_macs=None):
     """Exact MACs of the network after keeping keep_counts[source] channels per group.
 
     Conv/Dense MACs scale with kept inputs x kept outputs, depthwise MACs with kept
     channels; every other layer is unchanged (mobilekit.profile conventions).
+    layer_macs: {layer name: MACs} of `model` (computed when not given).
     """
-    from mobilekit.profile import profile_model
-
-    rows = {r["name"]: r["macs"] for r in profile_model(model)["layers"]}
+    rows = layer_macs if layer_macs is not None else _layer_macs(model)
     frac_in, frac_out = {}, {}
     for g in groups:
         f = keep_counts[g.source] / g.channels
@@ -247,16 +247,21 @@ def pruned_macs(model, groups, keep_counts):
                          for n, m in rows.items())))
 
 
-def find_ratio(model, groups, target_macs_fraction, divisor=1, max_ratio=0.95):
-    """The smallest uniform ratio whose pruned MACs are <= target x the original's."""
+def _layer_macs(model):
     from mobilekit.profile import profile_model
 
-    total = profile_model(model)["macs"]
+    return {r["name"]: r["macs"] for r in profile_model(model)["layers"]}
+
+
+def find_ratio(model, groups, target_macs_fraction, divisor=1, max_ratio=0.95):
+    """The smallest uniform ratio whose pruned MACs are <= target x the original's."""
+    rows = _layer_macs(model)
+    total = sum(rows.values())
     goal = target_macs_fraction * total
 
     def macs(ratio):
         return pruned_macs(model, groups, {g.source: keep_count(g.channels, ratio, divisor)
-                                           for g in groups})
+                                           for g in groups}, rows)
 
     if macs(max_ratio) > goal:
         floor = macs(max_ratio) / total
@@ -264,7 +269,7 @@ def find_ratio(model, groups, target_macs_fraction, divisor=1, max_ratio=0.95):
                          f"pruning {max_ratio:.0%} of every prunable channel group still "
                          f"leaves {floor:.3f} of the MACs (the rest sits in frozen layers)")
     low, high = 0.0, max_ratio
-    for _ in range(40):
+    for _ in range(30):
         mid = (low + high) / 2
         if macs(mid) <= goal:
             high = mid

@@ -10,12 +10,12 @@ Outputs, both written atomically (temp file + rename, nothing half-written on er
 import os
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from mobilekit.errors import check_choice, unknown_name
+from mobilekit.io import load_keras
 from mobilekit.export.convert import QUANT_MODES, convert, input_spec, is_qat_model, resolve_io
 
 DEFAULT_CALIB_SAMPLES = 300
@@ -50,26 +50,6 @@ def resolve_source(source, model_kwargs=None):
     if str(source) not in list_models():
         raise unknown_name("model (or path)", source, list_models())
     return create_model(str(source), **(model_kwargs or {})), None, str(source), None
-
-
-def load_keras(path):
-    """Load a .keras file (QAT models too); a corrupt file is a ValueError, not a traceback."""
-    from mobilekit.keras import keras
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            config_text = zf.read("config.json").decode("utf-8")
-    except (zipfile.BadZipFile, KeyError, OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a valid .keras file ({exc})") from None
-    try:
-        if "Quantize" in config_text:
-            from mobilekit.compress.qat import qat_scope
-
-            with qat_scope():
-                return keras.models.load_model(path, compile=False)
-        return keras.models.load_model(path, compile=False)
-    except Exception as exc:  # noqa: BLE001  (any load failure means a bad file here)
-        raise ValueError(f"cannot load {path}: {str(exc).splitlines()[0][:300]}") from None
 
 
 def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0):

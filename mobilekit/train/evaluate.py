@@ -81,9 +81,9 @@ def _backend(model_file):
 
 
 def keras_backend(path):
-    from mobilekit.keras import keras
+    from mobilekit.io import load_keras
 
-    model = keras.models.load_model(path, compile=False)
+    model = load_keras(path)
 
     def predict(batch):
         return model(batch, training=False).numpy()

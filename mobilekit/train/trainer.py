@@ -32,6 +32,7 @@ DEFAULTS = {
     "weight_decay": None, "teacher": None, "distill_temperature": 4.0, "distill_weight": 0.5,
     "seed": 0, "early_stopping": 0, "keep_checkpoints": 3, "distribute": "none",
     "deterministic": False, "precise_bn": 20, "alpha": None, "resolution": None, "model_options": {},
+    "qat": False, "init_from": None,
 }
 
 
@@ -240,6 +241,13 @@ def _build(config, data):
     from mobilekit.zoo.registry import create_model
 
     student = create_model(config["model"], **config["model_kwargs"])
+    if config.get("init_from"):
+        init_weights(student, config["init_from"])
+    if config.get("qat"):
+        from mobilekit.compress.qat import quantize_model
+
+        # Quantization-aware training: fake-quant wrappers; export gives a full-int8 model.
+        student = quantize_model(student)
     schedule = make_schedule(config["schedule"], config["scaled_lr"], config["epochs"],
                              config["steps_per_epoch"], config["warmup_epochs"])
     optimizer = _optimizer(config, schedule)
@@ -259,6 +267,23 @@ def _build(config, data):
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(k, name="top5")])
     return student, fit_model, optimizer
+
+
+def init_weights(model, source):
+    """Start from the best model of a run (or a .keras file) of the same architecture."""
+    from mobilekit.io import load_keras
+    from mobilekit.train.rundir import BEST
+
+    source = Path(source)
+    path = source / BEST if source.is_dir() else source
+    if not path.is_file():
+        raise FileNotFoundError(f"--from {str(source)!r}: no model at {path}")
+    weights = load_keras(path).get_weights()
+    expected = [w.shape for w in model.get_weights()]
+    if [w.shape for w in weights] != expected:
+        raise ValueError(f"--from {str(source)!r} is not the same architecture as "
+                         f"{model.name} (check --model, --alpha, --resolution and the data's classes)")
+    model.set_weights(weights)
 
 
 def _optimizer(config, schedule):
@@ -331,6 +356,13 @@ def _save_model(model, path):
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
+    if any("Quantize" in type(layer).__name__ for layer in model.layers):
+        # tf_keras cannot reload a QAT .keras (QuantizeLayer variables go missing), so QAT
+        # runs also keep their weights; mobilekit.io.load_keras rebuilds from config.json.
+        weights = path.with_name(f"{path.stem}.weights.h5")
+        tmp = weights.with_name(f".{weights.stem}.{os.getpid()}.tmp.weights.h5")
+        model.save_weights(tmp)
+        os.replace(tmp, weights)
 
 
 def _finish(run_dir, config, state, chief):
