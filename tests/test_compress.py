@@ -216,6 +216,14 @@ def test_bn_gamma_criterion_keeps_largest_gammas(mnv2):
     assert gamma[kept].min() >= np.delete(gamma, kept).max()
 
 
+def test_keep_count_rounding():
+    assert cp.keep_count(96, 0.3) == 68             # floor(28.8) = 28 removed
+    assert cp.keep_count(96, 0.3, divisor=8) == 72  # 68 / 8 = 8.5 rounds half up
+    assert cp.keep_count(16, 0.25, divisor=8) == 16
+    assert cp.keep_count(10, 0.95) == 1 and cp.keep_count(4, 0.5, divisor=8) == 4
+    assert list(cp.select([0.5, 2.0, 2.0, 0.1], 2)) == [1, 2]
+
+
 def test_channel_prune_errors(mnv2):
     with pytest.raises(ValueError, match="exactly one of"):
         cp.channel_prune(mnv2, ratio=0.2, target_macs_fraction=0.5)

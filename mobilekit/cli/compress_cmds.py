@@ -3,7 +3,7 @@ import click
 
 from mobilekit.cli.common import echo_json
 
-_RUN_LR = "0.1 x the run's learning rate"
+_RUN_LR = "0.3 x the run's learning rate"
 
 
 def _common(fn):

@@ -215,7 +215,7 @@ def keep_count(channels, ratio, divisor=1):
     to a multiple of `divisor`."""
     keep = channels - int(math.floor(ratio * channels + 1e-9))
     if divisor > 1:
-        keep = int(round(keep / divisor)) * divisor
+        keep = int(keep / divisor + 0.5) * divisor  # half up (round() would go to even)
     return max(min(divisor, channels), min(channels, keep), 1)
 
 
