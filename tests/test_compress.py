@@ -144,9 +144,9 @@ def test_channel_groups_respect_residual_adds(mnv2):
     assert g.consumers == ["block1_project"]
 
 
-@pytest.mark.parametrize("name,alpha", [("mobilenet_v1", 0.25), ("mobilenet_v2", 0.35)])
-def test_pruning_no_channel_is_identity(name, alpha):
-    model = _model(name, alpha)
+@pytest.mark.parametrize("fixture", ["mnv1", "mnv2"])
+def test_pruning_no_channel_is_identity(fixture, request):
+    model = request.getfixturevalue(fixture)
     pruned, plan = cp.channel_prune(model, ratio=0.0)
     assert all(len(idx) == cp.prunable_groups(model)[src].channels for src, idx in plan.items())
     x = _images()

@@ -12,10 +12,14 @@ Steps (one process, one machine):
      alternating rounds (unpruned, pruned, unpruned, ...) and summarised as the median of
      the per-round medians, so that load changes on a shared host hit both alike.
 
+  5. with --latency-resolution R: the same two architectures rebuilt at R x R (the conv
+     weights do not depend on the input size) and timed the same way, int8 calibrated on
+     random images (enough for speed, not for accuracy).
+
 Host numbers, not phone numbers: only the ratio pruned / unpruned means something.
 Usage:
   python tools/bench_channel_prune.py --workdir /tmp/cp [--run RUN_DIR] [--macs-fraction 0.7]
-      [--epochs 2] [--rounds 7] [--json result.json]
+      [--epochs 2] [--rounds 7] [--latency-resolution 224] [--json result.json]
 """
 import argparse
 import json
@@ -64,6 +68,36 @@ def export_pair(run_dir, workdir, tag):
     return paths
 
 
+def at_resolution(model, resolution):
+    """The same architecture and weights with a resolution x resolution input."""
+    from mobilekit.keras import keras
+
+    config = model.get_config()
+    entry = config["layers"][0]
+    entry["config"]["batch_input_shape"] = (None, resolution, resolution,
+                                            entry["config"]["batch_input_shape"][-1])
+    new = keras.Model.from_config(config)
+    new.set_weights(model.get_weights())
+    return new
+
+
+def export_at_resolution(run_dir, workdir, tag, resolution):
+    import numpy as np
+
+    from mobilekit.compress.finetune import load_source
+    from mobilekit.export.convert import convert
+
+    model = at_resolution(load_source(run_dir)[0], resolution)
+    samples = np.random.default_rng(0).normal(size=(16, resolution, resolution, 3))
+    paths = {}
+    for quant in ("fp32", "int8"):
+        data = convert(model, quant, representative_data=samples.astype(np.float32)
+                       if quant == "int8" else None)
+        paths[quant] = Path(workdir) / f"{tag}_{resolution}px_{quant}.tflite"
+        paths[quant].write_bytes(data)
+    return paths
+
+
 def alternating_latency(paths, rounds, threads=1):
     """{name: {"median_us", "round_medians_us", "delegation"}} measured in alternating rounds."""
     from mobilekit.bench.host import run_host
@@ -89,6 +123,9 @@ def main(argv=None):
     parser.add_argument("--criterion", default="l1", choices=["l1", "bn_gamma"])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--latency-resolution", type=int, default=None)
+    parser.add_argument("--latency-only", action="store_true",
+                        help="reuse --workdir's pruned run; only time at --latency-resolution")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     from mobilekit.compress.jobs import channel_prune_run
@@ -96,14 +133,21 @@ def main(argv=None):
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     run = Path(args.run) if args.run else train_run(workdir)
+    if args.latency_only:
+        return latency_only(run, workdir, args)
     pruned_dir, metrics = channel_prune_run(
         run, macs_fraction=args.macs_fraction, criterion=args.criterion, epochs=args.epochs,
-        out=workdir / f"pruned_{args.macs_fraction:g}_{args.criterion}_e{args.epochs}")
+        out=_pruned_dir(workdir, args))
     control_dir, control = control_run(run, workdir / f"control_e{args.epochs}", args.epochs)
     paths = {}
     for tag, run_dir in (("unpruned", run), ("pruned", pruned_dir)):
         for quant, path in export_pair(run_dir, workdir, tag).items():
             paths[f"{tag}_{quant}"] = path
+    if args.latency_resolution:
+        for tag, run_dir in (("unpruned", run), ("pruned", pruned_dir)):
+            for quant, path in export_at_resolution(run_dir, workdir, tag,
+                                                    args.latency_resolution).items():
+                paths[f"{tag}_{args.latency_resolution}px_{quant}"] = path
     latency = alternating_latency(paths, args.rounds)
     result = {
         "source_run": str(run), "pruned_run": str(pruned_dir), "control_run": str(control_dir),
@@ -120,9 +164,40 @@ def main(argv=None):
                              / latency[f"pruned_{q}"]["median_us"], 3)
                     for q in ("fp32", "int8")},
     }
+    res = args.latency_resolution
+    if res:
+        result["speedup"].update({
+            f"{res}px_{q}": round(latency[f"unpruned_{res}px_{q}"]["median_us"]
+                                  / latency[f"pruned_{res}px_{q}"]["median_us"], 3)
+            for q in ("fp32", "int8")})
+    return _emit(result, args.json)
+
+
+def _pruned_dir(workdir, args):
+    return workdir / f"pruned_{args.macs_fraction:g}_{args.criterion}_e{args.epochs}"
+
+
+def latency_only(run, workdir, args):
+    """Time the unpruned / pruned architectures at --latency-resolution only."""
+    res = args.latency_resolution
+    if not res:
+        raise SystemExit("--latency-only needs --latency-resolution")
+    paths = {}
+    for tag, run_dir in (("unpruned", run), ("pruned", _pruned_dir(workdir, args))):
+        for quant, path in export_at_resolution(run_dir, workdir, tag, res).items():
+            paths[f"{tag}_{res}px_{quant}"] = path
+    latency = alternating_latency(paths, args.rounds)
+    return _emit({"source_run": str(run), "pruned_run": str(_pruned_dir(workdir, args)),
+                  "latency_xnnpack_1thread": latency,
+                  "speedup": {f"{res}px_{q}": round(latency[f"unpruned_{res}px_{q}"]["median_us"]
+                                                     / latency[f"pruned_{res}px_{q}"]["median_us"],
+                                                     3) for q in ("fp32", "int8")}}, args.json)
+
+
+def _emit(result, json_path):
     text = json.dumps(result, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    if json_path:
+        Path(json_path).write_text(text + "\n")
     print(text)
     return 0
 
