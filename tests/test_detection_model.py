@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from mobilekit.detection.anchors import generate_anchors, num_anchors
 from mobilekit.detection.boxes import decode
-from mobilekit.detection.postprocess import Detector, inference_model, nms, select, tflite_bytes
+from mobilekit.detection.postprocess import Detector, inference_model, nms, select
+from mobilekit.export.convert import convert
 from mobilekit.keras import keras, layers, tf
 from mobilekit.zoo.registry import create_model
 
@@ -79,7 +80,7 @@ def test_inference_model_decodes_and_round_trips(small, tmp_path):
 
 def test_tflite_fp32_matches_keras(small, tmp_path):
     path = tmp_path / "fb.tflite"
-    path.write_bytes(tflite_bytes(inference_model(small)))
+    path.write_bytes(convert(inference_model(small), "fp32"))
     keras_det, lite_det = Detector(small), Detector.load(path)
     assert lite_det.input_hw == (128, 160)
     x = np.random.default_rng(2).uniform(-1, 1, (1, 128, 160, 3)).astype(np.float32)

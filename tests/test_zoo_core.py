@@ -111,7 +111,10 @@ def test_cli_profile_json(mobilekit_cli):
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["model"] == "mobilenet_v1"
-    assert data["trainable_params"] == 2585560  # keras.applications MobileNet(alpha=0.75)
+    from mobilekit.zoo.weights import keras_application
+
+    twin = keras_application("mobilenet_v1", (160, 160, 3), alpha=0.75)
+    assert data["trainable_params"] == sum(int(np.prod(w.shape)) for w in twin.trainable_weights)
     assert abs(data["macs"] / 1e6 - 162) / 162 < 0.03  # TF-slim 0.75_160: 162 M
 
 

@@ -101,19 +101,6 @@ def to_pixels(boxes, width, height):
 
 
 # ---------------------------------------------------------------- running a detector
-def tflite_bytes(model, representative=None):
-    """Convert a (inference-form) Keras detector at batch 1; int8 when `representative`
-    (a callable yielding [input] lists) is given, with float input/output kept."""
-    h, w, c = model.inputs[0].shape[1:]
-    func = tf.function(lambda x: model(x, training=False))
-    concrete = func.get_concrete_function(tf.TensorSpec([1, h, w, c], tf.float32))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
-    if representative is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-    return converter.convert()
-
-
 class Detector:
     """Decoded boxes and scores from a Keras model (.keras, training or inference form) or
     a .tflite file; `detect` adds thresholding + NMS and maps boxes to image pixels."""

@@ -41,6 +41,19 @@ def _ok_rows(rows):
     return [r for r in rows if r.get("ok") and r.get("inference_median_us")]
 
 
+def _finish(plt, fig, ax, xlabel, ylabel, title, path):
+    """Labels, grid and legend, then save atomically and free the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    try:
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
+
+
 def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,15 +80,8 @@ def plot_latency_vs_macs(rows, infos, path):
         ax.annotate(stem, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
     _log_if_spread(ax, [m / 1e6 for m, _ in points], [r["inference_median_us"] / 1e3
                                                       for _, r in points])
-    ax.set_xlabel("MACs (millions)")
-    ax.set_ylabel("median latency (ms)")
-    ax.set_title("Latency vs MACs: MACs are not speed")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, ax, "MACs (millions)", "median latency (ms)",
+                   "Latency vs MACs: MACs are not speed", path)
 
 
 def _lowest_point_per_model(points):
@@ -136,15 +142,8 @@ def plot_pareto(rows, infos, path, accuracies=None):
     for x, y, r in front:   # label the front only: the other points would crowd it
         ax.annotate(_label(r), (x, y), textcoords="offset points", xytext=(5, -11), fontsize=7)
     _log_if_spread(ax, [p[0] for p in points], None)
-    ax.set_xlabel("median latency (ms)")
-    ax.set_ylabel("accuracy (top-1)")
-    ax.set_title("Latency vs accuracy")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, ax, "median latency (ms)", "accuracy (top-1)",
+                   "Latency vs accuracy", path)
 
 
 def plot_op_breakdown(rows, path, top=_TOP_OPS):
