@@ -14,12 +14,15 @@ Usage: python tools/bench_int8_vs_fp32.py [--runs 50] [--json out.json]
 """
 import argparse
 import json
-import time
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
 import mobilekit  # noqa: F401  (tf_keras)
+from mobilekit.bench.host import interleaved_medians
 from mobilekit.export.convert import convert
+from mobilekit.export.pipeline import reestimate_batchnorm
 from mobilekit.export.report import analyze
 from mobilekit.keras import keras, tf
 
@@ -39,34 +42,14 @@ def plain_int8(converter, samples):
     return converter.convert()
 
 
-def reestimate_bn(model, images):
-    """Moving mean/var := statistics of one batch (momentum 0, one training-mode pass)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.0
-    model(images, training=True)
-
-
-def latencies_us(blobs, runs, warmup=5):
+def latencies_us(blobs, runs):
     """Median invoke time of each model (XNNPACK, 1 thread), measured round-robin."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interps = []
-    for data in blobs:
-        interp = Interpreter(model_content=data, num_threads=1)
-        interp.allocate_tensors()
-        inp = interp.get_input_details()[0]
-        interp.set_tensor(inp["index"], np.zeros(inp["shape"], inp["dtype"]))
-        for _ in range(warmup):
-            interp.invoke()
-        interps.append(interp)
-    times = [[] for _ in blobs]
-    for _ in range(runs):
-        for interp, bucket in zip(interps, times):
-            start = time.perf_counter()
-            interp.invoke()
-            bucket.append((time.perf_counter() - start) * 1e6)
-    return [float(np.median(t)) for t in times]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, data in enumerate(blobs):
+            paths.append(Path(tmp) / f"m{i}.tflite")
+            paths[-1].write_bytes(data)
+        return interleaved_medians(paths, rounds=runs)
 
 
 def main():
@@ -81,7 +64,7 @@ def main():
     ref = keras.applications.MobileNetV3Large(weights=None, include_preprocessing=False,
                                               input_shape=(RES, RES, 3))
     for model in (ours, ref):
-        reestimate_bn(model, samples[:16])
+        reestimate_batchnorm(model, samples[:16])
     models = {
         "ours fp32": lambda: convert(ours, "fp32"),
         "ours int8": lambda: convert(ours, "int8", samples),

@@ -44,7 +44,7 @@ import numpy as np
 from mobilekit.bench.schema import delegation_state, empty_result, model_fields
 from mobilekit.errors import check_choice
 
-__all__ = ["run_host", "HOST_DELEGATES", "NO_GPU", "litert_version"]
+__all__ = ["run_host", "interleaved_medians", "HOST_DELEGATES", "NO_GPU", "litert_version"]
 
 HOST_DELEGATES = ("xnnpack", "cpu", "gpu")
 NO_GPU = "no GPU accelerator available"
@@ -84,6 +84,40 @@ def litert_version():
 
 
 # ---------------------------------------------------------------- measurement
+
+
+def interleaved_medians(model_paths, rounds=50, delegate="xnnpack", threads=1, warmup_runs=5):
+    """Median invoke time (µs) of each model, timed round-robin: one invoke of each in turn.
+
+    For A/B ratios (int8 vs fp32 of one network) on a shared, noisy host: a load change
+    hits every model of the comparison alike, which back-to-back sweeps cannot promise.
+    """
+    check_choice("delegate", delegate, ("xnnpack", "cpu"))
+    if rounds < 1 or threads < 1 or warmup_runs < 0:
+        raise ValueError("rounds and threads must be >= 1 and warmup_runs >= 0")
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kwargs = {"num_threads": threads}
+    if delegate == "cpu":
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    rng = np.random.default_rng(0)
+    interpreters = []
+    for path in model_paths:
+        interpreter = Interpreter(model_path=os.fspath(path), **kwargs)
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"],
+                                   _random_array(detail["dtype"], detail["shape"], rng))
+        for _ in range(warmup_runs):
+            interpreter.invoke()
+        interpreters.append(interpreter)
+    times = [[] for _ in interpreters]
+    for _ in range(rounds):
+        for interpreter, bucket in zip(interpreters, times):
+            t0 = time.perf_counter_ns()
+            interpreter.invoke()
+            bucket.append((time.perf_counter_ns() - t0) / 1000.0)
+    return [statistics.median(bucket) for bucket in times]
 
 
 def _timed_runs(invoke, min_runs, min_secs, max_secs):

@@ -16,6 +16,7 @@ import numpy as np
 from mobilekit.errors import check_choice
 from mobilekit.keras import keras, layers, register, tf
 from mobilekit.layers.activations import HardSwish
+from mobilekit.layers.crelu import Negate
 
 QUANT_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float", "int8", "uint8", "int16")
@@ -93,15 +94,106 @@ class DelegableHardSwish(layers.Layer):
         return (inputs * (1.0 / 6.0)) * tf.nn.relu6(inputs + 3.0)
 
 
-def delegable_hard_swish(model):
-    """A weight-sharing clone of `model` with HardSwish layers replaced (integer PTQ only)."""
-    if not any(type(layer) is HardSwish for layer in model.layers):
+@register("mobilekit")
+class DelegableAveragePool(layers.Layer):
+    """Export-only AveragePooling2D(padding="valid") as a depthwise conv with 1/k² weights.
+
+    XNNPACK has no int8 AVERAGE_POOL_2D: each one splits the int8 partition (ShuffleNet v1's
+    stride-2 shortcut, FaceBoxes' Inception pool branch). With valid padding every window
+    holds k² real values, so a DEPTHWISE_CONV_2D with constant 1/k² weights is the same
+    average, and XNNPACK takes it in int8.
+    """
+
+    def __init__(self, pool_size, strides, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size, self.strides = tuple(pool_size), tuple(strides)
+
+    def call(self, inputs):
+        kh, kw = self.pool_size
+        channels = int(inputs.shape[-1])
+        kernel = tf.constant(1.0 / (kh * kw), tf.float32, shape=(kh, kw, channels, 1))
+        return tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), "VALID")
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
+
+
+@register("mobilekit")
+class DelegableSignedReLU(layers.Layer):
+    """Export-only end of C.ReLU: relu(concat[x, x] * [+1.., -1..]) = relu(concat[x, -x]).
+
+    TFLite has no int8 NEG kernel and XNNPACK no int8 RELU, so the usual NEG -> CONCAT ->
+    RELU leaves a float island or split partitions in int8. CONCAT(x, x) -> MUL by a
+    constant sign vector with the ReLU fused into the MUL is the same math in two ops that
+    both have int8 kernels XNNPACK runs.
+    """
+
+    def call(self, inputs):
+        half = int(inputs.shape[-1]) // 2
+        signs = tf.constant([1.0] * half + [-1.0] * half, tf.float32)
+        return tf.nn.relu(inputs * signs)
+
+
+@register("mobilekit")
+class DelegableIdentity(layers.Layer):
+    """Export-only stand-in for a C.ReLU Negate (its sign moves into DelegableSignedReLU)."""
+
+    def call(self, inputs):
+        return tf.identity(inputs)
+
+
+def _crelu_swaps(model):
+    """{layer name: stand-in} for every C.ReLU (Negate -> Concatenate([x, -x]) -> ReLU)."""
+    inputs, consumers = _graph(model)
+    swaps = {}
+    for negate in (layer for layer in model.layers if type(layer) is Negate):
+        after = consumers.get(negate.name, [])
+        concat = model.get_layer(after[0]) if len(after) == 1 else None
+        after = consumers.get(concat.name, []) if concat is not None else []
+        relu = model.get_layer(after[0]) if len(after) == 1 else None
+        if (type(concat) is layers.Concatenate and type(relu) is layers.ReLU
+                and relu.max_value is None and not relu.negative_slope
+                and inputs[concat.name] == [inputs[negate.name][0], negate.name]):
+            swaps[negate.name] = DelegableIdentity(name=negate.name)
+            swaps[relu.name] = DelegableSignedReLU(name=relu.name)
+    return swaps
+
+
+def _graph(model):
+    """({layer: [input layer names]}, {layer: [consumer layer names]}) of this model's own
+    graph (layer node lists also hold the nodes of clones that reuse the layer)."""
+    inputs, consumers = {}, {}
+    for entry in model.get_config()["layers"]:
+        names = [inbound[0] for node in entry.get("inbound_nodes", []) for inbound in node]
+        inputs[entry["name"]] = names
+        for name in names:
+            consumers.setdefault(name, []).append(entry["name"])
+    return inputs, consumers
+
+
+def _delegable_layer(layer):
+    """The XNNPACK-int8-friendly stand-in for `layer`, or None when it needs none."""
+    if type(layer) is HardSwish:
+        return DelegableHardSwish(name=layer.name)
+    if (type(layer) is layers.AveragePooling2D and layer.padding == "valid"
+            and layer.data_format == "channels_last"):
+        return DelegableAveragePool(layer.pool_size, layer.strides, name=layer.name)
+    return None
+
+
+def delegable_clone(model):
+    """A weight-sharing clone of `model` whose hard-swish, C.ReLU and valid average pools
+    are written with ops that have int8 kernels XNNPACK runs (integer PTQ only; same math,
+    see the layers above)."""
+    swaps = _crelu_swaps(model)
+    swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
+                  if _delegable_layer(layer) is not None})
+    if not swaps:
         return model
 
     def swap(layer):
-        if type(layer) is HardSwish:
-            return DelegableHardSwish(name=layer.name)
-        return layer  # reuse: the clone shares every weight with the original
+        # Returning the layer itself reuses it: the clone shares every weight.
+        return swaps.get(layer.name, layer)
 
     return keras.models.clone_model(model, clone_function=swap)
 
@@ -186,7 +278,7 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
                          "preprocessed like the model inputs); modes without it: "
                          "fp32, fp16, dynamic")
     integer = quant in ("int8", "int16x8")
-    source = delegable_hard_swish(model) if integer and not qat else model
+    source = delegable_clone(model) if integer and not qat else model
     concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
     try:
         tflite = _run_converter(_converter(concrete, quant, samples, io, qat, allow_float_ops))

@@ -1,7 +1,8 @@
 """The `mobilekit export` job: resolve the model, calibrate, convert, verify, write.
 
 MODEL_OR_RUN is a run directory (RUN_DIR/model.keras + config.json from `mobilekit train`),
-a `.keras` file, or a zoo model name (random init: for benchmarking only).
+a `.keras` file, or a zoo model name (random init: for benchmarking only; its BatchNorm
+statistics are re-estimated on the calibration images first, see `reestimate_batchnorm`).
 
 Outputs, both written atomically (temp file + rename, nothing half-written on error):
   <out>.tflite   with the "mobilekit" metadata entry (labels, mean/std, input size, quant)
@@ -20,6 +21,7 @@ from mobilekit.export.convert import QUANT_MODES, convert, input_spec, is_qat_mo
 
 DEFAULT_CALIB_SAMPLES = 300
 PARITY_SAMPLES = 4
+BATCHNORM_SAMPLES = 16
 RANDOM_DATA = "random"
 
 
@@ -55,14 +57,19 @@ def resolve_source(source, model_kwargs=None):
 def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0):
     """`count` preprocessed images (float32 NHWC) from the EVAL transform of the train split.
 
-    `spec` "random" gives seeded standard-normal images (benchmark-only exports).
+    `resolution` is the side of a square input, or (height, width). `spec` "random" gives
+    seeded standard-normal images (benchmark-only exports; any input shape).
     """
+    height, width = (resolution, resolution) if np.isscalar(resolution) else resolution
     if spec == RANDOM_DATA:
         rng = np.random.default_rng(seed)
-        return rng.standard_normal((count, resolution, resolution, 3)).astype(np.float32)
+        return rng.standard_normal((count, height, width, 3)).astype(np.float32)
+    if height != width:
+        raise ValueError(f"dataset calibration needs a square input; got {height}x{width} "
+                         f"(use --calib-data {RANDOM_DATA} for a benchmark-only export)")
     from mobilekit.data import load_dataset
 
-    ds, _ = load_dataset(spec, "train", resolution, 32, training=False, seed=seed,
+    ds, _ = load_dataset(spec, "train", height, 32, training=False, seed=seed,
                          mean=mean, std=std)
     # The eval order may be grouped by class: shuffle within a bounded window.
     ds = ds.unbatch().shuffle(min(4 * count, 512), seed=seed).take(count)
@@ -70,6 +77,35 @@ def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0):
     if not images:
         raise ValueError(f"calibration data {spec!r} has no training images")
     return np.stack(images).astype(np.float32)
+
+
+def reestimate_batchnorm(model, images):
+    """Set every BatchNorm's moving mean/variance to the statistics of `images` (in place).
+
+    For random-init zoo models only: with fresh statistics (mean 0, var 1) activations shrink
+    layer after layer, so int8 calibration sees near-zero ranges and residual ADDs get input
+    scales so unequal that XNNPACK refuses them (split partitions): benchmark numbers of such
+    a file would not be those of a trained model. One training-mode pass with momentum 0
+    gives every layer O(1) activations, as a trained network has.
+    """
+    from mobilekit.keras import keras
+
+    norms = [layer for layer in _all_layers(model)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in norms]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(images, training=True)
+    for layer, momentum in zip(norms, saved):
+        layer.momentum = momentum
+    return len(norms)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def tflite_predict(tflite, images):
@@ -116,7 +152,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     model, config, name, keras_path = resolve_source(source, model_kwargs)
     qat = is_qat_model(model)
     io = resolve_io(quant, io, qat)
-    resolution = int(input_spec(model).shape[1])
+    resolution = tuple(int(side) for side in input_spec(model).shape[1:3])
     mean, std = (config or {}).get("mean"), (config or {}).get("std")
     calib_data = calib_data or (config or {}).get("data")
     needs_calibration = quant in ("int8", "int16x8") and not qat
@@ -134,6 +170,12 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
         samples = dataset_samples(calib_data, resolution,
                                   calib_samples if needs_calibration else PARITY_SAMPLES,
                                   mean, std)
+    if keras_path is None and config is None:  # random-init zoo model
+        images = samples if samples is not None else dataset_samples(RANDOM_DATA, resolution,
+                                                                     BATCHNORM_SAMPLES)
+        reestimate_batchnorm(model, images[:BATCHNORM_SAMPLES])
+        log(f"BatchNorm statistics re-estimated on {min(len(images), BATCHNORM_SAMPLES)} "
+            "calibration images (random-init zoo model)")
     start = time.perf_counter()
     log(f"converting {name} to {quant} (io {io})")
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
@@ -150,6 +192,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     report = analyze(tflite)
     if not report["float_ops"]:
         del report["float_op_list"]
+    report.update(_compute(model))
     report.update({"model": name, "source": str(source), "quant": quant, "io": io, "qat": qat,
                    "calibration": {"data": calib_data if needs_calibration else None,
                                    "samples": calib_samples if needs_calibration else 0},
@@ -159,6 +202,18 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     report["parity"] = parity(model, tflite, parity_images, quant, atol)
     evaluation = (model, keras_path, eval_data, eval_samples, config)
     return _write(out, tflite, report, evaluation if eval_data else None, log)
+
+
+def _compute(model):
+    """MACs and trainable params counted by mobilekit's profiler (for GMAC/s and plots);
+    None where a model holds a layer the profiler cannot count."""
+    from mobilekit.profile import profile_model
+
+    try:
+        profile = profile_model(model)
+    except (TypeError, ValueError, KeyError) as exc:
+        return {"macs": None, "params": None, "compute_error": str(exc)}
+    return {"macs": profile["macs"], "params": profile["params"]}
 
 
 def _write(out, tflite, report, evaluation, log):

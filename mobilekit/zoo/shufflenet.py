@@ -58,8 +58,23 @@ def shuffle_v1_unit(x, out_channels, groups, strides, first_unit, name, impl=Non
         y = layers.Add(name=f"{name}_add")([x, y])
         return apply_activation(y, "relu", name=f"{name}_act")
     y = apply_activation(y, "relu", name=f"{name}_act")
-    shortcut = layers.AveragePooling2D(3, 2, padding="same", name=f"{name}_pool")(x)
+    shortcut = _avg_pool_3x3s2(x, f"{name}_pool")
     return layers.Concatenate(name=f"{name}_concat")([shortcut, y])
+
+
+def _avg_pool_3x3s2(x, name):
+    """3x3/2 average with the windows of a "same" conv (aligned with the dw branch), zeros
+    counted at the border like the official AvgPool2d(3, 2, 1) (count_include_pad=True).
+
+    Explicit padding + a "valid" pool also lets the int8 export write it as a depthwise
+    conv XNNPACK runs (mobilekit.export.convert.DelegableAveragePool).
+    """
+    pads = []
+    for size in x.shape[1:3]:
+        total = max((-(-size // 2) - 1) * 2 + 3 - size, 0)
+        pads.append((total // 2, total - total // 2))
+    x = layers.ZeroPadding2D(tuple(pads), name=f"{name}_pad")(x)
+    return layers.AveragePooling2D(3, 2, padding="valid", name=name)(x)
 
 
 @register_model("shufflenet_v1", "ShuffleNet", 224, alphas=V1_ALPHAS)
