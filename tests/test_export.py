@@ -263,3 +263,39 @@ def test_cli_run_dir_int8_uses_run_data_labels_and_eval(tmp_path):
     assert evaluation["tflite"]["num_samples"] == evaluation["keras"]["num_samples"] >= 16
     assert evaluation["top1_delta"] == pytest.approx(
         evaluation["tflite"]["top1"] - evaluation["keras"]["top1"])
+
+
+def crelu_pool_model():
+    """C.ReLU (as FaceBoxes' RDCL writes it) and a zero-padded valid 3x3 average pool
+    (ShuffleNet v1 / FaceBoxes Inception): ops with no XNNPACK int8 kernel as written."""
+    from mobilekit.layers.crelu import crelu
+
+    inp = layers.Input((RES, RES, 3), name="input")
+    x = layers.Conv2D(8, 3, padding="same", name="conv")(inp)
+    x = crelu(x, "crelu")
+    x = layers.ZeroPadding2D(1, name="pad")(x)
+    x = layers.AveragePooling2D(3, 2, padding="valid", name="pool")(x)
+    x = layers.Conv2D(4, 1, name="head")(x)
+    return keras.Model(inp, x, name="crelu_pool")
+
+
+def test_int8_export_rewrites_crelu_and_avg_pool_for_xnnpack():
+    from mobilekit.export.convert import convert, delegable_clone
+    from mobilekit.export.report import analyze
+
+    keras.utils.set_random_seed(1)
+    model = crelu_pool_model()
+    clone = delegable_clone(model)
+    swapped = {type(layer).__name__ for layer in clone.layers} - {type(layer).__name__
+                                                                  for layer in model.layers}
+    assert swapped == {"DelegableIdentity", "DelegableSignedReLU", "DelegableAveragePool"}
+    x = calib(4)
+    np.testing.assert_allclose(clone(x).numpy(), model(x).numpy(), atol=1e-5)
+    # Cloning twice must find the pattern again (shared layers gain nodes from each clone).
+    assert {type(layer).__name__ for layer in delegable_clone(model).layers} >= swapped
+    report = analyze(convert(model, "int8", calib()))
+    assert report["float_ops"] == 0
+    assert "NEG" not in report["ops"] and "AVERAGE_POOL_2D" not in report["ops"]
+    assert report["xnnpack"]["partitions"] == 1 and report["xnnpack"]["undelegated_ops"] == {}
+    # The fp32 export keeps the model as written.
+    assert {"NEG", "AVERAGE_POOL_2D"} <= set(analyze(convert(model, "fp32"))["ops"])

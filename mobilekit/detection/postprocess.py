@@ -112,7 +112,7 @@ class Detector:
 
             self.interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
-            self.input_hw = tuple(self.interpreter.get_input_details()[0]["shape"][1:3])
+            self.input_hw = tuple(int(side) for side in self.interpreter.get_input_details()[0]["shape"][1:3])
         else:
             if len(model.outputs) == 2 and model.outputs[1].shape.rank == 3:
                 model = inference_model(model)

@@ -79,6 +79,26 @@ def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0):
     return np.stack(images).astype(np.float32)
 
 
+def detection_samples(spec, input_hw, count):
+    """`count` detector inputs from the images of an annotation spec (wider:/fddb:/xml:),
+    warped to the input and scaled like training (mobilekit.detection.data)."""
+    from mobilekit.detection.data import load_samples, preprocess, read_image, resize_eval
+
+    samples = load_samples(spec, "train")[:count]
+    if not samples:
+        raise ValueError(f"calibration data {spec!r} has no images")
+    return np.stack([np.asarray(preprocess(resize_eval(read_image(s.image), input_hw)))
+                     for s in samples]).astype(np.float32)
+
+
+def _is_detector(name, config):
+    if config is not None:
+        return config.get("task") == "detection"
+    from mobilekit.zoo.registry import list_models
+
+    return name in list_models(task="detection")
+
+
 def reestimate_batchnorm(model, images):
     """Set every BatchNorm's moving mean/variance to the statistics of `images` (in place).
 
@@ -108,32 +128,46 @@ def _all_layers(model):
             yield from _all_layers(layer)
 
 
-def tflite_predict(tflite, images):
-    """Float outputs of a .tflite (bytes) for float images, one sample at a time."""
+def tflite_predict(tflite, images, all_outputs=False):
+    """Float outputs of a .tflite (bytes) for float images, one sample at a time: the first
+    output's array, or with `all_outputs` a list with one array per output (file order)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from mobilekit.train.evaluate import dequantize, quantize
 
     interp = Interpreter(model_content=tflite)
     interp.allocate_tensors()
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    results = []
+    inp, outs = interp.get_input_details()[0], interp.get_output_details()
+    results = [[] for _ in outs]
     for image in images:
         interp.set_tensor(inp["index"], quantize(image[None], inp))
         interp.invoke()
-        results.append(dequantize(interp.get_tensor(out["index"]), out)[0])
-    return np.stack(results)
+        for out, bucket in zip(outs, results):
+            bucket.append(dequantize(interp.get_tensor(out["index"]), out)[0])
+    stacked = [np.stack(bucket) for bucket in results]
+    return stacked if all_outputs else stacked[0]
 
 
 def parity(model, tflite, images, quant, atol):
-    """max |tflite - keras| over `images`; `ok` is judged for fp32 only."""
+    """max |tflite - keras| over `images` and every output; `ok` is judged for fp32 only."""
     from mobilekit.keras import tf
 
-    expected = model(tf.constant(images), training=False).numpy()
-    got = tflite_predict(tflite, images)
-    diff = float(np.max(np.abs(got - expected)))
+    expected = model(tf.constant(images), training=False)
+    expected = [np.asarray(e) for e in (expected if isinstance(expected, (list, tuple))
+                                        else [expected])]
+    got = tflite_predict(tflite, images, all_outputs=True)
+    diff = max(float(np.max(np.abs(_same_shape(got, e) - e))) for e in expected)
     return {"samples": int(len(images)), "max_abs_diff": diff, "atol": atol,
             "ok": (diff <= atol) if quant == "fp32" else None}
+
+
+def _same_shape(arrays, like):
+    """The TFLite output matching a Keras output (files may order outputs differently)."""
+    matches = [a for a in arrays if a.shape == like.shape]
+    if len(matches) != 1:
+        raise ValueError(f"cannot match the Keras output of shape {like.shape} to one TFLite "
+                         f"output (shapes {[a.shape for a in arrays]})")
+    return matches[0]
 
 
 def default_out(name, quant, config):
@@ -150,6 +184,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     if calib_samples < 1:
         raise ValueError(f"calib_samples must be a positive integer; got {calib_samples}")
     model, config, name, keras_path = resolve_source(source, model_kwargs)
+    detector = _is_detector(name, config)
     qat = is_qat_model(model)
     io = resolve_io(quant, io, qat)
     resolution = tuple(int(side) for side in input_spec(model).shape[1:3])
@@ -167,15 +202,20 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     if calib_data:
         log(f"calibration: {calib_samples if needs_calibration else PARITY_SAMPLES} "
             f"samples of {calib_data}")
-        samples = dataset_samples(calib_data, resolution,
-                                  calib_samples if needs_calibration else PARITY_SAMPLES,
-                                  mean, std)
+        count = calib_samples if needs_calibration else PARITY_SAMPLES
+        samples = (detection_samples(calib_data, resolution, count) if detector
+                   and calib_data != RANDOM_DATA else
+                   dataset_samples(calib_data, resolution, count, mean, std))
     if keras_path is None and config is None:  # random-init zoo model
         images = samples if samples is not None else dataset_samples(RANDOM_DATA, resolution,
                                                                      BATCHNORM_SAMPLES)
         reestimate_batchnorm(model, images[:BATCHNORM_SAMPLES])
         log(f"BatchNorm statistics re-estimated on {min(len(images), BATCHNORM_SAMPLES)} "
             "calibration images (random-init zoo model)")
+    if detector:  # boxes and scores come out of the file: decoding is in the graph
+        from mobilekit.detection.postprocess import inference_model
+
+        model = inference_model(model)
     start = time.perf_counter()
     log(f"converting {name} to {quant} (io {io})")
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
