@@ -65,6 +65,12 @@ def _rebuild_qat_run_model(path):
     from mobilekit.compress.qat import quantize_model
     from mobilekit.zoo.registry import create_model
 
-    model = quantize_model(create_model(config["model"], **config.get("model_kwargs", {})))
+    if config.get("task") == "detection":
+        from mobilekit.detection.train import model_kwargs
+
+        kwargs = model_kwargs(config)
+    else:
+        kwargs = config.get("model_kwargs", {})
+    model = quantize_model(create_model(config["model"], **kwargs))
     model.load_weights(weights)
     return model

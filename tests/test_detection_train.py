@@ -86,6 +86,36 @@ def test_int8_export_of_run_keeps_ap50(overfit_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_qat_recipe_int8_keeps_ap50(overfit_run, tmp_path):
+    """The detector QAT recipe: fine-tune the float run with fake-quant (C.ReLU and the
+    Inception pools in their int8 form), export int8 -- the network is one XNNPACK
+    partition, only the box decoding stays float -- and AP50 stays within 1 point."""
+    from mobilekit.cli import cli
+
+    out, metrics = overfit_run
+    qat_run = tmp_path / "qat"
+    qat = train_detector(data=WIDER, val_data=WIDER, val_split="train", resolution=320,
+                         epochs=2, batch_size=6, lr=3e-4, augment=False, min_face=20,
+                         qat=True, init_from=str(out), out=qat_run, progress=False)
+    assert qat["ap50"] >= metrics["ap50"] - 0.01
+    config = json.loads((qat_run / "config.json").read_text())
+    assert config["qat"] is True and config["init_from"] == str(out)
+    tflite = tmp_path / "faceboxes_qat_int8.tflite"
+    res = CliRunner().invoke(cli, ["export", str(qat_run), "--quant", "int8", "--out", str(tflite)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(tflite.with_suffix(".json").read_text())
+    assert report["qat"] and report["float_decode"]
+    assert all("/decode/" in op["output"] or op["output"] == "Identity"
+               for op in report["float_op_list"])
+    assert not {"NEG", "AVERAGE_POOL_2D"} & set(report["ops"])
+    assert report["xnnpack"]["partitions"] == 1
+    res = CliRunner().invoke(cli, ["eval-detector", str(tflite), "--data", WIDER, "--split",
+                                   "train", "--min-face", "20", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output[res.output.index("{"):])["ap50"] >= metrics["ap50"] - 0.01
+
+
+@pytest.mark.slow
 def test_detect_cli_writes_pixel_boxes(overfit_run, tmp_path):
     from mobilekit.cli import cli
 

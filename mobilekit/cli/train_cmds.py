@@ -73,6 +73,7 @@ def train(model, alpha, resolution, options, out, resume, **settings):
       mobilekit train --model mobilenet_v1 --resume runs/train/mobilenet_v1-2
       mobilekit train --model mobilenet_v1 --alpha 0.75 --qat --from runs/train/mobilenet_v1 --epochs 2
       mobilekit train --model faceboxes --data wider:./WIDER --resolution 1024
+      mobilekit train --model faceboxes --data wider:./WIDER --qat --from runs/train/faceboxes --lr 1e-4 --epochs 5
     """
     from mobilekit.train import rundir, trainer
 
@@ -119,7 +120,8 @@ def _is_detector(model, resume):
 
 
 # Settings the detector trainer understands (the rest are classifier-only).
-DETECTOR_SETTINGS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed")
+DETECTOR_SETTINGS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed",
+                     "qat", "init_from")
 
 
 def _train_detector(model, alpha, resolution, options, out, resume, settings):

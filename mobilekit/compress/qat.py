@@ -137,7 +137,14 @@ def annotate(model):
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise ValueError(f"QAT needs a functional tf_keras model; got {type(model).__name__}")
 
+    from mobilekit.export.convert import qat_swaps
+
+    # C.ReLU and average pools train in the form the int8 export writes (TFLite has no int8
+    # NEG; XNNPACK no int8 AVERAGE_POOL_2D).
+    swaps = qat_swaps(model)
+
     def wrap(layer):
+        layer = swaps.get(layer.name, layer)
         if isinstance(layer, keras.Model):
             raise ValueError(f"layer {layer.name!r} is a nested model; QAT needs a flat "
                              "functional model")

@@ -137,5 +137,8 @@ def build_faceboxes(input_shape=(1024, 1024, 3), alpha=1.0, backbone=None, inclu
 
 
 def map_sizes(model):
-    """(rows, cols) of the detection maps of a built model, read from its head convs."""
-    return [tuple(model.get_layer(f"head{i}_loc").output.shape[1:3]) for i in (1, 2, 3)]
+    """(rows, cols) of the detection maps of a built model, read from its head convs
+    (named `head{i}_loc`, or `quant_head{i}_loc` once wrapped for QAT)."""
+    names = {layer.name for layer in model.layers}
+    prefix = "quant_" if "head1_loc" not in names and "quant_head1_loc" in names else ""
+    return [tuple(model.get_layer(f"{prefix}head{i}_loc").output.shape[1:3]) for i in (1, 2, 3)]

@@ -133,8 +133,9 @@ class Detector:
         if path.suffix == ".tflite":
             return cls(tflite_path=path, num_threads=num_threads)
         import mobilekit.layers.crelu  # noqa: F401  (registers Negate for loading)
+        from mobilekit.io import load_keras
 
-        return cls(keras.models.load_model(path, compile=False))
+        return cls(load_keras(path))  # QAT runs included
 
     def raw(self, batch):
         """float32 [1, h, w, 3] in [-1, 1] -> (boxes [A, 4], scores [A]) normalised."""

@@ -13,7 +13,6 @@ and 5/6 of the epochs) at 1024^2 for 300 epochs; `optimizer="adam"` (the default
 a usable detector on small data in far fewer epochs.
 """
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -109,9 +108,9 @@ class _ValSet:
 
 
 def _save_best(model, run_dir):
-    tmp = Path(run_dir) / f".model-{os.getpid()}.keras"
-    model.save(tmp)
-    os.replace(tmp, Path(run_dir) / "model.keras")
+    from mobilekit.train.trainer import save_model
+
+    save_model(model, Path(run_dir) / "model.keras")  # atomic; QAT runs keep weights too
 
 
 def train_detector(model_name="faceboxes", data="synthetic", resolution=256, input_shape=None,
@@ -120,14 +119,17 @@ def train_detector(model_name="faceboxes", data="synthetic", resolution=256, inp
                    weight_decay=5e-4, neg_pos_ratio=7.0, match_iou=0.35, min_face=20,
                    augment=True, val_data=None, val_split="val", max_images=None,
                    synthetic_train=64, synthetic_val=16, target_ap50=None, eval_every=1,
-                   progress=True):
+                   qat=False, init_from=None, progress=True):
     """Train `model_name` (a detection entry of the zoo) on `data` and write RUN_DIR `out`.
 
     data: "synthetic" (procedural faces, deterministic from `seed`), "wider:ROOT",
     "fddb:ROOT" or "xml:FILE_OR_DIR". Validation: `val_data` (default: WIDER's `val_split`,
     the synthetic val split, or the training images for fddb/xml). `target_ap50` stops
     early once validation AP50 reaches it. `epochs` defaults to 30 (on resume: the stored
-    number). Returns the metrics dict (also metrics.json).
+    number). `init_from` starts from the weights of a run (or .keras file) of the same
+    architecture; `qat` trains with fake-quant (tfmot) so the int8 export keeps the float
+    accuracy -- the recipe: train float, then `qat=True, init_from=FLOAT_RUN` for a few
+    epochs at a lower lr. Returns the metrics dict (also metrics.json).
     """
     from mobilekit.train import rundir
 
@@ -153,7 +155,8 @@ def train_detector(model_name="faceboxes", data="synthetic", resolution=256, inp
                       min_face=float(min_face), augment=bool(augment), val_data=val_data,
                       val_split=val_split, max_images=max_images, synthetic_train=int(synthetic_train),
                       synthetic_val=int(synthetic_val), target_ap50=target_ap50,
-                      eval_every=int(eval_every), task="detection")
+                      eval_every=int(eval_every), qat=bool(qat),
+                      init_from=None if init_from is None else str(init_from), task="detection")
         from mobilekit.detection.data import parse_spec
 
         parse_spec(config["data"])
@@ -174,10 +177,15 @@ def _build(config):
 
     keras.utils.set_random_seed(config["seed"])
     h, w = config["input_hw"]
-    kwargs = dict(input_shape=(h, w, 3), alpha=config["alpha"])
-    if config["backbone"]:
-        kwargs["backbone"] = config["backbone"]
-    model = create_model(config["model"], **kwargs)
+    model = create_model(config["model"], **model_kwargs(config))
+    if config.get("init_from"):
+        from mobilekit.train.trainer import init_weights
+
+        init_weights(model, config["init_from"])
+    if config.get("qat"):
+        from mobilekit.compress.qat import quantize_model
+
+        model = quantize_model(model)
     anchors = generate_anchors((h, w), map_sizes=map_sizes(model))
     lr_var = tf.Variable(config["lr"], trainable=False, dtype=tf.float32, name="lr")
     if config["optimizer"] == "sgd":
@@ -185,6 +193,15 @@ def _build(config):
     else:
         opt = keras.optimizers.Adam(learning_rate=lr_var)
     return model, anchors, opt, lr_var
+
+
+def model_kwargs(config):
+    """create_model arguments of a detection run's config."""
+    h, w = config["input_hw"]
+    kwargs = dict(input_shape=(h, w, 3), alpha=config["alpha"])
+    if config.get("backbone"):
+        kwargs["backbone"] = config["backbone"]
+    return kwargs
 
 
 def _make_step(model, opt, config):

@@ -96,13 +96,15 @@ class DelegableHardSwish(layers.Layer):
 
 @register("mobilekit")
 class DelegableAveragePool(layers.Layer):
-    """Export-only AveragePooling2D(padding="valid") as a depthwise conv with 1/k² weights.
+    """AveragePooling2D(padding="valid") as a depthwise conv with constant 1/k² weights.
 
     XNNPACK has no int8 AVERAGE_POOL_2D: each one splits the int8 partition (ShuffleNet v1's
     stride-2 shortcut, FaceBoxes' Inception pool branch). With valid padding every window
     holds k² real values, so a DEPTHWISE_CONV_2D with constant 1/k² weights is the same
     average, and XNNPACK takes it in int8.
     """
+
+    QUANT = "output"
 
     def __init__(self, pool_size, strides, **kwargs):
         super().__init__(**kwargs)
@@ -120,13 +122,15 @@ class DelegableAveragePool(layers.Layer):
 
 @register("mobilekit")
 class DelegableSignedReLU(layers.Layer):
-    """Export-only end of C.ReLU: relu(concat[x, x] * [+1.., -1..]) = relu(concat[x, -x]).
+    """The int8-friendly end of C.ReLU: relu(concat[x, x] * [+1.., -1..]) = relu(concat[x, -x]).
 
     TFLite has no int8 NEG kernel and XNNPACK no int8 RELU, so the usual NEG -> CONCAT ->
     RELU leaves a float island or split partitions in int8. CONCAT(x, x) -> MUL by a
     constant sign vector with the ReLU fused into the MUL is the same math in two ops that
-    both have int8 kernels XNNPACK runs.
+    both have int8 kernels XNNPACK runs. QAT trains this form too (mobilekit.compress.qat).
     """
+
+    QUANT = "output"
 
     def call(self, inputs):
         half = int(inputs.shape[-1]) // 2
@@ -136,13 +140,15 @@ class DelegableSignedReLU(layers.Layer):
 
 @register("mobilekit")
 class DelegableIdentity(layers.Layer):
-    """Export-only stand-in for a C.ReLU Negate (its sign moves into DelegableSignedReLU)."""
+    """Stand-in for a C.ReLU Negate (its sign moves into DelegableSignedReLU)."""
+
+    QUANT = "passthrough"
 
     def call(self, inputs):
         return tf.identity(inputs)
 
 
-def _crelu_swaps(model):
+def crelu_swaps(model):
     """{layer name: stand-in} for every C.ReLU (Negate -> Concatenate([x, -x]) -> ReLU)."""
     inputs, consumers = _graph(model)
     swaps = {}
@@ -171,6 +177,16 @@ def _graph(model):
     return inputs, consumers
 
 
+def qat_swaps(model):
+    """{layer name: stand-in} that QAT trains in place of the originals: C.ReLU and valid
+    average pools in their XNNPACK-int8 form (hard-swish has its own QAT layer)."""
+    swaps = crelu_swaps(model)
+    swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
+                  if type(layer) is layers.AveragePooling2D
+                  and _delegable_layer(layer) is not None})
+    return swaps
+
+
 def _delegable_layer(layer):
     """The XNNPACK-int8-friendly stand-in for `layer`, or None when it needs none."""
     if type(layer) is HardSwish:
@@ -185,7 +201,7 @@ def delegable_clone(model):
     """A weight-sharing clone of `model` whose hard-swish, C.ReLU and valid average pools
     are written with ops that have int8 kernels XNNPACK runs (integer PTQ only; same math,
     see the layers above)."""
-    swaps = _crelu_swaps(model)
+    swaps = crelu_swaps(model)
     swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
                   if _delegable_layer(layer) is not None})
     if not swaps:

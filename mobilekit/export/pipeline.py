@@ -91,6 +91,23 @@ def detection_samples(spec, input_hw, count):
                      for s in samples]).astype(np.float32)
 
 
+def check_float_decode_only(tflite, name):
+    """A QAT detector's int8 file may compute its box decoding in float (QAT gives the
+    network's tensors ranges, not the decode arithmetic after it); anything else in float
+    is the usual float-island error."""
+    from mobilekit.export.convert import FloatOpsError, describe_float_ops
+    from mobilekit.export.report import analyze
+
+    report = analyze(tflite)
+    decode = [op["index"] for op in report["float_op_list"] if "/decode/" in op["output"]]
+    islands = [op for op in report["float_op_list"]
+               if not decode or op["index"] < min(decode)]
+    if islands:
+        report = dict(report, float_ops=len(islands), float_op_list=islands)
+        raise FloatOpsError(f"int8 export of {name}: {describe_float_ops(report)} (outside the "
+                            "box decoding). Pass --allow-float-ops to keep them")
+
+
 def _is_detector(name, config):
     if config is not None:
         return config.get("task") == "detection"
@@ -218,8 +235,11 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
         model = inference_model(model)
     start = time.perf_counter()
     log(f"converting {name} to {quant} (io {io})")
+    float_decode = detector and qat and quant == "int8"
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
-                     allow_float_ops=allow_float_ops)
+                     allow_float_ops=allow_float_ops or float_decode)
+    if float_decode and not allow_float_ops:
+        check_float_decode_only(tflite, name)
     seconds = time.perf_counter() - start
     from mobilekit.export.metadata import build_metadata, embed_metadata
     from mobilekit.export.report import analyze
@@ -234,6 +254,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
         del report["float_op_list"]
     report.update(_compute(model))
     report.update({"model": name, "source": str(source), "quant": quant, "io": io, "qat": qat,
+                   "float_decode": float_decode,
                    "calibration": {"data": calib_data if needs_calibration else None,
                                    "samples": calib_samples if needs_calibration else 0},
                    "conversion_seconds": round(seconds, 2)})

@@ -344,13 +344,13 @@ def _restore(run_dir, student, optimizer, scope, chief):
         rundir.write_history(run_dir, state["history"])
         if state["best_epoch"] == epoch:
             # The kill may have come between the checkpoint and the best-model save.
-            _save_model(student, run_dir / rundir.BEST)
+            save_model(student, run_dir / rundir.BEST)
     print(f"Resuming {run_dir} after epoch {epoch} of {len(state['history'])} recorded",
           file=sys.stderr)
     return epoch, state
 
 
-def _save_model(model, path):
+def save_model(model, path):
     """model.save to a temp name, then rename (the .keras suffix must stay last)."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
@@ -495,7 +495,7 @@ class EpochEnd(keras.callbacks.Callback):
         from mobilekit.train import rundir
 
         if self.chief:
-            _save_model(self.student, self.run_dir / rundir.BEST)
+            save_model(self.student, self.run_dir / rundir.BEST)
         else:
             with tempfile.TemporaryDirectory() as tmp:
-                _save_model(self.student, Path(tmp) / rundir.BEST)
+                save_model(self.student, Path(tmp) / rundir.BEST)
