@@ -280,7 +280,8 @@ def crelu_pool_model():
 
 
 def test_int8_export_rewrites_crelu_and_avg_pool_for_xnnpack():
-    from mobilekit.export.convert import convert, delegable_clone
+    from mobilekit.export.convert import convert
+    from mobilekit.export.delegable import delegable_clone
     from mobilekit.export.report import analyze
 
     keras.utils.set_random_seed(1)
@@ -299,3 +300,29 @@ def test_int8_export_rewrites_crelu_and_avg_pool_for_xnnpack():
     assert report["xnnpack"]["partitions"] == 1 and report["xnnpack"]["undelegated_ops"] == {}
     # The fp32 export keeps the model as written.
     assert {"NEG", "AVERAGE_POOL_2D"} <= set(analyze(convert(model, "fp32"))["ops"])
+
+
+def test_cli_export_sparse_encodes_pruned_weights(tmp_path):
+    """--sparse stores a mostly-zero kernel sparse-encoded (DENSIFY), dense otherwise."""
+    from click.testing import CliRunner
+
+    from mobilekit.cli import cli
+
+    keras.utils.set_random_seed(2)
+    inp = layers.Input((RES, RES, 16), name="input")
+    x = layers.Conv2D(64, 1, name="pw")(inp)
+    model = keras.Model(inp, layers.GlobalAveragePooling2D(name="pool")(x), name="sparse_me")
+    kernel, bias = model.get_layer("pw").get_weights()
+    mask = np.random.default_rng(0).uniform(size=kernel.shape) < 0.9
+    model.get_layer("pw").set_weights([np.where(mask, 0.0, kernel), bias])
+    model.save(tmp_path / "pruned.keras")
+    ops = {}
+    for flag in ([], ["--sparse"]):
+        out = tmp_path / f"pruned{'_sparse' if flag else ''}.tflite"
+        res = CliRunner().invoke(cli, ["export", str(tmp_path / "pruned.keras"), "--out",
+                                       str(out), *flag])
+        assert res.exit_code == 0, res.output
+        report = json.loads(out.with_suffix(".json").read_text())
+        assert report["sparse"] is bool(flag) and report["parity"]["ok"]
+        ops[bool(flag)] = report["ops"]
+    assert "DENSIFY" in ops[True] and "DENSIFY" not in ops[False]

@@ -1,5 +1,6 @@
-"""Every zoo classifier converts to fp32 and full int8 TFLite: no float op, rank <= 4,
-fp32 outputs equal Keras'. Parametrized from the registry, so a new model cannot skip it."""
+"""Every zoo classifier converts to fp32 and full int8 TFLite: no float op, rank <= 4, one
+XNNPACK partition in int8, fp32 outputs equal Keras'. Parametrized from the registry, so a
+new model cannot skip it."""
 import numpy as np
 import pytest
 
@@ -36,7 +37,7 @@ def test_every_classifier_is_covered():
 def test_zoo_model_exports_fp32_and_full_int8(name):
     from mobilekit.export.convert import convert
     from mobilekit.export.pipeline import tflite_predict
-    from mobilekit.export.report import float_op_report
+    from mobilekit.export.report import analyze, float_op_report
 
     model = tiny(name)
     kinds = {type(layer).__name__ for layer in model.layers}
@@ -50,9 +51,11 @@ def test_zoo_model_exports_fp32_and_full_int8(name):
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4 * scale)
 
     int8 = convert(model, "int8", representative_data=random_images(model, 4, seed=1))
-    report = float_op_report(int8)
+    report = analyze(int8)
     assert report["float_ops"] == 0, report["float_op_list"]
     assert report["max_tensor_rank"] <= 4
+    # The whole int8 graph runs in one XNNPACK partition (mobilekit.export.delegable).
+    assert report["xnnpack"]["partitions"] == 1, report["xnnpack"]
 
 
 @pytest.mark.parametrize("name", QAT_MODELS)

@@ -22,6 +22,9 @@ QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
               help="Output .tflite path; the JSON report goes beside it.")
 @click.option("--allow-float-ops", is_flag=True, default=False,
               help="Keep an int8/int16x8 export even if some ops stay in float.")
+@click.option("--sparse", is_flag=True, default=False,
+              help="Store mostly-zero (pruned) weights sparse-encoded, the form XNNPACK's "
+                   "sparse inference needs (see `mobilekit compress prune --xnnpack-sparse`).")
 @click.option("--eval-data", default=None, show_default="none",
               help="Dataset SPEC: report top-1 of the .tflite vs the Keras model (val split).")
 @click.option("--eval-samples", type=int, default=None, show_default="all",
@@ -37,7 +40,7 @@ QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 @click.option("--option", "options", multiple=True, default=(), show_default="none",
               metavar="KEY=VALUE", help="Zoo name only: extra model argument (repeatable).")
 def export(model_or_run, quant, io_type, calib_data, calib_samples, out, allow_float_ops,
-           eval_data, eval_samples, atol, alpha, resolution, num_classes, options):
+           sparse, eval_data, eval_samples, atol, alpha, resolution, num_classes, options):
     """Convert a run directory, a .keras file or a zoo model (random weights) to TFLite.
 
     Writes X.tflite (with embedded labels / normalisation / quant metadata) and the
@@ -49,6 +52,7 @@ def export(model_or_run, quant, io_type, calib_data, calib_samples, out, allow_f
       mobilekit export runs/train/mobilenet_v2 --quant int8
       mobilekit export model.keras --quant fp16 --out model_fp16.tflite
       mobilekit export mobilenet_v3_large --quant int8 --calib-data random --num-classes 10
+      mobilekit export runs/compress/mobilenet_v2-prune --sparse
     """
     from mobilekit.export.pipeline import export as run_export, summary_lines
 
@@ -57,7 +61,7 @@ def export(model_or_run, quant, io_type, calib_data, calib_samples, out, allow_f
         kwargs["num_classes"] = num_classes
     path, report = run_export(
         model_or_run, quant, io=None if io_type == "auto" else io_type, calib_data=calib_data,
-        calib_samples=calib_samples, out=out, allow_float_ops=allow_float_ops,
+        calib_samples=calib_samples, out=out, allow_float_ops=allow_float_ops, sparse=sparse,
         eval_data=eval_data, eval_samples=eval_samples, atol=atol, model_kwargs=kwargs,
         log=lambda msg: click.echo(msg, err=True))
     for line in summary_lines(path, report):

@@ -155,17 +155,11 @@ def convert_sparse(model):
     """fp32 .tflite bytes with sparse-encoded weights (converter EXPERIMENTAL_SPARSITY).
 
     XNNPACK switches to sparse inference only for weights stored this way (a DENSIFY op
-    per sparse tensor, which the delegate resolves at load time). Static batch 1, like
-    mobilekit.export.convert.
+    per sparse tensor, which the delegate resolves at load time).
     """
-    from mobilekit.export.convert import input_spec
+    from mobilekit.export.convert import convert
 
-    model = strip(model)
-    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-        input_spec(model))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
-    converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    return converter.convert()
+    return convert(strip(model), "fp32", sparse=True)
 
 
 def xnnpack_sparse_layout(model, strided_only=True):

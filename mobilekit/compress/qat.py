@@ -18,6 +18,7 @@ classes of those names and deserialization would pick them (quantization.md §2.
 """
 import tensorflow_model_optimization as tfmot
 
+from mobilekit.export.delegable import qat_swaps  # also registers its layers for loading
 from mobilekit.keras import keras, layers, register, tf
 from mobilekit.layers.activations import HardSigmoid, HardSwish
 
@@ -136,8 +137,6 @@ def annotate(model):
     """A clone of `model` with every layer wrapped in a QuantizeAnnotate (weights shared)."""
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise ValueError(f"QAT needs a functional tf_keras model; got {type(model).__name__}")
-
-    from mobilekit.export.convert import qat_swaps
 
     # C.ReLU and average pools train in the form the int8 export writes (TFLite has no int8
     # NEG; XNNPACK no int8 AVERAGE_POOL_2D).

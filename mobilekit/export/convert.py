@@ -14,9 +14,8 @@ fake-quant ranges: Optimize.DEFAULT + integer I/O and no supported_ops (§2.4).
 import numpy as np
 
 from mobilekit.errors import check_choice
-from mobilekit.keras import keras, layers, register, tf
-from mobilekit.layers.activations import HardSwish
-from mobilekit.layers.crelu import Negate
+from mobilekit.export.delegable import delegable_clone
+from mobilekit.keras import tf
 
 QUANT_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float", "int8", "uint8", "int16")
@@ -78,142 +77,6 @@ def calibration_samples(data, limit=None):
     return samples
 
 
-@register("mobilekit")
-class DelegableHardSwish(layers.Layer):
-    """Export-only hard-swish written as (x / 6) * relu6(x + 3).
-
-    The converter fuses `x * relu6(x + 3) / 6` into HARD_SWISH, which XNNPACK has no int8
-    kernel for (every int8 HARD_SWISH splits the XNNPACK partition) and TFLite has no
-    int16 kernel for (a float island in int16x8). This order of the same math lowers to
-    MUL + ADD(fused RELU6) + MUL, which have int8 and int16 kernels and XNNPACK int8 takes.
-    """
-
-    QUANT = "output"
-
-    def call(self, inputs):
-        return (inputs * (1.0 / 6.0)) * tf.nn.relu6(inputs + 3.0)
-
-
-@register("mobilekit")
-class DelegableAveragePool(layers.Layer):
-    """AveragePooling2D(padding="valid") as a depthwise conv with constant 1/k² weights.
-
-    XNNPACK has no int8 AVERAGE_POOL_2D: each one splits the int8 partition (ShuffleNet v1's
-    stride-2 shortcut, FaceBoxes' Inception pool branch). With valid padding every window
-    holds k² real values, so a DEPTHWISE_CONV_2D with constant 1/k² weights is the same
-    average, and XNNPACK takes it in int8.
-    """
-
-    QUANT = "output"
-
-    def __init__(self, pool_size, strides, **kwargs):
-        super().__init__(**kwargs)
-        self.pool_size, self.strides = tuple(pool_size), tuple(strides)
-
-    def call(self, inputs):
-        kh, kw = self.pool_size
-        channels = int(inputs.shape[-1])
-        kernel = tf.constant(1.0 / (kh * kw), tf.float32, shape=(kh, kw, channels, 1))
-        return tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), "VALID")
-
-    def get_config(self):
-        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
-
-
-@register("mobilekit")
-class DelegableSignedReLU(layers.Layer):
-    """The int8-friendly end of C.ReLU: relu(concat[x, x] * [+1.., -1..]) = relu(concat[x, -x]).
-
-    TFLite has no int8 NEG kernel and XNNPACK no int8 RELU, so the usual NEG -> CONCAT ->
-    RELU leaves a float island or split partitions in int8. CONCAT(x, x) -> MUL by a
-    constant sign vector with the ReLU fused into the MUL is the same math in two ops that
-    both have int8 kernels XNNPACK runs. QAT trains this form too (mobilekit.compress.qat).
-    """
-
-    QUANT = "output"
-
-    def call(self, inputs):
-        half = int(inputs.shape[-1]) // 2
-        signs = tf.constant([1.0] * half + [-1.0] * half, tf.float32)
-        return tf.nn.relu(inputs * signs)
-
-
-@register("mobilekit")
-class DelegableIdentity(layers.Layer):
-    """Stand-in for a C.ReLU Negate (its sign moves into DelegableSignedReLU)."""
-
-    QUANT = "passthrough"
-
-    def call(self, inputs):
-        return tf.identity(inputs)
-
-
-def crelu_swaps(model):
-    """{layer name: stand-in} for every C.ReLU (Negate -> Concatenate([x, -x]) -> ReLU)."""
-    inputs, consumers = _graph(model)
-    swaps = {}
-    for negate in (layer for layer in model.layers if type(layer) is Negate):
-        after = consumers.get(negate.name, [])
-        concat = model.get_layer(after[0]) if len(after) == 1 else None
-        after = consumers.get(concat.name, []) if concat is not None else []
-        relu = model.get_layer(after[0]) if len(after) == 1 else None
-        if (type(concat) is layers.Concatenate and type(relu) is layers.ReLU
-                and relu.max_value is None and not relu.negative_slope
-                and inputs[concat.name] == [inputs[negate.name][0], negate.name]):
-            swaps[negate.name] = DelegableIdentity(name=negate.name)
-            swaps[relu.name] = DelegableSignedReLU(name=relu.name)
-    return swaps
-
-
-def _graph(model):
-    """({layer: [input layer names]}, {layer: [consumer layer names]}) of this model's own
-    graph (layer node lists also hold the nodes of clones that reuse the layer)."""
-    inputs, consumers = {}, {}
-    for entry in model.get_config()["layers"]:
-        names = [inbound[0] for node in entry.get("inbound_nodes", []) for inbound in node]
-        inputs[entry["name"]] = names
-        for name in names:
-            consumers.setdefault(name, []).append(entry["name"])
-    return inputs, consumers
-
-
-def qat_swaps(model):
-    """{layer name: stand-in} that QAT trains in place of the originals: C.ReLU and valid
-    average pools in their XNNPACK-int8 form (hard-swish has its own QAT layer)."""
-    swaps = crelu_swaps(model)
-    swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
-                  if type(layer) is layers.AveragePooling2D
-                  and _delegable_layer(layer) is not None})
-    return swaps
-
-
-def _delegable_layer(layer):
-    """The XNNPACK-int8-friendly stand-in for `layer`, or None when it needs none."""
-    if type(layer) is HardSwish:
-        return DelegableHardSwish(name=layer.name)
-    if (type(layer) is layers.AveragePooling2D and layer.padding == "valid"
-            and layer.data_format == "channels_last"):
-        return DelegableAveragePool(layer.pool_size, layer.strides, name=layer.name)
-    return None
-
-
-def delegable_clone(model):
-    """A weight-sharing clone of `model` whose hard-swish, C.ReLU and valid average pools
-    are written with ops that have int8 kernels XNNPACK runs (integer PTQ only; same math,
-    see the layers above)."""
-    swaps = crelu_swaps(model)
-    swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
-                  if _delegable_layer(layer) is not None})
-    if not swaps:
-        return model
-
-    def swap(layer):
-        # Returning the layer itself reuses it: the clone shares every weight.
-        return swaps.get(layer.name, layer)
-
-    return keras.models.clone_model(model, clone_function=swap)
-
-
 def _representative(samples):
     def gen():
         for sample in samples:
@@ -224,11 +87,15 @@ def _representative(samples):
 _TF_TYPES = {"float": tf.float32, "int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16}
 
 
-def _converter(concrete, quant, samples, io, qat, float_fallback):
+def _converter(concrete, quant, samples, io, qat, float_fallback, sparse=False):
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    # EXPERIMENTAL_SPARSITY stores mostly-zero weights sparse-encoded (a DENSIFY op each),
+    # the form that switches XNNPACK to its sparse-inference kernels where it has them.
+    sparsity = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []
     if quant == "fp32":
+        converter.optimizations = sparsity
         return converter
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.optimizations = [tf.lite.Optimize.DEFAULT] + sparsity
     if quant == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif quant == "int8" and qat:
@@ -265,7 +132,7 @@ def describe_float_ops(report):
 
 
 def convert(model, quant, representative_data=None, io=None, allow_float_ops=False,
-            calibration_limit=None):
+            calibration_limit=None, sparse=False):
     """Convert a functional tf_keras model to TFLite bytes (static batch 1).
 
     quant: one of QUANT_MODES. representative_data: calibration images for int8/int16x8
@@ -273,6 +140,7 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
     io: inference input/output type; None = the mode's default (int8 for int8, float
     otherwise). An int8/int16x8 export that leaves ops in float raises FloatOpsError
     listing them, unless allow_float_ops=True (then unsupported ops fall back to float).
+    sparse: store pruned (mostly-zero) weights sparse-encoded (see `_converter`).
     """
     check_choice("quant", quant, QUANT_MODES)
     qat = is_qat_model(model)
@@ -297,12 +165,13 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
     source = delegable_clone(model) if integer and not qat else model
     concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
     try:
-        tflite = _run_converter(_converter(concrete, quant, samples, io, qat, allow_float_ops))
+        tflite = _run_converter(_converter(concrete, quant, samples, io, qat, allow_float_ops,
+                                           sparse))
     except ValueError:
         if not integer or allow_float_ops or qat:
             raise
         # Strict int8 ops failed: convert again with float fallback to name the culprits.
-        tflite = _run_converter(_converter(concrete, quant, samples, io, qat, True))
+        tflite = _run_converter(_converter(concrete, quant, samples, io, qat, True, sparse))
     if integer and not allow_float_ops:
         from mobilekit.export.report import float_op_report
 

@@ -194,7 +194,7 @@ def default_out(name, quant, config):
 
 def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
            out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
-           model_kwargs=None, log=None):
+           model_kwargs=None, sparse=False, log=None):
     """Run the whole export; returns (tflite path, report dict)."""
     log = log or (lambda msg: None)
     check_choice("quant", quant, QUANT_MODES)
@@ -237,7 +237,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     log(f"converting {name} to {quant} (io {io})")
     float_decode = detector and qat and quant == "int8"
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
-                     allow_float_ops=allow_float_ops or float_decode)
+                     allow_float_ops=allow_float_ops or float_decode, sparse=sparse)
     if float_decode and not allow_float_ops:
         check_float_decode_only(tflite, name)
     seconds = time.perf_counter() - start
@@ -254,7 +254,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
         del report["float_op_list"]
     report.update(_compute(model))
     report.update({"model": name, "source": str(source), "quant": quant, "io": io, "qat": qat,
-                   "float_decode": float_decode,
+                   "float_decode": float_decode, "sparse": sparse,
                    "calibration": {"data": calib_data if needs_calibration else None,
                                    "samples": calib_samples if needs_calibration else 0},
                    "conversion_seconds": round(seconds, 2)})

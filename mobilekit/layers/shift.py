@@ -45,6 +45,19 @@ def _shift_axis(x, offset, axis):
     return tf.pad(x[tuple(begin)], pads)
 
 
+# XNNPACK's CONCATENATION takes 2 to 4 inputs; a wider one (9 groups for a 3x3 shift)
+# stays on the CPU kernels and splits the delegated graph.
+_MAX_CONCAT_INPUTS = 4
+
+
+def _concat(parts):
+    """Channel concat of `parts` as a tree of concats of at most 4 inputs (same result)."""
+    while len(parts) > _MAX_CONCAT_INPUTS:
+        chunks = [parts[i:i + _MAX_CONCAT_INPUTS] for i in range(0, len(parts), _MAX_CONCAT_INPUTS)]
+        parts = [c[0] if len(c) == 1 else tf.concat(c, axis=-1) for c in chunks]
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+
+
 @register("mobilekit")
 class Shift(layers.Layer):
     """Zero-parameter, zero-MAC spatial shift of channel groups over a k x k window."""
@@ -70,7 +83,7 @@ class Shift(layers.Layer):
         for start, stop, dy, dx in shift_groups(inputs.shape[-1], self.kernel_size):
             part = inputs[..., start:stop]
             parts.append(_shift_axis(_shift_axis(part, dy, 1), dx, 2))
-        return parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1)
+        return _concat(parts)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,0 +1,190 @@
+"""Int8-friendly forms of layers whose usual TFLite lowering has no XNNPACK int8 kernel.
+
+Same math, other ops: the int8 PTQ export converts a weight-sharing clone with these
+stand-ins (`delegable_clone`), and QAT trains them in place (`qat_swaps`), so that a full
+int8 model is one XNNPACK partition with no float island:
+
+  hard-swish   HARD_SWISH (no int8 XNNPACK kernel)      -> MUL + ADD(RELU6) + MUL
+  C.ReLU       NEG (no int8 kernel) + CONCAT + RELU      -> CONCAT(x, x) + MUL(signs, RELU)
+  avg pool     AVERAGE_POOL_2D, valid (no int8 XNNPACK)  -> DEPTHWISE_CONV_2D, 1/k² weights
+  lone ReLU    RELU that cannot fuse into its producer   -> MUL(1 + 2^-20) with fused RELU
+               (no int8 XNNPACK RELU; e.g. Xception's ReLU after a residual ADD)
+"""
+from mobilekit.keras import keras, layers, register, tf
+from mobilekit.layers.activations import HardSwish
+from mobilekit.layers.crelu import Negate
+
+
+@register("mobilekit")
+class DelegableHardSwish(layers.Layer):
+    """Export-only hard-swish written as (x / 6) * relu6(x + 3).
+
+    The converter fuses `x * relu6(x + 3) / 6` into HARD_SWISH, which XNNPACK has no int8
+    kernel for (every int8 HARD_SWISH splits the XNNPACK partition) and TFLite has no
+    int16 kernel for (a float island in int16x8). This order of the same math lowers to
+    MUL + ADD(fused RELU6) + MUL, which have int8 and int16 kernels and XNNPACK int8 takes.
+    """
+
+    QUANT = "output"
+
+    def call(self, inputs):
+        return (inputs * (1.0 / 6.0)) * tf.nn.relu6(inputs + 3.0)
+
+
+@register("mobilekit")
+class DelegableAveragePool(layers.Layer):
+    """AveragePooling2D(padding="valid") as a depthwise conv with constant 1/k² weights.
+
+    XNNPACK has no int8 AVERAGE_POOL_2D: each one splits the int8 partition (ShuffleNet v1's
+    stride-2 shortcut, FaceBoxes' Inception pool branch). With valid padding every window
+    holds k² real values, so a DEPTHWISE_CONV_2D with constant 1/k² weights is the same
+    average, and XNNPACK takes it in int8.
+    """
+
+    QUANT = "output"
+
+    def __init__(self, pool_size, strides, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size, self.strides = tuple(pool_size), tuple(strides)
+
+    def call(self, inputs):
+        kh, kw = self.pool_size
+        channels = int(inputs.shape[-1])
+        kernel = tf.constant(1.0 / (kh * kw), tf.float32, shape=(kh, kw, channels, 1))
+        return tf.nn.depthwise_conv2d(inputs, kernel, (1, *self.strides, 1), "VALID")
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
+
+
+@register("mobilekit")
+class DelegableSignedReLU(layers.Layer):
+    """The int8-friendly end of C.ReLU: relu(concat[x, x] * [+1.., -1..]) = relu(concat[x, -x]).
+
+    TFLite has no int8 NEG kernel and XNNPACK no int8 RELU, so the usual NEG -> CONCAT ->
+    RELU leaves a float island or split partitions in int8. CONCAT(x, x) -> MUL by a
+    constant sign vector with the ReLU fused into the MUL is the same math in two ops that
+    both have int8 kernels XNNPACK runs. QAT trains this form too (mobilekit.compress.qat).
+    """
+
+    QUANT = "output"
+
+    def call(self, inputs):
+        half = int(inputs.shape[-1]) // 2
+        signs = tf.constant([1.0] * half + [-1.0] * half, tf.float32)
+        return tf.nn.relu(inputs * signs)
+
+
+@register("mobilekit")
+class DelegableIdentity(layers.Layer):
+    """Stand-in for a C.ReLU Negate (its sign moves into DelegableSignedReLU)."""
+
+    QUANT = "passthrough"
+
+    def call(self, inputs):
+        return tf.identity(inputs)
+
+
+@register("mobilekit")
+class DelegableReLU(layers.Layer):
+    """A ReLU the converter cannot fuse into its producer, as MUL(x, 1 + 2^-20) + fused RELU.
+
+    XNNPACK has no int8 RELU, so a standalone one splits the partition. The converter
+    removes a multiplication by exactly 1 (and then leaves RELU again); 1 + 2^-20 changes
+    values by under one part in a million, far below int8 resolution.
+    """
+
+    QUANT = "output"
+
+    def call(self, inputs):
+        return tf.nn.relu(inputs * (1.0 + 2.0 ** -20))
+
+
+# Producers a following ReLU fuses into when they feed nothing else (BatchNormalization
+# folds into the conv before it).
+_FUSES_RELU = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, layers.Dense,
+               layers.BatchNormalization, layers.Add)
+
+
+def lone_relu_swaps(model):
+    """{layer name: DelegableReLU} for each plain ReLU that TFLite would leave standalone:
+    its producer also feeds other layers, or is not an op a ReLU fuses into."""
+    inputs, consumers = _graph(model)
+    swaps = {}
+    for relu in model.layers:
+        is_plain = (type(relu) is layers.ReLU and relu.max_value is None
+                    and not relu.negative_slope and not relu.threshold)
+        if not is_plain or len(inputs[relu.name]) != 1:
+            continue
+        producer = inputs[relu.name][0]
+        if (len(consumers[producer]) > 1
+                or not isinstance(model.get_layer(producer), _FUSES_RELU)):
+            swaps[relu.name] = DelegableReLU(name=relu.name)
+    return swaps
+
+
+def crelu_swaps(model):
+    """{layer name: stand-in} for every C.ReLU (Negate -> Concatenate([x, -x]) -> ReLU)."""
+    inputs, consumers = _graph(model)
+    swaps = {}
+    for negate in (layer for layer in model.layers if type(layer) is Negate):
+        after = consumers.get(negate.name, [])
+        concat = model.get_layer(after[0]) if len(after) == 1 else None
+        after = consumers.get(concat.name, []) if concat is not None else []
+        relu = model.get_layer(after[0]) if len(after) == 1 else None
+        if (type(concat) is layers.Concatenate and type(relu) is layers.ReLU
+                and relu.max_value is None and not relu.negative_slope
+                and inputs[concat.name] == [inputs[negate.name][0], negate.name]):
+            swaps[negate.name] = DelegableIdentity(name=negate.name)
+            swaps[relu.name] = DelegableSignedReLU(name=relu.name)
+    return swaps
+
+
+def _graph(model):
+    """({layer: [input layer names]}, {layer: [consumer layer names]}) of this model's own
+    graph (layer node lists also hold the nodes of clones that reuse the layer)."""
+    inputs, consumers = {}, {}
+    for entry in model.get_config()["layers"]:
+        names = [inbound[0] for node in entry.get("inbound_nodes", []) for inbound in node]
+        inputs[entry["name"]] = names
+        for name in names:
+            consumers.setdefault(name, []).append(entry["name"])
+    return inputs, consumers
+
+
+def qat_swaps(model):
+    """{layer name: stand-in} that QAT trains in place of the originals: lone ReLUs, C.ReLU
+    and valid average pools in their XNNPACK-int8 form (hard-swish has its own QAT layer)."""
+    swaps = lone_relu_swaps(model)
+    swaps.update(crelu_swaps(model))
+    swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
+                  if type(layer) is layers.AveragePooling2D
+                  and _delegable_layer(layer) is not None})
+    return swaps
+
+
+def _delegable_layer(layer):
+    """The XNNPACK-int8-friendly stand-in for `layer`, or None when it needs none."""
+    if type(layer) is HardSwish:
+        return DelegableHardSwish(name=layer.name)
+    if (type(layer) is layers.AveragePooling2D and layer.padding == "valid"
+            and layer.data_format == "channels_last"):
+        return DelegableAveragePool(layer.pool_size, layer.strides, name=layer.name)
+    return None
+
+
+def delegable_clone(model):
+    """A weight-sharing clone of `model` with the int8-friendly forms of the module
+    docstring (integer PTQ only; same math, see the layers above)."""
+    swaps = lone_relu_swaps(model)
+    swaps.update(crelu_swaps(model))
+    swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
+                  if _delegable_layer(layer) is not None})
+    if not swaps:
+        return model
+
+    def swap(layer):
+        # Returning the layer itself reuses it: the clone shares every weight.
+        return swaps.get(layer.name, layer)
+
+    return keras.models.clone_model(model, clone_function=swap)

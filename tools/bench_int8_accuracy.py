@@ -1,0 +1,135 @@
+"""int8 vs float top-1 for zoo classifiers on the default (synthetic) dataset.
+
+For each model: `mobilekit train` on the default data (short schedule), full-int8 PTQ export
+calibrated on the run's training images (eval transform), then top-1 of the Keras model and
+of the int8 .tflite on the same validation images (mobilekit.train.evaluate, one code path
+for both). With --qat-fallback, a model whose PTQ loses more than --max-drop points is
+fine-tuned with QAT from its float run (`train --qat --from RUN`) and its QAT int8 file is
+scored against the same float reference.
+
+Resumable: a model whose OUT/<model>/result.json exists is skipped.
+Usage:
+  python tools/bench_int8_accuracy.py --out int8_acc --models mobilenet_v2,ghostnet --epochs 10
+Writes OUT/int8_accuracy.md and .json.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import mobilekit
+from mobilekit.report.writers import write_markdown_table
+
+# Reference networks: minutes per epoch each on a 2-core host even at 64 px.
+HEAVY = {"vgg16", "resnet50", "xception", "regnet"}
+
+
+def classifier_names(only=None):
+    names = [n for n in mobilekit.list_models(task="classification") if n not in HEAVY]
+    if only:
+        unknown = sorted(set(only) - set(mobilekit.list_models(task="classification")))
+        if unknown:
+            raise SystemExit(f"unknown classifier(s): {', '.join(unknown)}")
+        names = list(only)
+    return names
+
+
+def train_run(model, run_dir, epochs, qat_from=None):
+    from mobilekit.train import trainer
+
+    settings = {"epochs": epochs}
+    if qat_from is not None:
+        settings.update(qat=True, init_from=str(qat_from))
+    config = trainer.resolve_config(model, **settings)
+    if not (run_dir / "model.keras").is_file():
+        trainer.train(config, run_dir)
+    return config
+
+
+def int8_top1(run_dir):
+    from mobilekit.export.pipeline import export
+    from mobilekit.train.evaluate import evaluate
+
+    tflite, report = export(str(run_dir), "int8")
+    return evaluate(str(tflite))["top1"], report
+
+
+def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs):
+    model_dir = out / model
+    result_file = model_dir / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
+    from mobilekit.train.evaluate import evaluate
+
+    start = time.perf_counter()
+    float_run = model_dir / "float"
+    config = train_run(model, float_run, epochs)
+    float_top1 = evaluate(str(float_run / "model.keras"))
+    ptq_top1, report = int8_top1(float_run)
+    result = {"model": model, "resolution": config["resolution"], "epochs": epochs,
+              "val_images": float_top1["num_samples"], "float_top1": float_top1["top1"],
+              "ptq_int8_top1": ptq_top1, "ptq_drop_points": 100 * (float_top1["top1"] - ptq_top1),
+              "int8_float_ops": report["float_ops"], "qat_int8_top1": None,
+              "qat_drop_points": None}
+    if qat_fallback and result["ptq_drop_points"] > max_drop:
+        qat_run = model_dir / "qat"
+        train_run(model, qat_run, qat_epochs, qat_from=float_run)
+        qat_top1, _ = int8_top1(qat_run)
+        result.update(qat_int8_top1=qat_top1,
+                      qat_drop_points=100 * (float_top1["top1"] - qat_top1))
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def best_drop(row):
+    drops = [d for d in (row["ptq_drop_points"], row["qat_drop_points"]) if d is not None]
+    return min(drops)
+
+
+def write_report(rows, out, max_drop):
+    def pct(value):
+        return "-" if value is None else f"{100 * value:.1f}"
+
+    def pts(value):
+        return "-" if value is None else f"{value:+.1f}"
+
+    within = sum(best_drop(r) <= max_drop for r in rows)
+    write_markdown_table(
+        out / "int8_accuracy.md",
+        ["model", "res", "epochs", "val images", "float top-1 %", "PTQ int8 %", "PTQ drop",
+         "QAT int8 %", "QAT drop"],
+        [[r["model"], r["resolution"], r["epochs"], r["val_images"], pct(r["float_top1"]),
+          pct(r["ptq_int8_top1"]), pts(r["ptq_drop_points"]), pct(r["qat_int8_top1"]),
+          pts(r["qat_drop_points"])] for r in rows],
+        title="int8 vs float top-1 on the default (synthetic) dataset",
+        notes=[f"{within} of {len(rows)} models within {max_drop} point(s) of float in int8 "
+               "(PTQ, or QAT where PTQ was not)",
+               "drop = float top-1 - int8 top-1, in points; same validation images for both"])
+    (out / "int8_accuracy.json").write_text(json.dumps(rows, indent=2))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("int8_accuracy"))
+    parser.add_argument("--models", default=None, help="comma-separated classifiers")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--max-drop", type=float, default=1.0, help="points")
+    parser.add_argument("--qat-fallback", action="store_true")
+    parser.add_argument("--qat-epochs", type=int, default=2)
+    args = parser.parse_args()
+    rows = []
+    for model in classifier_names(args.models.split(",") if args.models else None):
+        row = measure(model, args.out, args.epochs, args.max_drop, args.qat_fallback,
+                      args.qat_epochs)
+        rows.append(row)
+        qat = row["qat_drop_points"]
+        print(f"{model:22s} float {100 * row['float_top1']:5.1f}  PTQ int8 "
+              f"{100 * row['ptq_int8_top1']:5.1f} ({row['ptq_drop_points']:+.1f})  QAT drop "
+              f"{'-' if qat is None else f'{qat:+.1f}'}", flush=True)
+        write_report(rows, args.out, args.max_drop)
+
+
+if __name__ == "__main__":
+    main()
