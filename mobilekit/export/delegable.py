@@ -142,13 +142,17 @@ def crelu_swaps(model):
 
 def _graph(model):
     """({layer: [input layer names]}, {layer: [consumer layer names]}) of this model's own
-    graph (layer node lists also hold the nodes of clones that reuse the layer)."""
+    graph: layers reused by clones also hold the clones' nodes, so keep this model's."""
     inputs, consumers = {}, {}
-    for entry in model.get_config()["layers"]:
-        names = [inbound[0] for node in entry.get("inbound_nodes", []) for inbound in node]
-        inputs[entry["name"]] = names
-        for name in names:
-            consumers.setdefault(name, []).append(entry["name"])
+    for layer in model.layers:
+        for index, node in enumerate(layer._inbound_nodes):
+            if f"{layer.name}_ib-{index}" not in model._network_nodes:
+                continue
+            inbound = node.inbound_layers
+            names = [l.name for l in (inbound if isinstance(inbound, list) else [inbound])]
+            inputs[layer.name] = names
+            for name in names:
+                consumers.setdefault(name, []).append(layer.name)
     return inputs, consumers
 
 
