@@ -130,13 +130,14 @@ def test_local_target_without_binary_is_an_error_row(models, tmp_path, monkeypat
 
 def test_export_report_info_variants(tmp_path):
     model = tmp_path / "m.tflite"
-    assert export_report_info(model) == {"macs": None, "accuracy": None}
+    none = {"macs": None, "accuracy": None, "quant": None}
+    assert export_report_info(model) == none
     (tmp_path / "m.json").write_text(json.dumps({"profile": {"macs": 5}, "eval": {"top_1": 0.5}}))
-    assert export_report_info(model) == {"macs": 5, "accuracy": 0.5}
-    (tmp_path / "m.json").write_text(json.dumps({"macs": 7, "eval": 0.25}))
-    assert export_report_info(model) == {"macs": 7, "accuracy": 0.25}
+    assert export_report_info(model) == {"macs": 5, "accuracy": 0.5, "quant": None}
+    (tmp_path / "m.json").write_text(json.dumps({"macs": 7, "eval": 0.25, "quant": "int8"}))
+    assert export_report_info(model) == {"macs": 7, "accuracy": 0.25, "quant": "int8"}
     (tmp_path / "m.json").write_text("{broken")
-    assert export_report_info(model) == {"macs": None, "accuracy": None}
+    assert export_report_info(model) == none
 
 
 def test_cli_bench_json_and_errors(models, tmp_path):

@@ -154,12 +154,13 @@ def _safe_run(run_one, model, target, delegate, threads, warmup_runs, num_runs):
 
 
 def export_report_info(model_path):
-    """{"macs", "accuracy"} from the export report `X.json` beside `X.tflite` (None if absent).
+    """{"macs", "accuracy", "quant"} from the export report `X.json` beside `X.tflite`
+    (None where absent).
 
     macs: the report's `macs` (or `profile.macs`); accuracy: its `eval` top-1 (`top1`,
     `top_1`, `top1_accuracy` or `accuracy`; `eval` may also be the number itself).
     """
-    info = {"macs": None, "accuracy": None}
+    info = {"macs": None, "accuracy": None, "quant": None}
     report = Path(model_path).with_suffix(".json")
     try:
         data = json.loads(report.read_text(encoding="utf-8"))
@@ -171,6 +172,7 @@ def export_report_info(model_path):
     if macs is None and isinstance(data.get("profile"), dict):
         macs = data["profile"].get("macs")
     info["macs"] = _number(macs)
+    info["quant"] = data.get("quant") if isinstance(data.get("quant"), str) else None
     evaluation = data.get("eval")
     if isinstance(evaluation, dict):
         for key in ("top1", "top_1", "top1_accuracy", "accuracy"):

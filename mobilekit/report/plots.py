@@ -64,33 +64,48 @@ def _save(fig, path):
 
 
 def plot_latency_vs_macs(rows, infos, path):
-    """Median latency against MACs, one series per delegate/threads. None when no MACs."""
+    """Median latency against MACs: one colour per delegate/threads, one marker per quant
+    mode, one point per model file (no lines: neighbours in MACs are different networks).
+    None when no row has MACs."""
     points = [(infos.get(r["model_path"], {}).get("macs"), r) for r in _ok_rows(rows)]
     points = [(m, r) for m, r in points if m]
     if not points:
         return None
     plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for config in sorted({(r["delegate"], r["threads"]) for _, r in points}, key=str):
-        series = sorted((m / 1e6, r["inference_median_us"] / 1e3, r) for m, r in points
-                        if (r["delegate"], r["threads"]) == config)
-        ax.plot([s[0] for s in series], [s[1] for s in series], "o-",
-                label=f"{config[0]}, {config[1]} thread(s)")
-    for stem, (x, y) in _lowest_point_per_model(points).items():   # one label per model
-        ax.annotate(stem, (x, y), textcoords="offset points", xytext=(4, -11), fontsize=7)
+    fig, ax = plt.subplots(figsize=(10, 6.5))
+    quant = {r["model_path"]: infos.get(r["model_path"], {}).get("quant") for _, r in points}
+    configs = sorted({(r["delegate"], r["threads"]) for _, r in points}, key=str)
+    for colour, config in zip(_COLOURS * len(configs), configs):
+        for mode in sorted({quant[r["model_path"]] for _, r in points}, key=str):
+            series = [(m / 1e6, r["inference_median_us"] / 1e3) for m, r in points
+                      if (r["delegate"], r["threads"]) == config and quant[r["model_path"]] == mode]
+            if series:
+                ax.scatter([s[0] for s in series], [s[1] for s in series], s=22, color=colour,
+                           marker=_MARKERS.get(mode, "^"),
+                           label=f"{config[0]}, {config[1]} thread(s)" + (f", {mode}" if mode else ""))
+    for name, (x, y) in _lowest_point_per_model(points, quant).items():  # one label per model
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, -9), fontsize=6)
     _log_if_spread(ax, [m / 1e6 for m, _ in points], [r["inference_median_us"] / 1e3
                                                       for _, r in points])
     return _finish(plt, fig, ax, "MACs (millions)", "median latency (ms)",
                    "Latency vs MACs: MACs are not speed", path)
 
 
-def _lowest_point_per_model(points):
+_COLOURS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+_MARKERS = {"fp32": "o", "int8": "s", "fp16": "D", "dynamic": "v", "int16x8": "P"}
+
+
+def _lowest_point_per_model(points, quant=None):
+    """{model name: fastest (MMACs, ms)}; the name drops a `_<quant>` file suffix."""
     lowest = {}
     for macs, row in points:
         xy = (macs / 1e6, row["inference_median_us"] / 1e3)
-        stem = Path(row["model_path"]).stem
-        if stem not in lowest or xy[1] < lowest[stem][1]:
-            lowest[stem] = xy
+        name = Path(row["model_path"]).stem
+        mode = (quant or {}).get(row["model_path"])
+        if mode and name.endswith(f"_{mode}"):
+            name = name[: -len(mode) - 1]
+        if name not in lowest or xy[1] < lowest[name][1]:
+            lowest[name] = xy
     return lowest
 
 
