@@ -67,22 +67,26 @@ def test_eval_detector_cli_on_run(overfit_run):
 @pytest.mark.slow
 def test_int8_export_of_run_keeps_ap50(overfit_run, tmp_path):
     """`mobilekit export RUN --quant int8` calibrates on the run's annotated images, keeps
-    the box decoding in the graph, and the int8 file scores within 1 AP point of float."""
+    the box decoding in the graph, and the int8 file scores within 1 AP point of float --
+    also in the space-to-depth input layout (--s2d-input), which detect/eval apply."""
     from mobilekit.cli import cli
 
     out, metrics = overfit_run
-    tflite = tmp_path / "faceboxes_int8.tflite"
-    res = CliRunner().invoke(cli, ["export", str(out), "--quant", "int8", "--out", str(tflite)])
-    assert res.exit_code == 0, res.output
-    report = json.loads(tflite.with_suffix(".json").read_text())
-    assert report["float_ops"] == 0 and report["calibration"]["data"] == WIDER
-    # One partition for the network; only the decode tail (EXP/SOFTMAX/slice) stays off it.
-    assert set(report["xnnpack"]["undelegated_ops"]) <= {"EXP", "SOFTMAX", "STRIDED_SLICE"}
-    res = CliRunner().invoke(cli, ["eval-detector", str(tflite), "--data", WIDER, "--split",
-                                   "train", "--min-face", "20", "--json"])
-    assert res.exit_code == 0, res.output
-    result = json.loads(res.output[res.output.index("{"):])
-    assert result["ap50"] >= metrics["ap50"] - 0.01
+    for flag in ([], ["--s2d-input"]):
+        tflite = tmp_path / f"faceboxes_int8{'_s2d' if flag else ''}.tflite"
+        res = CliRunner().invoke(cli, ["export", str(out), "--quant", "int8", "--out",
+                                       str(tflite), *flag])
+        assert res.exit_code == 0, res.output
+        report = json.loads(tflite.with_suffix(".json").read_text())
+        assert report["float_ops"] == 0 and report["calibration"]["data"] == WIDER
+        # One partition for the network; only the decode tail (EXP/SOFTMAX/slice) is off it.
+        assert set(report["xnnpack"]["undelegated_ops"]) <= {"EXP", "SOFTMAX", "STRIDED_SLICE"}
+        assert ("input_layout" in report["metadata"]) is bool(flag)
+        res = CliRunner().invoke(cli, ["eval-detector", str(tflite), "--data", WIDER, "--split",
+                                       "train", "--min-face", "20", "--json"])
+        assert res.exit_code == 0, res.output
+        result = json.loads(res.output[res.output.index("{"):])
+        assert result["ap50"] >= metrics["ap50"] - 0.01 and result["input"] == [320, 320]
 
 
 @pytest.mark.slow

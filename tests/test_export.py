@@ -326,3 +326,63 @@ def test_cli_export_sparse_encodes_pruned_weights(tmp_path):
         assert report["sparse"] is bool(flag) and report["parity"]["ok"]
         ops[bool(flag)] = report["ops"]
     assert "DENSIFY" in ops[True] and "DENSIFY" not in ops[False]
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad,padding", [
+    ((32, 40), 7, 4, 3, "valid"),   # FaceBoxes conv1, non-square
+    ((32, 32), 3, 2, 0, "same"),    # MobileNet stem, even input
+    ((33, 35), 3, 2, 0, "same"),    # odd input: "same" pads symmetrically
+    ((30, 30), 7, 2, 0, "valid"),   # SqueezeNet conv1: the last rows are never read (crop)
+])
+def test_space_to_depth_stem_is_exact(size, kernel, stride, pad, padding):
+    from mobilekit.export.stem import apply_input_layout, space_to_depth_stem
+
+    keras.utils.set_random_seed(3)
+    inp = layers.Input((*size, 3), name="input")
+    x = layers.ZeroPadding2D(pad, name="pad")(inp) if pad else inp
+    x = layers.Conv2D(6, kernel, stride, padding=padding, activation="relu", name="stem")(x)
+    x = layers.Conv2D(4, 3, name="next")(x)
+    model = keras.Model(inp, x)
+    rewritten, layout = space_to_depth_stem(model)
+    assert layout["space_to_depth"] == stride and layout["image_size"] == list(size)
+    assert rewritten.input.shape[-1] == 3 * stride * stride
+    images = np.random.default_rng(0).uniform(-1, 1, (2, *size, 3)).astype(np.float32)
+    np.testing.assert_allclose(rewritten(apply_input_layout(images, layout)).numpy(),
+                               model(images).numpy(), atol=1e-5)
+
+
+def test_space_to_depth_stem_needs_a_strided_3_channel_stem():
+    from mobilekit.export.convert import convert
+    from mobilekit.export.stem import space_to_depth_stem
+
+    inp = layers.Input((RES, RES, 3), name="input")
+    model = keras.Model(inp, layers.Conv2D(4, 3, name="conv")(inp))  # stride 1
+    assert space_to_depth_stem(model) == (model, None)
+    with pytest.raises(ValueError, match="does not start with a strided convolution"):
+        convert(model, "fp32", s2d_input=True)
+
+
+def test_cli_export_s2d_input_int8_scores_like_plain_int8(tmp_path):
+    """--s2d-input: the layout travels in the metadata and `mobilekit eval` applies it, so the
+    file scores as the plain int8 export does (same calibration, same weights)."""
+    import mobilekit
+    from mobilekit.train.evaluate import evaluate
+
+    keras.utils.set_random_seed(4)
+    mobilekit.create_model("mobilenet_v2", alpha=0.35, resolution=RES * 2,
+                           num_classes=10).save(tmp_path / "m.keras")
+    results = {}
+    for flag in ([], ["--s2d-input"]):
+        out = tmp_path / f"m{'_s2d' if flag else ''}.tflite"
+        res = run_cli("export", tmp_path / "m.keras", "--quant", "int8", "--calib-data",
+                      "synthetic", "--calib-samples", "8", "--out", out, *flag)
+        assert res.exit_code == 0, res.output
+        report = json.loads(out.with_suffix(".json").read_text())
+        assert report["float_ops"] == 0 and report["xnnpack"]["partitions"] == 1
+        results[bool(flag)] = (report, evaluate(str(out), limit=64))
+    (plain, plain_eval), (s2d, s2d_eval) = results[False], results[True]
+    assert s2d["metadata"]["input_layout"]["space_to_depth"] == 2
+    assert "input_layout" not in plain["metadata"]
+    assert s2d["inputs"][0]["shape"][-1] == 12 and plain["inputs"][0]["shape"][-1] == 3
+    assert s2d_eval["resolution"] == plain_eval["resolution"] == RES * 2
+    assert abs(s2d_eval["top1"] - plain_eval["top1"]) <= 2 / 64

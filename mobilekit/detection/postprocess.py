@@ -106,13 +106,20 @@ class Detector:
     a .tflite file; `detect` adds thresholding + NMS and maps boxes to image pixels."""
 
     def __init__(self, model=None, tflite_path=None, num_threads=1):
-        self.interpreter = None
+        self.interpreter, self.layout = None, None
         if tflite_path is not None:
             from ai_edge_litert.interpreter import Interpreter
 
+            from mobilekit.export.metadata import read_metadata
+            from mobilekit.export.stem import input_layout
+
             self.interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
-            self.input_hw = tuple(int(side) for side in self.interpreter.get_input_details()[0]["shape"][1:3])
+            # A space-to-depth file (mobilekit.export.stem) takes rearranged images.
+            self.layout = input_layout(read_metadata(tflite_path))
+            shape = (self.layout["image_size"] if self.layout else
+                     self.interpreter.get_input_details()[0]["shape"][1:3])
+            self.input_hw = tuple(int(side) for side in shape)
         else:
             if len(model.outputs) == 2 and model.outputs[1].shape.rank == 3:
                 model = inference_model(model)
@@ -145,6 +152,9 @@ class Detector:
         return self._run_tflite(np.asarray(batch, np.float32))
 
     def _run_tflite(self, batch):
+        from mobilekit.export.stem import apply_input_layout
+
+        batch = apply_input_layout(batch, self.layout)
         it = self.interpreter
         inp = it.get_input_details()[0]
         if inp["dtype"] != np.float32:

@@ -132,7 +132,7 @@ def describe_float_ops(report):
 
 
 def convert(model, quant, representative_data=None, io=None, allow_float_ops=False,
-            calibration_limit=None, sparse=False):
+            calibration_limit=None, sparse=False, s2d_input=False):
     """Convert a functional tf_keras model to TFLite bytes (static batch 1).
 
     quant: one of QUANT_MODES. representative_data: calibration images for int8/int16x8
@@ -141,6 +141,8 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
     otherwise). An int8/int16x8 export that leaves ops in float raises FloatOpsError
     listing them, unless allow_float_ops=True (then unsupported ops fall back to float).
     sparse: store pruned (mostly-zero) weights sparse-encoded (see `_converter`).
+    s2d_input: the file takes the space-to-depth image layout (mobilekit.export.stem; its
+    `stem_layout(model)` says how to prepare inputs); representative_data stays in images.
     """
     check_choice("quant", quant, QUANT_MODES)
     qat = is_qat_model(model)
@@ -163,6 +165,16 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
                          "fp32, fp16, dynamic")
     integer = quant in ("int8", "int16x8")
     source = delegable_clone(model) if integer and not qat else model
+    if s2d_input:
+        from mobilekit.export.stem import apply_input_layout, space_to_depth_stem
+
+        source, layout = space_to_depth_stem(source)
+        if layout is None:
+            raise ValueError(f"s2d_input: {model.name} does not start with a strided "
+                             "convolution on 3 input channels")
+        spec = input_spec(source)
+        if samples is not None:
+            samples = list(apply_input_layout(np.stack(samples), layout))
     concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
     try:
         tflite = _run_converter(_converter(concrete, quant, samples, io, qat, allow_float_ops,

@@ -109,7 +109,7 @@ _FUSES_RELU = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D, la
 def lone_relu_swaps(model):
     """{layer name: DelegableReLU} for each plain ReLU that TFLite would leave standalone:
     its producer also feeds other layers, or is not an op a ReLU fuses into."""
-    inputs, consumers = _graph(model)
+    inputs, consumers = model_graph(model)
     swaps = {}
     for relu in model.layers:
         is_plain = (type(relu) is layers.ReLU and relu.max_value is None
@@ -125,7 +125,7 @@ def lone_relu_swaps(model):
 
 def crelu_swaps(model):
     """{layer name: stand-in} for every C.ReLU (Negate -> Concatenate([x, -x]) -> ReLU)."""
-    inputs, consumers = _graph(model)
+    inputs, consumers = model_graph(model)
     swaps = {}
     for negate in (layer for layer in model.layers if type(layer) is Negate):
         after = consumers.get(negate.name, [])
@@ -140,7 +140,7 @@ def crelu_swaps(model):
     return swaps
 
 
-def _graph(model):
+def model_graph(model):
     """({layer: [input layer names]}, {layer: [consumer layer names]}) of this model's own
     graph: layers reused by clones also hold the clones' nodes, so keep this model's."""
     inputs, consumers = {}, {}

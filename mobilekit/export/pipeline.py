@@ -91,6 +91,14 @@ def detection_samples(spec, input_hw, count):
                      for s in samples]).astype(np.float32)
 
 
+def _layout_entry(model, s2d_input):
+    if not s2d_input:
+        return {}
+    from mobilekit.export.stem import LAYOUT_KEY, stem_layout
+
+    return {LAYOUT_KEY: stem_layout(model)}
+
+
 def check_float_decode_only(tflite, name):
     """A QAT detector's int8 file may compute its box decoding in float (QAT gives the
     network's tensors ranges, not the decode arithmetic after it); anything else in float
@@ -152,6 +160,10 @@ def tflite_predict(tflite, images, all_outputs=False):
 
     from mobilekit.train.evaluate import dequantize, quantize
 
+    from mobilekit.export.metadata import read_metadata
+    from mobilekit.export.stem import apply_input_layout, input_layout
+
+    images = apply_input_layout(images, input_layout(read_metadata(tflite)))
     interp = Interpreter(model_content=tflite)
     interp.allocate_tensors()
     inp, outs = interp.get_input_details()[0], interp.get_output_details()
@@ -194,7 +206,7 @@ def default_out(name, quant, config):
 
 def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
            out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
-           model_kwargs=None, sparse=False, log=None):
+           model_kwargs=None, sparse=False, s2d_input=False, log=None):
     """Run the whole export; returns (tflite path, report dict)."""
     log = log or (lambda msg: None)
     check_choice("quant", quant, QUANT_MODES)
@@ -237,7 +249,8 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     log(f"converting {name} to {quant} (io {io})")
     float_decode = detector and qat and quant == "int8"
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
-                     allow_float_ops=allow_float_ops or float_decode, sparse=sparse)
+                     allow_float_ops=allow_float_ops or float_decode, sparse=sparse,
+                     s2d_input=s2d_input)
     if float_decode and not allow_float_ops:
         check_float_decode_only(tflite, name)
     seconds = time.perf_counter() - start
@@ -247,7 +260,8 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     meta = build_metadata(name, quant, input_spec(model).shape[1:],
                           labels=(config or {}).get("class_names"), mean=mean, std=std,
                           io=io, qat=qat, model_kwargs=(config or {}).get("model_kwargs",
-                                                                           model_kwargs or {}))
+                                                                           model_kwargs or {}),
+                          **_layout_entry(model, s2d_input))
     tflite = embed_metadata(tflite, meta)
     report = analyze(tflite)
     if not report["float_ops"]:

@@ -99,8 +99,15 @@ def tflite_backend(path):
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     state = {"batch": int(inp["shape"][0])}
+    meta = _tflite_metadata(path)
+    layout = (meta or {}).get("input_layout")  # space-to-depth files (mobilekit.export.stem)
+    size = layout["image_size"] if layout else inp["shape"][1:3]
 
     def predict(batch):
+        if layout:
+            from mobilekit.export.stem import apply_input_layout
+
+            batch = apply_input_layout(batch, layout)
         if len(batch) != state["batch"]:
             interpreter.resize_tensor_input(inp["index"], [len(batch), *inp["shape"][1:]])
             interpreter.allocate_tensors()
@@ -109,8 +116,7 @@ def tflite_backend(path):
         interpreter.invoke()
         return dequantize(interpreter.get_tensor(out["index"]), out)
 
-    meta = _tflite_metadata(path)
-    return predict, tuple(int(v) for v in inp["shape"][1:3]), int(out["shape"][-1]), meta
+    return predict, tuple(int(v) for v in size), int(out["shape"][-1]), meta
 
 
 def quantize(batch, detail):
