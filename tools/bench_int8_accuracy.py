@@ -34,12 +34,16 @@ def classifier_names(only=None):
     return names
 
 
+# QAT fine-tunes a trained network: a float-training learning rate would undo it.
+QAT_LR = 0.005
+
+
 def train_run(model, run_dir, epochs, qat_from=None):
     from mobilekit.train import trainer
 
     settings = {"epochs": epochs}
     if qat_from is not None:
-        settings.update(qat=True, init_from=str(qat_from))
+        settings.update(qat=True, init_from=str(qat_from), lr=QAT_LR)
     config = trainer.resolve_config(model, **settings)
     if not (run_dir / "model.keras").is_file():
         trainer.train(config, run_dir)
@@ -117,7 +121,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--max-drop", type=float, default=1.0, help="points")
     parser.add_argument("--qat-fallback", action="store_true")
-    parser.add_argument("--qat-epochs", type=int, default=2)
+    parser.add_argument("--qat-epochs", type=int, default=3)
     args = parser.parse_args()
     rows = []
     for model in classifier_names(args.models.split(",") if args.models else None):

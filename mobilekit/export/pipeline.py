@@ -54,7 +54,7 @@ def resolve_source(source, model_kwargs=None):
     return create_model(str(source), **(model_kwargs or {})), None, str(source), None
 
 
-def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0):
+def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0, channels=3):
     """`count` preprocessed images (float32 NHWC) from the EVAL transform of the train split.
 
     `resolution` is the side of a square input, or (height, width). `spec` "random" gives
@@ -63,7 +63,7 @@ def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0):
     height, width = (resolution, resolution) if np.isscalar(resolution) else resolution
     if spec == RANDOM_DATA:
         rng = np.random.default_rng(seed)
-        return rng.standard_normal((count, height, width, 3)).astype(np.float32)
+        return rng.standard_normal((count, height, width, channels)).astype(np.float32)
     if height != width:
         raise ValueError(f"dataset calibration needs a square input; got {height}x{width} "
                          f"(use --calib-data {RANDOM_DATA} for a benchmark-only export)")
@@ -158,10 +158,9 @@ def tflite_predict(tflite, images, all_outputs=False):
     output's array, or with `all_outputs` a list with one array per output (file order)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from mobilekit.train.evaluate import dequantize, quantize
-
     from mobilekit.export.metadata import read_metadata
     from mobilekit.export.stem import apply_input_layout, input_layout
+    from mobilekit.train.evaluate import dequantize, quantize
 
     images = apply_input_layout(images, input_layout(read_metadata(tflite)))
     interp = Interpreter(model_content=tflite)
@@ -217,6 +216,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     qat = is_qat_model(model)
     io = resolve_io(quant, io, qat)
     resolution = tuple(int(side) for side in input_spec(model).shape[1:3])
+    channels = int(input_spec(model).shape[3])
     mean, std = (config or {}).get("mean"), (config or {}).get("std")
     calib_data = calib_data or (config or {}).get("data")
     needs_calibration = quant in ("int8", "int16x8") and not qat
@@ -236,8 +236,8 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
                    and calib_data != RANDOM_DATA else
                    dataset_samples(calib_data, resolution, count, mean, std))
     if keras_path is None and config is None:  # random-init zoo model
-        images = samples if samples is not None else dataset_samples(RANDOM_DATA, resolution,
-                                                                     BATCHNORM_SAMPLES)
+        images = samples if samples is not None else dataset_samples(
+            RANDOM_DATA, resolution, BATCHNORM_SAMPLES, channels=channels)
         reestimate_batchnorm(model, images[:BATCHNORM_SAMPLES])
         log(f"BatchNorm statistics re-estimated on {min(len(images), BATCHNORM_SAMPLES)} "
             "calibration images (random-init zoo model)")
@@ -273,7 +273,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
                                    "samples": calib_samples if needs_calibration else 0},
                    "conversion_seconds": round(seconds, 2)})
     parity_images = (samples[:PARITY_SAMPLES] if samples is not None else
-                     dataset_samples(RANDOM_DATA, resolution, PARITY_SAMPLES))
+                     dataset_samples(RANDOM_DATA, resolution, PARITY_SAMPLES, channels=channels))
     report["parity"] = parity(model, tflite, parity_images, quant, atol)
     evaluation = (model, keras_path, eval_data, eval_samples, config)
     return _write(out, tflite, report, evaluation if eval_data else None, log)
