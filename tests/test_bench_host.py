@@ -148,3 +148,17 @@ def test_random_inputs_match_dtype_and_range():
         assert low <= data.min() < data.max() <= high
     flags = _random_array(np.bool_, [100], rng)
     assert flags.dtype == np.bool_ and 0 < flags.sum() < 100
+
+
+def test_interleaved_medians_one_median_per_file(models):
+    from mobilekit.bench import host
+
+    paths = [models["tiny"], models["int8"], models["split"]]
+    medians = host.interleaved_medians(paths, rounds=5, warmup_runs=1)
+    assert len(medians) == 3 and all(m > 0 for m in medians)
+    cpu = host.interleaved_medians(paths[:1], rounds=2, delegate="cpu", warmup_runs=0)
+    assert len(cpu) == 1 and cpu[0] > 0
+    with pytest.raises(ValueError, match="delegate"):
+        host.interleaved_medians(paths, delegate="gpu")
+    with pytest.raises(ValueError, match="rounds"):
+        host.interleaved_medians(paths, rounds=0)

@@ -45,8 +45,9 @@ def train_run(model, run_dir, epochs, qat_from=None):
     if qat_from is not None:
         settings.update(qat=True, init_from=str(qat_from), lr=QAT_LR)
     config = trainer.resolve_config(model, **settings)
-    if not (run_dir / "model.keras").is_file():
-        trainer.train(config, run_dir)
+    if not (run_dir / "metrics.json").is_file():  # written when a run finishes
+        resume = (run_dir / "config.json").is_file()
+        trainer.train(config, run_dir, resume=resume)
     return config
 
 
