@@ -160,15 +160,23 @@ def model_graph(model):
     return inputs, consumers
 
 
-def qat_swaps(model):
-    """{layer name: stand-in} that QAT trains in place of the originals: lone ReLUs, C.ReLU
-    and valid average pools in their XNNPACK-int8 form (hard-swish has its own QAT layer)."""
+def int8_swaps(model, hard_swish=True):
+    """{layer name: stand-in} for every layer of `model` that needs an int8-friendly form
+    (the module docstring's list; without hard-swish when `hard_swish` is False)."""
     swaps = lone_relu_swaps(model)
     swaps.update(crelu_swaps(model))
-    swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
-                  if type(layer) is layers.AveragePooling2D
-                  and _delegable_layer(layer) is not None})
+    for layer in model.layers:
+        if hard_swish or type(layer) is not HardSwish:
+            stand_in = _delegable_layer(layer)
+            if stand_in is not None:
+                swaps[layer.name] = stand_in
     return swaps
+
+
+def qat_swaps(model):
+    """The stand-ins QAT trains in place of the originals: all of `int8_swaps` but
+    hard-swish, which has its own QAT layer (mobilekit.compress.qat.QATHardSwish)."""
+    return int8_swaps(model, hard_swish=False)
 
 
 def _delegable_layer(layer):
@@ -184,10 +192,7 @@ def _delegable_layer(layer):
 def delegable_clone(model):
     """A weight-sharing clone of `model` with the int8-friendly forms of the module
     docstring (integer PTQ only; same math, see the layers above)."""
-    swaps = lone_relu_swaps(model)
-    swaps.update(crelu_swaps(model))
-    swaps.update({layer.name: _delegable_layer(layer) for layer in model.layers
-                  if _delegable_layer(layer) is not None})
+    swaps = int8_swaps(model)
     if not swaps:
         return model
 
