@@ -207,6 +207,23 @@ def test_shift_profile_and_tflite_builtins():
     np.testing.assert_array_equal(out, shift_numpy(x, 3))
 
 
+@pytest.mark.parametrize("k,channels", [(3, 20), (5, 30)])
+def test_shift_int8_stand_in_is_one_exact_depthwise_conv(k, channels):
+    from mobilekit.export.convert import convert
+    from mobilekit.export.delegable import DelegableShift, delegable_clone
+    from mobilekit.export.report import analyze
+
+    x = np.random.default_rng(k).normal(size=(2, 6, 7, channels)).astype("float32")
+    np.testing.assert_array_equal(DelegableShift(k)(x).numpy(), shift_numpy(x, k))
+    inputs = layers.Input((6, 7, channels))
+    model = keras.Model(inputs, Shift(k, name="shift")(inputs))
+    assert type(delegable_clone(model).get_layer("shift")) is DelegableShift
+    calib = np.random.default_rng(0).uniform(-2, 2, (16, 6, 7, channels)).astype("float32")
+    report = analyze(convert(model, "int8", calib))
+    assert report["ops"] == {"DEPTHWISE_CONV_2D": 1}, report["ops"]
+    assert report["float_ops"] == 0 and report["xnnpack"]["partitions"] == 1
+
+
 def test_shift_rejects_even_kernel():
     with pytest.raises(ValueError, match="positive odd integer; got 2"):
         Shift(2)

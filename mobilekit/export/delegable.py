@@ -9,10 +9,15 @@ int8 model is one XNNPACK partition with no float island:
   avg pool     AVERAGE_POOL_2D, valid (no int8 XNNPACK)  -> DEPTHWISE_CONV_2D, 1/k² weights
   lone ReLU    RELU that cannot fuse into its producer   -> MUL(1 + 2^-20) with fused RELU
                (no int8 XNNPACK RELU; e.g. Xception's ReLU after a residual ADD)
+  shift        STRIDED_SLICE + PAD per channel group      -> DEPTHWISE_CONV_2D, one-hot kernel
+               + CONCAT tree (memory ops int8 does not
+               speed up; ~17 ops and their constants
+               per layer)
 """
 from mobilekit.keras import keras, layers, register, tf
 from mobilekit.layers.activations import HardSwish
 from mobilekit.layers.crelu import Negate
+from mobilekit.layers.shift import Shift, shift_kernel
 
 
 @register("mobilekit")
@@ -59,6 +64,31 @@ class DelegableAveragePool(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides}
+
+
+@register("mobilekit")
+class DelegableShift(layers.Layer):
+    """Shift as one DEPTHWISE_CONV_2D with a constant one-hot k x k kernel (SAME padding).
+
+    The zero-FLOP form (slices, pads and a concat tree) moves the same bytes in int8 as in
+    float, so int8 gains nothing on it while paying ~17 ops and their constant tensors per
+    layer: ShiftResNet-20 ran slower in int8 than in fp32 and its int8 file was 46 % of
+    the float one. One depthwise conv is a single fused kernel XNNPACK runs in int8 (the 1
+    is exact in per-channel int8 weights) with k*k multiply-adds per element instead of 0.
+    """
+
+    QUANT = "output"
+
+    def __init__(self, kernel_size, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = kernel_size
+
+    def call(self, inputs):
+        kernel = tf.constant(shift_kernel(int(inputs.shape[-1]), self.kernel_size))
+        return tf.nn.depthwise_conv2d(inputs, kernel, (1, 1, 1, 1), "SAME")
+
+    def get_config(self):
+        return {**super().get_config(), "kernel_size": self.kernel_size}
 
 
 @register("mobilekit")
@@ -186,6 +216,8 @@ def _delegable_layer(layer):
     if (type(layer) is layers.AveragePooling2D and layer.padding == "valid"
             and layer.data_format == "channels_last"):
         return DelegableAveragePool(layer.pool_size, layer.strides, name=layer.name)
+    if type(layer) is Shift:
+        return DelegableShift(layer.kernel_size, name=layer.name)
     return None
 
 

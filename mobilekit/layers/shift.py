@@ -12,6 +12,8 @@ conv weights around it.
 Written with static slices, pads and one concat, so TFLite gets builtin
 STRIDED_SLICE / PAD / CONCATENATION ops and no multiply at all.
 """
+import numpy as np
+
 from mobilekit.keras import layers, register, tf
 
 
@@ -27,6 +29,17 @@ def shift_groups(channels, kernel_size):
             out.append((start, start + size, i // kernel_size - half, i % kernel_size - half))
         start += size
     return out
+
+
+def shift_kernel(channels, kernel_size):
+    """The k x k x C x 1 depthwise kernel that performs the shift: one 1 per channel, at
+    (dy + k//2, dx + k//2) of its group (a depthwise conv with SAME zero padding reads
+    input[y + i - k//2, x + j - k//2] at kernel tap (i, j))."""
+    half = kernel_size // 2
+    kernel = np.zeros((kernel_size, kernel_size, channels, 1), np.float32)
+    for start, stop, dy, dx in shift_groups(channels, kernel_size):
+        kernel[dy + half, dx + half, start:stop, 0] = 1.0
+    return kernel
 
 
 def _shift_axis(x, offset, axis):
