@@ -1,4 +1,4 @@
-"""Proof that FaceBoxes trains: overfit the WIDER FACE sample's train images to AP50 >= 0.9
+"""Proof that FaceBoxes trains: overfit the WIDER FACE sample's train images to AP50 1.0
 through train_detector (what `mobilekit train --model faceboxes` runs), then the run
 directory, `detect`, `eval-detector` and resume on it."""
 import csv
@@ -22,10 +22,14 @@ def overfit_run(tmp_path_factory):
     if not SAMPLE.is_dir():
         pytest.skip(f"{SAMPLE} not found")
     out = tmp_path_factory.mktemp("faceboxes_run")
-    # Faces under 20 px at the 320 px input are ignored, as training drops them.
+    # Faces under 20 px at the 320 px input are ignored, as training drops them: 7 faces
+    # remain, so one face is 14 AP points. Train until every face is found: a run stopped at
+    # its first AP50 >= 0.9 can hold one face by a hair (seen: 0.968, where int16x8 and int8
+    # exports, outputs within 0.005 and 0.03 of Keras, both lost that face), and the int8
+    # tests below need a float model with margin.
     metrics = train_detector(data=WIDER, val_data=WIDER, val_split="train", resolution=320,
                              epochs=80, batch_size=6, lr=3e-3, augment=False, min_face=20,
-                             target_ap50=0.9, out=out, progress=False)
+                             target_ap50=1.0, out=out, progress=False)
     return out, metrics
 
 

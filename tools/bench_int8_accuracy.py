@@ -80,7 +80,7 @@ def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs):
         qat_run = model_dir / "qat"
         train_run(model, qat_run, qat_epochs, qat_from=float_run)
         qat_top1, _ = int8_top1(qat_run)
-        result.update(qat_int8_top1=qat_top1,
+        result.update(qat_epochs=qat_epochs, qat_int8_top1=qat_top1,
                       qat_drop_points=100 * (float_top1["top1"] - qat_top1))
     result["seconds"] = round(time.perf_counter() - start, 1)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -104,9 +104,11 @@ def write_report(rows, out, max_drop):
     write_markdown_table(
         out / "int8_accuracy.md",
         ["model", "res", "epochs", "val images", "float top-1 %", "PTQ int8 %", "PTQ drop",
-         "QAT int8 %", "QAT drop"],
+         "QAT epochs", "QAT int8 %", "QAT drop"],
         [[r["model"], r["resolution"], r["epochs"], r["val_images"], pct(r["float_top1"]),
-          pct(r["ptq_int8_top1"]), pts(r["ptq_drop_points"]), pct(r["qat_int8_top1"]),
+          pct(r["ptq_int8_top1"]), pts(r["ptq_drop_points"]),
+          "-" if r["qat_int8_top1"] is None else r["qat_epochs"],
+          pct(r["qat_int8_top1"]),
           pts(r["qat_drop_points"])] for r in rows],
         title="int8 vs float top-1 on the default (synthetic) dataset",
         notes=[f"{within} of {len(rows)} models within {max_drop} point(s) of float in int8 "
