@@ -10,7 +10,8 @@ c mod k**2 instead; any fixed assignment is equivalent up to a permutation of th
 conv weights around it.
 
 Written with static slices, pads and one concat, so TFLite gets builtin
-STRIDED_SLICE / PAD / CONCATENATION ops and no multiply at all.
+STRIDED_SLICE / PAD / CONCATENATION ops and no multiply at all. int8 exports and QAT use
+`shift_kernel` instead (one depthwise conv; see mobilekit.export.delegable.DelegableShift).
 """
 import numpy as np
 
