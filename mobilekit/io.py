@@ -34,6 +34,7 @@ def load_keras(path):
     """Load a .keras file (QAT models too); a corrupt file is a ValueError, not a traceback."""
     from mobilekit.keras import keras
 
+    _register_custom_layers()
     try:
         with zipfile.ZipFile(path) as zf:
             config_text = zf.read("config.json").decode("utf-8")
@@ -51,6 +52,18 @@ def load_keras(path):
         if rebuilt is not None:
             return rebuilt
         raise ValueError(f"cannot load {path}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _register_custom_layers():
+    """Import every module that registers custom layers, so that any mobilekit .keras file
+    loads whatever the caller imported before (else Keras fails with "'str' object is not
+    callable" on the first unknown layer)."""
+    import mobilekit.detection.postprocess  # noqa: F401  (DecodeDetections)
+    import mobilekit.export.delegable  # noqa: F401  (int8 forms that QAT trains in place)
+    import mobilekit.layers.crelu  # noqa: F401
+    import mobilekit.layers.ghost  # noqa: F401
+    import mobilekit.layers.shift  # noqa: F401
+    import mobilekit.zoo  # noqa: F401  (the builders' own layers)
 
 
 def _rebuild_qat_run_model(path):

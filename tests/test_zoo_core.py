@@ -105,6 +105,24 @@ def test_keras_save_load_round_trip(tmp_path, name, kwargs):
     assert custom, "the round trip must exercise the custom layers"
 
 
+def test_load_keras_needs_no_prior_imports(tmp_path):
+    """mobilekit.io.load_keras registers every custom layer itself: a fresh process that
+    imports nothing else loads a model full of them (hard-swish, SE, shift)."""
+    import subprocess
+    import sys
+
+    paths = []
+    for name in ("mobilenet_v3_small", "shiftnet"):
+        paths.append(str(tmp_path / f"{name}.keras"))
+        mobilekit.create_model(name, alpha=0.25, resolution=32, num_classes=3).save(paths[-1])
+    code = ("import sys; from mobilekit.io import load_keras\n"
+            "for p in sys.argv[1:]: print(load_keras(p).name)")
+    result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.split()) == 2
+
+
 def test_cli_profile_json(mobilekit_cli):
     r = mobilekit_cli("profile", "--model", "mobilenet_v1", "--alpha", "0.75",
                       "--resolution", "160", "--json")
