@@ -386,3 +386,39 @@ def test_cli_export_s2d_input_int8_scores_like_plain_int8(tmp_path):
     assert s2d["inputs"][0]["shape"][-1] == 12 and plain["inputs"][0]["shape"][-1] == 3
     assert s2d_eval["resolution"] == plain_eval["resolution"] == RES * 2
     assert abs(s2d_eval["top1"] - plain_eval["top1"]) <= 2 / 64
+
+
+@pytest.mark.parametrize("method", ["average", "minmax"])
+def test_int8_calibration_method_sets_activation_ranges(method):
+    """average: each tensor's range is the mean of per-8-image min/max, so one extreme image
+    among 32 widens it by a quarter of its excess; minmax: the global extremes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.calibration import CHUNK
+    from mobilekit.export.convert import convert
+
+    inp = layers.Input((4, 4, 2), name="input")
+    model = keras.Model(inp, layers.Conv2D(3, 1, name="conv")(inp))
+    images = np.random.default_rng(0).uniform(-1, 1, (4 * CHUNK, 4, 4, 2)).astype(np.float32)
+    images[CHUNK + 3, 0, 0, 0] = 50.0  # one rare extreme value
+    tflite = convert(model, "int8", images, io="int8", calibration=method)
+    interpreter = Interpreter(model_content=tflite)
+    scale, _ = interpreter.get_input_details()[0]["quantization"]
+    chunks = images.reshape(4, CHUNK, -1)
+    if method == "average":
+        low, high = chunks.min(axis=(1, 2)).mean(), chunks.max(axis=(1, 2)).mean()
+    else:
+        low, high = images.min(), images.max()
+    assert scale == pytest.approx((high - low) / 255, rel=0.02)
+
+
+def test_average_calibration_restores_the_converter_hook():
+    from tensorflow.lite.python.optimize import calibrator
+
+    from mobilekit.export.calibration import averaged_calibration
+
+    original = calibrator.Calibrator.calibrate
+    with pytest.raises(RuntimeError), averaged_calibration():
+        assert calibrator.Calibrator.calibrate is not original
+        raise RuntimeError("conversion failed")
+    assert calibrator.Calibrator.calibrate is original

@@ -11,9 +11,12 @@ int8 (full integer, TFLITE_BUILTINS_INT8, calibrated), int16x8 (int16 activation
 int8 weights, calibrated). QAT models (tfmot wrappers) export to int8 from their own
 fake-quant ranges: Optimize.DEFAULT + integer I/O and no supported_ops (§2.4).
 """
+import contextlib
+
 import numpy as np
 
 from mobilekit.errors import check_choice
+from mobilekit.export.calibration import averaged_calibration
 from mobilekit.export.delegable import delegable_clone
 from mobilekit.keras import tf
 
@@ -131,8 +134,11 @@ def describe_float_ops(report):
     return f"{len(ops)} op(s) compute in float: {shown}{more}"
 
 
+CALIBRATION_METHODS = ("average", "minmax")
+
+
 def convert(model, quant, representative_data=None, io=None, allow_float_ops=False,
-            calibration_limit=None, sparse=False, s2d_input=False):
+            calibration_limit=None, sparse=False, s2d_input=False, calibration="average"):
     """Convert a functional tf_keras model to TFLite bytes (static batch 1).
 
     quant: one of QUANT_MODES. representative_data: calibration images for int8/int16x8
@@ -143,8 +149,11 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
     sparse: store pruned (mostly-zero) weights sparse-encoded (see `_converter`).
     s2d_input: the file takes the space-to-depth image layout (mobilekit.export.stem; its
     `stem_layout(model)` says how to prepare inputs); representative_data stays in images.
+    calibration: int8 activation ranges from the mean of per-chunk min/max ("average",
+    mobilekit.export.calibration) or the converter's global min/max ("minmax").
     """
     check_choice("quant", quant, QUANT_MODES)
+    check_choice("calibration", calibration, CALIBRATION_METHODS)
     qat = is_qat_model(model)
     if qat and quant != "int8":
         raise ValueError(f"a quantization-aware-trained model exports only with quant int8; "
@@ -176,14 +185,16 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
         if samples is not None:
             samples = list(apply_input_layout(np.stack(samples), layout))
     concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
-    try:
-        tflite = _run_converter(_converter(concrete, quant, samples, io, qat, allow_float_ops,
-                                           sparse))
-    except ValueError:
-        if not integer or allow_float_ops or qat:
-            raise
-        # Strict int8 ops failed: convert again with float fallback to name the culprits.
-        tflite = _run_converter(_converter(concrete, quant, samples, io, qat, True, sparse))
+    averaged = quant == "int8" and not qat and calibration == "average"
+    with averaged_calibration() if averaged else contextlib.nullcontext():
+        try:
+            tflite = _run_converter(_converter(concrete, quant, samples, io, qat,
+                                               allow_float_ops, sparse))
+        except ValueError:
+            if not integer or allow_float_ops or qat:
+                raise
+            # Strict int8 ops failed: convert again with float fallback to name the culprits.
+            tflite = _run_converter(_converter(concrete, quant, samples, io, qat, True, sparse))
     if integer and not allow_float_ops:
         from mobilekit.export.report import float_op_report
 

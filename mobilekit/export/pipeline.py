@@ -205,8 +205,9 @@ def default_out(name, quant, config):
 
 def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
            out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
-           model_kwargs=None, sparse=False, s2d_input=False, log=None):
-    """Run the whole export; returns (tflite path, report dict)."""
+           model_kwargs=None, sparse=False, s2d_input=False, calib_method="average", log=None):
+    """Run the whole export; returns (tflite path, report dict). calib_method: see
+    mobilekit.export.convert.convert's `calibration`."""
     log = log or (lambda msg: None)
     check_choice("quant", quant, QUANT_MODES)
     if calib_samples < 1:
@@ -250,7 +251,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     float_decode = detector and qat and quant == "int8"
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
                      allow_float_ops=allow_float_ops or float_decode, sparse=sparse,
-                     s2d_input=s2d_input)
+                     s2d_input=s2d_input, calibration=calib_method)
     if float_decode and not allow_float_ops:
         check_float_decode_only(tflite, name)
     seconds = time.perf_counter() - start
@@ -270,7 +271,9 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     report.update({"model": name, "source": str(source), "quant": quant, "io": io, "qat": qat,
                    "float_decode": float_decode, "sparse": sparse,
                    "calibration": {"data": calib_data if needs_calibration else None,
-                                   "samples": calib_samples if needs_calibration else 0},
+                                   "samples": calib_samples if needs_calibration else 0,
+                                   "method": (calib_method if needs_calibration
+                                              and quant == "int8" else None)},
                    "conversion_seconds": round(seconds, 2)})
     parity_images = (samples[:PARITY_SAMPLES] if samples is not None else
                      dataset_samples(RANDOM_DATA, resolution, PARITY_SAMPLES, channels=channels))
