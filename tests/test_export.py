@@ -255,7 +255,7 @@ def test_cli_run_dir_int8_uses_run_data_labels_and_eval(tmp_path):
                      "--eval-data", "synthetic", "--eval-samples", "16")
     assert result.exit_code == 0, result.output
     report = json.loads((run / "mobilenet_v1_int8.json").read_text())
-    assert report["calibration"] == {"data": "synthetic", "samples": 8}
+    assert report["calibration"] == {"data": "synthetic", "samples": 8, "method": "average"}
     assert report["float_ops"] == 0 and report["inputs"][0]["dtype"] == "int8"
     assert report["metadata"]["labels"] == info["class_names"]
     assert report["metadata"]["mean"] == pytest.approx(info["mean"])
