@@ -34,9 +34,8 @@ def averaged_calibration(chunk=CHUNK):
         samples = list(dataset_gen())
         if len(samples) <= chunk:
             return original(self, lambda: iter(samples))
-        chunks = [samples[i:i + chunk] for i in range(0, len(samples), chunk)]
-        if len(chunks[-1]) < chunk:  # a short tail would weigh as much as a full chunk
-            chunks[-1:] = [] if len(chunks) > 1 else chunks[-1:]
+        # Full chunks only: a short tail would weigh as much as a full chunk.
+        chunks = [samples[i:i + chunk] for i in range(0, len(samples) - chunk + 1, chunk)]
         calibrated = [original(calibrator.Calibrator(self._model_content),
                                lambda part=part: iter(part)) for part in chunks]
         return average_ranges(calibrated)
