@@ -139,7 +139,6 @@ class Detector:
             raise FileNotFoundError(f"detector model not found: {path}")
         if path.suffix == ".tflite":
             return cls(tflite_path=path, num_threads=num_threads)
-        import mobilekit.layers.crelu  # noqa: F401  (registers Negate for loading)
         from mobilekit.io import load_keras
 
         return cls(load_keras(path))  # QAT runs included

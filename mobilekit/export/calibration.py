@@ -36,9 +36,17 @@ def averaged_calibration(chunk=CHUNK):
             return original(self, lambda: iter(samples))
         # Full chunks only: a short tail would weigh as much as a full chunk.
         chunks = [samples[i:i + chunk] for i in range(0, len(samples) - chunk + 1, chunk)]
-        calibrated = [original(calibrator.Calibrator(self._model_content),
-                               lambda part=part: iter(part)) for part in chunks]
-        return average_ranges(calibrated)
+        first, sums = None, {}
+        for part in chunks:  # one calibrated model at a time: each is a full float copy
+            calibrated = original(calibrator.Calibrator(self._model_content),
+                                  lambda part=part: iter(part))
+            first = calibrated if first is None else first
+            # Same graph every time, so every chunk calibrates the same tensors.
+            for index, (low, high) in tensor_ranges(bytes(calibrated)).items():
+                low_sum, high_sum = sums.get(index, (0.0, 0.0))
+                sums[index] = (low_sum + low, high_sum + high)
+        n = len(chunks)
+        return with_ranges(first, {i: (low / n, high / n) for i, (low, high) in sums.items()})
 
     calibrator.Calibrator.calibrate = calibrate
     try:
@@ -60,17 +68,13 @@ def tensor_ranges(model_bytes):
     return ranges
 
 
-def average_ranges(calibrated):
-    """The first calibrated model with every tensor's min/max replaced by the mean over
-    all `calibrated` models (same graph, calibrated on different images)."""
+def with_ranges(model_bytes, ranges):
+    """`model_bytes` with the min/max of each tensor index in `ranges` replaced."""
     from tensorflow.lite.tools import flatbuffer_utils
 
-    per_model = [tensor_ranges(bytes(model)) for model in calibrated]
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated[0]))
-    for index, tensor in enumerate(model.subgraphs[0].tensors):
-        seen = [ranges[index] for ranges in per_model if index in ranges]
-        if not seen:
-            continue
-        tensor.quantization.min = np.mean([lo for lo, _ in seen], axis=0).astype(np.float32)
-        tensor.quantization.max = np.mean([hi for _, hi in seen], axis=0).astype(np.float32)
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
+    tensors = model.subgraphs[0].tensors
+    for index, (low, high) in ranges.items():
+        tensors[index].quantization.min = np.asarray(low, np.float32)
+        tensors[index].quantization.max = np.asarray(high, np.float32)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
