@@ -38,12 +38,14 @@ def classifier_names(only=None):
 QAT_LR = 0.005
 
 
-def train_run(model, run_dir, epochs, qat_from=None):
+def train_run(model, run_dir, epochs, qat_from=None, qat_range_samples=None):
     from mobilekit.train import trainer
 
     settings = {"epochs": epochs}
     if qat_from is not None:
         settings.update(qat=True, init_from=str(qat_from), lr=QAT_LR)
+        if qat_range_samples is not None:
+            settings["qat_range_samples"] = qat_range_samples
     config = trainer.resolve_config(model, **settings)
     if not (run_dir / "metrics.json").is_file():  # written when a run finishes
         resume = (run_dir / "config.json").is_file()
@@ -59,7 +61,7 @@ def int8_top1(run_dir):
     return evaluate(str(tflite))["top1"], report
 
 
-def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs):
+def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs, qat_range_samples):
     model_dir = out / model
     result_file = model_dir / "result.json"
     if result_file.is_file():
@@ -78,9 +80,11 @@ def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs):
               "qat_drop_points": None}
     if qat_fallback and result["ptq_drop_points"] > max_drop:
         qat_run = model_dir / "qat"
-        train_run(model, qat_run, qat_epochs, qat_from=float_run)
+        qat_config = train_run(model, qat_run, qat_epochs, qat_from=float_run,
+                               qat_range_samples=qat_range_samples)
         qat_top1, _ = int8_top1(qat_run)
-        result.update(qat_epochs=qat_epochs, qat_int8_top1=qat_top1,
+        result.update(qat_epochs=qat_epochs, qat_range_samples=qat_config["qat_range_samples"],
+                      qat_int8_top1=qat_top1,
                       qat_drop_points=100 * (float_top1["top1"] - qat_top1))
     result["seconds"] = round(time.perf_counter() - start, 1)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -125,11 +129,14 @@ def main():
     parser.add_argument("--max-drop", type=float, default=1.0, help="points")
     parser.add_argument("--qat-fallback", action="store_true")
     parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--qat-range-samples", type=int, default=None,
+                        help="images that start QAT ranges (0: tfmot's [-6, 6]; "
+                             "default: the trainer's)")
     args = parser.parse_args()
     rows = []
     for model in classifier_names(args.models.split(",") if args.models else None):
         row = measure(model, args.out, args.epochs, args.max_drop, args.qat_fallback,
-                      args.qat_epochs)
+                      args.qat_epochs, args.qat_range_samples)
         rows.append(row)
         qat = row["qat_drop_points"]
         print(f"{model:22s} float {100 * row['float_top1']:5.1f}  PTQ int8 "

@@ -183,9 +183,12 @@ def _build(config):
 
         init_weights(model, config["init_from"])
     if config.get("qat"):
-        from mobilekit.compress.qat import quantize_model
+        from mobilekit.compress.qat import init_ranges, quantize_model
 
+        float_model = model
         model = quantize_model(model)
+        # Ranges from the float network on training images, not tfmot's [-6, 6] start.
+        init_ranges(model, float_model, _range_images(config, (h, w)))
     anchors = generate_anchors((h, w), map_sizes=map_sizes(model))
     lr_var = tf.Variable(config["lr"], trainable=False, dtype=tf.float32, name="lr")
     if config["optimizer"] == "sgd":
@@ -193,6 +196,21 @@ def _build(config):
     else:
         opt = keras.optimizers.Adam(learning_rate=lr_var)
     return model, anchors, opt, lr_var
+
+
+# Training images whose float activations set a QAT model's starting ranges.
+QAT_RANGE_IMAGES = 32
+
+
+def _range_images(config, input_hw):
+    """The first training images, prepared like evaluation/export inputs."""
+    from mobilekit.detection.data import Sample, preprocess, read_image, resize_eval
+
+    images = []
+    for sample in _train_samples(config)[:QAT_RANGE_IMAGES]:
+        image = read_image(sample.image) if isinstance(sample, Sample) else sample[0]
+        images.append(np.asarray(preprocess(resize_eval(np.asarray(image), input_hw))))
+    return np.stack(images).astype(np.float32)
 
 
 def model_kwargs(config):

@@ -33,6 +33,8 @@ DEFAULTS = {
     "seed": 0, "early_stopping": 0, "keep_checkpoints": 3, "distribute": "none",
     "deterministic": False, "precise_bn": 20, "alpha": None, "resolution": None, "model_options": {},
     "qat": False, "init_from": None,
+    # QAT: training images whose float activations start the ranges (0: tfmot's [-6, 6]).
+    "qat_range_samples": 256,
 }
 
 
@@ -61,6 +63,8 @@ def resolve_config(model, **args):
     for key in ("epochs", "batch_size"):
         if not isinstance(config[key], int) or config[key] < 1:
             raise ValueError(f"{key} must be a positive integer; got {config[key]!r}")
+    check_range("qat_range_samples", config["qat_range_samples"], 0, float("inf"),
+                low_inclusive=True)
     check_range("label_smoothing", config["label_smoothing"], 0, 1, low_inclusive=True,
                 high_inclusive=False)
     check_range("distill_weight", config["distill_weight"], 0, 1, low_inclusive=True)
@@ -244,10 +248,19 @@ def _build(config, data):
     if config.get("init_from"):
         init_weights(student, config["init_from"])
     if config.get("qat"):
-        from mobilekit.compress.qat import quantize_model
+        from mobilekit.compress.qat import init_ranges, quantize_model
+        from mobilekit.export.pipeline import dataset_samples
 
         # Quantization-aware training: fake-quant wrappers; export gives a full-int8 model.
+        # Ranges start from the float network's activations on training images (eval
+        # transform, as PTQ calibrates), not tfmot's [-6, 6].
+        float_student = student
         student = quantize_model(student)
+        if config.get("qat_range_samples", 0) > 0:
+            images = dataset_samples(config["data"], config["resolution"],
+                                     config["qat_range_samples"], config["mean"],
+                                     config["std"], seed=config["seed"])
+            init_ranges(student, float_student, images)
     schedule = make_schedule(config["schedule"], config["scaled_lr"], config["epochs"],
                              config["steps_per_epoch"], config["warmup_epochs"])
     optimizer = _optimizer(config, schedule)
