@@ -256,6 +256,7 @@ def test_cli_run_dir_int8_uses_run_data_labels_and_eval(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((run / "mobilenet_v1_int8.json").read_text())
     assert report["calibration"] == {"data": "synthetic", "samples": 8, "method": "average"}
+    assert report["dense_quant"] == "per-tensor"
     assert report["float_ops"] == 0 and report["inputs"][0]["dtype"] == "int8"
     assert report["metadata"]["labels"] == info["class_names"]
     assert report["metadata"]["mean"] == pytest.approx(info["mean"])
@@ -422,3 +423,80 @@ def test_average_calibration_restores_the_converter_hook():
         assert calibrator.Calibrator.calibrate is not original
         raise RuntimeError("conversion failed")
     assert calibrator.Calibrator.calibrate is original
+
+
+def narrow_int8_model():
+    """Four 1x1 convs of 8 channels: four all-zero int64 zero-point vectors of length 8
+    for the weights and four for the biases, written once each by model_to_bytes."""
+    from mobilekit.export.convert import convert
+
+    keras.utils.set_random_seed(1)
+    inp = layers.Input((RES, RES, 3), name="input")
+    x = inp
+    for i in range(4):
+        x = layers.Conv2D(8, 1, activation="relu", name=f"conv{i}")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inp, layers.Dense(4, name="logits")(x), name="narrow")
+    return convert(model, "int8", representative_data=calib())
+
+
+def test_model_to_bytes_stores_repeated_vectors_once_and_changes_nothing_else():
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from mobilekit.export.flatbuffer import BUFFER_ALIGNMENT, model_to_bytes
+
+    original = narrow_int8_model()
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(original))
+    plain = bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    compact = model_to_bytes(model)
+    # 8 zero-point vectors of 8 int64 (64 bytes + length) collapse to one at least.
+    assert len(compact) <= len(plain) - 7 * 64
+    again = flatbuffer_utils.read_model_from_bytearray(bytearray(compact))
+    for a, b in zip(model.subgraphs[0].tensors, again.subgraphs[0].tensors):
+        assert (a.name, list(a.shape), a.type, a.buffer) == (b.name, list(b.shape), b.type,
+                                                              b.buffer)
+        qa, qb = a.quantization, b.quantization
+        if qa is not None and qa.scale is not None:
+            np.testing.assert_array_equal(qa.scale, qb.scale)
+            np.testing.assert_array_equal(qa.zeroPoint, qb.zeroPoint)
+    for a, b in zip(model.buffers, again.buffers):
+        assert (a.data is None) == (b.data is None)
+        if a.data is not None:
+            np.testing.assert_array_equal(a.data, b.data)
+
+    outputs = []
+    for data in (original, compact):
+        interp = Interpreter(model_content=data)
+        interp.allocate_tensors()
+        inp = interp.get_input_details()[0]
+        interp.set_tensor(inp["index"], (calib(1, seed=3) * 100).astype(np.int8))
+        interp.invoke()
+        outputs.append(interp.get_tensor(interp.get_output_details()[0]["index"]))
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+
+    # Weight buffers start on 16 bytes, as the converter writes them.
+    from ai_edge_litert import schema_py_generated as schema
+
+    root = schema.Model.GetRootAsModel(compact, 0)
+    for i in range(root.BuffersLength()):
+        buffer = root.Buffers(i)
+        if buffer.DataLength() >= BUFFER_ALIGNMENT:
+            start = buffer._tab.Vector(buffer._tab.Offset(4))
+            assert start % BUFFER_ALIGNMENT == 0
+
+
+@pytest.mark.parametrize("dense_quant,scales", [("per-tensor", 1), ("per-channel", 4)])
+def test_int8_dense_weights_per_tensor_by_default(model, dense_quant, scales):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from mobilekit.export.convert import convert
+
+    kwargs = {} if dense_quant == "per-tensor" else {"dense_quant": dense_quant}
+    tflite = convert(model, "int8", representative_data=calib(), **kwargs)
+    graph = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite)).subgraphs[0]
+    weights = next(graph.tensors[op.inputs[1]] for op in graph.operators
+                   if list(graph.tensors[op.inputs[1]].shape) == [4, 8])  # the Dense
+    assert list(weights.shape) == [4, 8] and len(weights.quantization.scale) == scales
+    with pytest.raises(ValueError, match="dense_quant"):
+        convert(model, "int8", representative_data=calib(), dense_quant="per-row")

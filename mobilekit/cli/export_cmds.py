@@ -21,6 +21,11 @@ QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
               show_default=True,
               help="int8 activation ranges: mean of per-8-image min/max (robust to rare "
                    "extreme activations), or the global min/max over all images.")
+@click.option("--dense-quant", type=click.Choice(["per-tensor", "per-channel"]),
+              default="per-tensor", show_default=True,
+              help="int8 Dense (fully connected) weights: one scale per tensor, as TFLite's "
+                   "int8 spec and tfmot's QAT do, or one per output unit (a scale and a "
+                   "zero point per unit for weights and bias: 24 KB on a 1000-class head).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               show_default="<model>_<quant>.tflite in the run directory, else here",
               help="Output .tflite path; the JSON report goes beside it.")
@@ -47,8 +52,8 @@ QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
               help="Zoo name only: classifier outputs.")
 @click.option("--option", "options", multiple=True, default=(), show_default="none",
               metavar="KEY=VALUE", help="Zoo name only: extra model argument (repeatable).")
-def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method, out,
-           allow_float_ops, sparse, s2d_input, eval_data, eval_samples, atol, alpha, resolution, num_classes, options):
+def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method, dense_quant,
+           out, allow_float_ops, sparse, s2d_input, eval_data, eval_samples, atol, alpha, resolution, num_classes, options):
     """Convert a run directory, a .keras file or a zoo model (random weights) to TFLite.
 
     Writes X.tflite (with embedded labels / normalisation / quant metadata) and the
@@ -70,7 +75,8 @@ def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method
         kwargs["num_classes"] = num_classes
     path, report = run_export(
         model_or_run, quant, io=None if io_type == "auto" else io_type, calib_data=calib_data,
-        calib_samples=calib_samples, calib_method=calib_method, out=out,
+        calib_samples=calib_samples, calib_method=calib_method, dense_quant=dense_quant,
+        out=out,
         allow_float_ops=allow_float_ops, sparse=sparse, s2d_input=s2d_input,
         eval_data=eval_data, eval_samples=eval_samples, atol=atol, model_kwargs=kwargs,
         log=lambda msg: click.echo(msg, err=True))

@@ -50,6 +50,8 @@ def embed_metadata(tflite, metadata):
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
+    from mobilekit.export.flatbuffer import model_to_bytes
+
     data = _load_bytes(tflite)
     _check_tflite(data)
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
@@ -63,7 +65,7 @@ def embed_metadata(tflite, metadata):
     # The replaced entry's buffer stays behind as a few orphan bytes: harmless.
     kept = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
     model.metadata = kept + [entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return model_to_bytes(model)  # repeated vectors (zero points, shapes) stored once
 
 
 def _name(value):

@@ -205,9 +205,10 @@ def default_out(name, quant, config):
 
 def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
            out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
-           model_kwargs=None, sparse=False, s2d_input=False, calib_method="average", log=None):
-    """Run the whole export; returns (tflite path, report dict). calib_method: see
-    mobilekit.export.convert.convert's `calibration`."""
+           model_kwargs=None, sparse=False, s2d_input=False, calib_method="average",
+           dense_quant="per-tensor", log=None):
+    """Run the whole export; returns (tflite path, report dict). calib_method and
+    dense_quant: see mobilekit.export.convert.convert's `calibration` and `dense_quant`."""
     log = log or (lambda msg: None)
     check_choice("quant", quant, QUANT_MODES)
     if calib_samples < 1:
@@ -251,7 +252,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     float_decode = detector and qat and quant == "int8"
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
                      allow_float_ops=allow_float_ops or float_decode, sparse=sparse,
-                     s2d_input=s2d_input, calibration=calib_method)
+                     s2d_input=s2d_input, calibration=calib_method, dense_quant=dense_quant)
     if float_decode and not allow_float_ops:
         check_float_decode_only(tflite, name)
     seconds = time.perf_counter() - start
@@ -274,6 +275,9 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
                                    "samples": calib_samples if needs_calibration else 0,
                                    "method": (calib_method if needs_calibration
                                               and quant == "int8" else None)},
+                   # QAT files: tfmot trains Dense weights per tensor.
+                   "dense_quant": ("per-tensor" if qat else dense_quant)
+                   if quant == "int8" else None,
                    "conversion_seconds": round(seconds, 2)})
     parity_images = (samples[:PARITY_SAMPLES] if samples is not None else
                      dataset_samples(RANDOM_DATA, resolution, PARITY_SAMPLES, channels=channels))
