@@ -76,7 +76,9 @@ def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs, qat_range_sa
     result = {"model": model, "resolution": config["resolution"], "epochs": epochs,
               "val_images": float_top1["num_samples"], "float_top1": float_top1["top1"],
               "ptq_int8_top1": ptq_top1, "ptq_drop_points": 100 * (float_top1["top1"] - ptq_top1),
-              "int8_float_ops": report["float_ops"], "qat_int8_top1": None,
+              "int8_float_ops": report["float_ops"],
+              "dense_quant": report.get("dense_quant"), "calibration": report["calibration"],
+              "qat_int8_top1": None,
               "qat_drop_points": None}
     if qat_fallback and result["ptq_drop_points"] > max_drop:
         qat_run = model_dir / "qat"

@@ -235,12 +235,16 @@ def init_ranges(qat_model, float_model, images, chunk=RANGE_CHUNK):
 
     Activation ranges: the mean over chunks of `images` of each observed float-model
     tensor's min/max in training mode (`float_model` is the network `qat_model` was made
-    from, same layer names). Weight ranges: the weights' own, as the first training step would set them.
+    from, same layer names; a quantizer whose layer it lacks keeps tfmot's start). Weight
+    ranges: the weights' own, as the first training step sets them.
     Returns the number of activation ranges set.
     """
-    targets = {layer.name: _activation_range_vars(layer) for layer in qat_model.layers}
-    targets = {name: pairs for name, pairs in targets.items() if pairs}
-    observed = {name: _observed_layer_name(qat_model.get_layer(name)) for name in targets}
+    float_names = {layer.name for layer in float_model.layers}
+    targets, observed = {}, {}
+    for layer in qat_model.layers:
+        pairs = _activation_range_vars(layer)
+        if pairs and _observed_layer_name(layer) in float_names:
+            targets[layer.name], observed[layer.name] = pairs, _observed_layer_name(layer)
     ranges = _float_ranges(float_model, sorted(set(observed.values())),
                            np.asarray(images, np.float32), chunk)
     for name, pairs in targets.items():
