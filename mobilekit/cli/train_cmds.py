@@ -54,7 +54,9 @@ FROM_RECIPE = "card recipe, else built-in"
               default=None, show_default="none",
               help="tf.distribute strategy; multi-worker reads TF_CONFIG.")
 @click.option("--qat/--no-qat", default=None, show_default="off",
-              help="Quantization-aware training (tfmot); export then gives a full-int8 model.")
+              help="Quantization-aware training (tfmot); export then gives a full-int8 model. "
+                   "Activation ranges start from the float model's activations on training "
+                   "images (not tfmot's [-6, 6]).")
 @click.option("--from", "init_from", type=click.Path(), default=None, show_default="none",
               help="Initialise from a run directory (or .keras) of the same model, e.g. to "
                    "fine-tune it with --qat.")
