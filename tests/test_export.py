@@ -500,3 +500,17 @@ def test_int8_dense_weights_per_tensor_by_default(model, dense_quant, scales):
     assert list(weights.shape) == [4, 8] and len(weights.quantization.scale) == scales
     with pytest.raises(ValueError, match="dense_quant"):
         convert(model, "int8", representative_data=calib(), dense_quant="per-row")
+
+
+def test_calibration_images_do_not_depend_on_tensorflow_global_seed():
+    """The same export must calibrate on the same images whatever ran before it in the
+    process (a training run sets TensorFlow's global seed)."""
+    from mobilekit.export.pipeline import dataset_samples
+
+    spec = "synthetic:train=64,val=8,classes=4"
+    first = dataset_samples(spec, RES, 12, seed=0)
+    tf.random.set_seed(123)
+    tf.random.uniform(())
+    again = dataset_samples(spec, RES, 12, seed=0)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, dataset_samples(spec, RES, 12, seed=1))

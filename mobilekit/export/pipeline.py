@@ -71,12 +71,27 @@ def dataset_samples(spec, resolution, count, mean=None, std=None, seed=0, channe
 
     ds, _ = load_dataset(spec, "train", height, 32, training=False, seed=seed,
                          mean=mean, std=std)
-    # The eval order may be grouped by class: shuffle within a bounded window.
-    ds = ds.unbatch().shuffle(min(4 * count, 512), seed=seed).take(count)
-    images = [image.numpy() for image, _ in ds]
+    images = _shuffled(ds.unbatch(), count, window=min(4 * count, 512), seed=seed)
     if not images:
         raise ValueError(f"calibration data {spec!r} has no training images")
     return np.stack(images).astype(np.float32)
+
+
+def _shuffled(ds, count, window, seed):
+    """`count` images drawn through a shuffle buffer of `window` (the eval order may be
+    grouped by class), reading count + window elements at most. A NumPy generator, not
+    tf.data's shuffle: that one also depends on TensorFlow's global seed, so the same export
+    would calibrate on other images after a training run in the same process."""
+    rng = np.random.default_rng(seed)
+    buffer, chosen = [], []
+    for image, _ in ds:
+        buffer.append(image.numpy())
+        if len(buffer) == window:
+            chosen.append(buffer.pop(int(rng.integers(window))))
+            if len(chosen) == count:
+                return chosen
+    rng.shuffle(buffer)
+    return chosen + buffer[:count - len(chosen)]
 
 
 def detection_samples(spec, input_hw, count):
