@@ -143,6 +143,7 @@ CALIBRATION_METHODS = ("average", "minmax")
 # Per-channel costs a float scale + an int64 zero point per unit, for the weights and again
 # for the bias: 24 KB on a 1000-class head, which puts small networks' int8 files over 30 %
 # of their fp32 size (ShiftResNet-20, 1000 classes: 30.6 % per channel, 28.0 % per tensor).
+# Per channel ran 1-4 % faster end to end on FC-heavy heads (MobileNetV3) with XNNPACK on x86.
 DENSE_QUANT = ("per-tensor", "per-channel")
 
 
