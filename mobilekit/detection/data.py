@@ -329,6 +329,13 @@ def resize_eval(image, out_hw):
     return tf.image.resize(tf.cast(image, tf.float32), out_hw, method="bilinear")
 
 
+def network_inputs(images, input_hw):
+    """RGB images (0..255 arrays) warped to the network input and scaled like training:
+    float32 NHWC, what export calibration and QAT range initialisation feed the network."""
+    return np.stack([np.asarray(preprocess(resize_eval(image, input_hw)))
+                     for image in images]).astype(np.float32)
+
+
 def read_image(path):
     from mobilekit.keras import tf
 

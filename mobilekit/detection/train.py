@@ -204,13 +204,12 @@ QAT_RANGE_IMAGES = 32
 
 def _range_images(config, input_hw):
     """The first training images, prepared like evaluation/export inputs."""
-    from mobilekit.detection.data import Sample, preprocess, read_image, resize_eval
+    from mobilekit.detection.data import Sample, network_inputs, read_image
 
-    images = []
-    for sample in _train_samples(config)[:QAT_RANGE_IMAGES]:
-        image = read_image(sample.image) if isinstance(sample, Sample) else sample[0]
-        images.append(np.asarray(preprocess(resize_eval(np.asarray(image), input_hw))))
-    return np.stack(images).astype(np.float32)
+    samples = _train_samples(config)[:QAT_RANGE_IMAGES]
+    # Annotated samples carry a path, synthetic ones their pixels.
+    return network_inputs((read_image(s.image) if isinstance(s, Sample) else s[0]
+                           for s in samples), input_hw)
 
 
 def model_kwargs(config):

@@ -97,13 +97,12 @@ def _shuffled(ds, count, window, seed):
 def detection_samples(spec, input_hw, count):
     """`count` detector inputs from the images of an annotation spec (wider:/fddb:/xml:),
     warped to the input and scaled like training (mobilekit.detection.data)."""
-    from mobilekit.detection.data import load_samples, preprocess, read_image, resize_eval
+    from mobilekit.detection.data import load_samples, network_inputs, read_image
 
     samples = load_samples(spec, "train")[:count]
     if not samples:
         raise ValueError(f"calibration data {spec!r} has no images")
-    return np.stack([np.asarray(preprocess(resize_eval(read_image(s.image), input_hw)))
-                     for s in samples]).astype(np.float32)
+    return network_inputs((read_image(s.image) for s in samples), input_hw)
 
 
 def _layout_entry(model, s2d_input):
