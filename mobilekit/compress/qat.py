@@ -243,8 +243,9 @@ def init_ranges(qat_model, float_model, images, chunk=RANGE_CHUNK):
     targets, observed = {}, {}
     for layer in qat_model.layers:
         pairs = _activation_range_vars(layer)
-        if pairs and _observed_layer_name(layer) in float_names:
-            targets[layer.name], observed[layer.name] = pairs, _observed_layer_name(layer)
+        source = _observed_layer_name(layer) if pairs else None
+        if source in float_names:
+            targets[layer.name], observed[layer.name] = pairs, source
     ranges = _float_ranges(float_model, sorted(set(observed.values())),
                            np.asarray(images, np.float32), chunk)
     for name, pairs in targets.items():
