@@ -53,6 +53,7 @@ def test_qat_ranges_start_from_float_activations():
     import numpy as np
 
     from mobilekit.compress.qat import init_ranges, quantize_model
+    from mobilekit.export.pipeline import reestimate_batchnorm
     from mobilekit.keras import keras, layers
 
     keras.utils.set_random_seed(0)
@@ -64,8 +65,6 @@ def test_qat_ranges_start_from_float_activations():
     model = keras.Model(inputs, layers.Dense(4, name="fc")(x))
     rng = np.random.default_rng(0)
     images = (20 * rng.standard_normal((40, 8, 8, 3))).astype(np.float32)  # |x| up to ~80
-    from mobilekit.export.pipeline import reestimate_batchnorm
-
     reestimate_batchnorm(model, images)  # BatchNorm statistics of a trained model
     bn = model.get_layer("bn")
     bn.gamma.assign(10 * np.ones(8, np.float32))  # post-ReLU values up to ~30, past 6
