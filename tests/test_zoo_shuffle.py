@@ -132,6 +132,19 @@ def test_squeezenet_1_0_vs_1_1():
     assert p10["macs"] > 2.3 * p11["macs"]
 
 
+@pytest.mark.parametrize("name", ["squeezenet_1_0", "squeezenet_1_1"])
+def test_squeezenet_signal_reaches_the_head_at_init(name):
+    # No BatchNorm: with Glorot weights the last Fire output was ~1e-4 of conv1's and
+    # training never left chance. He init keeps it at the same order as conv1's output.
+    tf.keras.utils.set_random_seed(0)
+    model = create_model(name, resolution=64, num_classes=10)
+    x = np.random.default_rng(0).normal(0, 1, (8, 64, 64, 3)).astype(np.float32)
+    probe = keras.Model(model.input, [model.get_layer("conv1_act").output,
+                                      model.get_layer("fire9_concat").output])
+    first, last = (np.asarray(t).std() for t in probe(x))
+    assert 0.1 < last / first < 10
+
+
 @pytest.mark.parametrize("size", [(9, 9), (10, 10), (10, 9), (7, 12)])
 def test_ceil_max_pool_matches_ceil_mode(size):
     h, w = size

@@ -23,10 +23,12 @@ def batch_norm(x, name, epsilon=BN_EPSILON, momentum=BN_MOMENTUM):
 
 
 def conv_bn_act(x, filters, kernel_size=1, strides=1, act="relu", name="conv", groups=1,
-                use_bias=False, bn=True, bn_momentum=BN_MOMENTUM, padding="same"):
+                use_bias=False, bn=True, bn_momentum=BN_MOMENTUM, padding="same",
+                kernel_initializer="glorot_uniform"):
     """Conv2D -> BatchNorm -> activation; layers named `<name>`, `<name>_bn`, `<name>_act`."""
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding=padding, groups=groups,
-                      use_bias=use_bias or not bn, name=name)(x)
+                      use_bias=use_bias or not bn, kernel_initializer=kernel_initializer,
+                      name=name)(x)
     if bn:
         x = batch_norm(x, f"{name}_bn", momentum=bn_momentum)
     return apply_activation(x, act, name=f"{name}_act")

@@ -2,7 +2,8 @@
 
 Layer for layer as torchvision's squeezenet.py (trainable params equal torchvision's):
 biased convs, no BatchNorm, conv1 without padding, Caffe-style ceil-mode max-pools, and
-a head of dropout -> conv10 1x1 (num_classes) -> ReLU -> global average pool.
+a head of dropout -> conv10 1x1 (num_classes) -> ReLU -> global average pool, and
+torchvision's initialisation (He uniform; conv10 normal with std 0.01).
 See shared/reference/backbones_notes.md §6 and models/squeezenet_1_*.toml.
 """
 from mobilekit.keras import keras, layers
@@ -51,7 +52,8 @@ def ceil_max_pool(x, name, pool=3, stride=2):
 def _squeezenet(version, input_shape, num_classes, include_top, dropout, classifier_activation):
     filters, kernel = CONV1[version]
     inputs = image_input(input_shape)
-    x = conv_bn_act(inputs, filters, kernel, 2, "relu", "conv1", bn=False, padding="valid")
+    x = conv_bn_act(inputs, filters, kernel, 2, "relu", "conv1", bn=False, padding="valid",
+                    kernel_initializer="he_uniform")
     x = ceil_max_pool(x, "pool1")
     for i, (s, e1, e3) in enumerate(FIRES, start=2):
         x = fire_module(x, s, e1, e3, f"fire{i}")
@@ -61,8 +63,10 @@ def _squeezenet(version, input_shape, num_classes, include_top, dropout, classif
     if include_top:
         if dropout:
             x = layers.Dropout(dropout, name="head_dropout")(x)
-        # The classifier is a 1x1 conv + ReLU *before* pooling (not a Dense after it).
-        x = conv_bn_act(x, num_classes, 1, act="relu", name="conv10", bn=False)
+        # The classifier is a 1x1 conv + ReLU *before* pooling (not a Dense after it),
+        # started small as torchvision does (normal, std 0.01).
+        x = conv_bn_act(x, num_classes, 1, act="relu", name="conv10", bn=False,
+                        kernel_initializer=keras.initializers.RandomNormal(0.0, 0.01))
         x = layers.GlobalAveragePooling2D(name="head_pool")(x)
         if classifier_activation is not None:
             x = layers.Activation(classifier_activation, name="head_activation")(x)
