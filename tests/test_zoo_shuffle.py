@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from mobilekit.keras import keras, layers, tf
-from mobilekit.layers.group_conv import group_conv, split_weights_from_native
+from mobilekit.layers.group_conv import (group_conv, split_weights_from_native,
+                                        train_grouped_convs_without_xla)
 from mobilekit.layers.shuffle import ChannelShuffle, ChannelSplit
 from mobilekit.profile import profile_model
 from mobilekit.zoo.registry import create_model
@@ -75,6 +76,28 @@ def test_group_conv_native_equals_split():
     assert pn["macs"] == ps["macs"] == 5 * 5 * 12 * 3 * 3 * 8 // 4
     assert pn["trainable_params"] == ps["trainable_params"] == 3 * 3 * 2 * 12 + 12
     assert isinstance(split.get_layer("g_split"), ChannelSplit)
+
+
+def test_training_without_xla_gives_the_same_outputs_and_gradients(tmp_path):
+    x = tf.constant(np.random.default_rng(2).standard_normal((2, 9, 9, 8)).astype(np.float32))
+    xla, plain = _group_model("native"), _group_model("native")
+    plain.set_weights(xla.get_weights())
+    assert train_grouped_convs_without_xla(plain) == 1
+    assert train_grouped_convs_without_xla(keras.Sequential([layers.Dense(2)])) == 0
+
+    def value_and_grads(model):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(model(x, training=True) ** 2)
+        return [loss] + tape.gradient(loss, [x] + model.trainable_variables)
+
+    for a, b in zip(value_and_grads(xla), value_and_grads(plain)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+    # The switch is not saved: a reloaded model is a plain grouped Conv2D again.
+    plain.save(tmp_path / "m.keras")
+    layer = keras.models.load_model(tmp_path / "m.keras").get_layer("g")
+    assert "_jit_compiled_convolution_op" not in vars(layer)
+    assert "_jit_compiled_convolution_op" in vars(plain.get_layer("g"))
 
 
 def test_group_conv_rejects_bad_arguments():

@@ -82,6 +82,7 @@ def fine_tune(model, config, train_ds, steps_per_epoch, epochs, lr=None, callbac
     Returns the per-epoch history dict of `fit`.
     """
     from mobilekit.keras import keras
+    from mobilekit.layers.group_conv import train_grouped_convs_without_xla
 
     if epochs <= 0:
         return {}
@@ -94,6 +95,7 @@ def fine_tune(model, config, train_ds, steps_per_epoch, epochs, lr=None, callbac
         optimizer = keras.optimizers.Adam(schedule)
     loss = keras.losses.CategoricalCrossentropy(
         from_logits=outputs_logits(model), label_smoothing=config.get("label_smoothing", 0.0))
+    train_grouped_convs_without_xla(model)
     model.compile(optimizer=optimizer, loss=loss,
                   metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     history = model.fit(train_ds, epochs=epochs, callbacks=list(callbacks), verbose=verbose)

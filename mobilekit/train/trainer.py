@@ -241,6 +241,7 @@ def _finish_config(config, data, replicas):
 
 def _build(config, data):
     from mobilekit.keras import keras
+    from mobilekit.layers.group_conv import train_grouped_convs_without_xla
     from mobilekit.train.schedules import make_schedule
     from mobilekit.zoo.registry import create_model
 
@@ -261,6 +262,7 @@ def _build(config, data):
                                      config["qat_range_samples"], config["mean"],
                                      config["std"], seed=config["seed"])
             init_ranges(student, float_student, images)
+    train_grouped_convs_without_xla(student)
     schedule = make_schedule(config["schedule"], config["scaled_lr"], config["epochs"],
                              config["steps_per_epoch"], config["warmup_epochs"])
     optimizer = _optimizer(config, schedule)
