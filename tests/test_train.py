@@ -86,6 +86,17 @@ def test_resolve_config_precedence_and_errors():
         trainer.resolve_config("mobilenet_v9")
 
 
+def test_card_recipe_between_explicit_options_and_built_in_defaults():
+    # models/squeezenet_1_1.toml [recipe]: Adam at 1e-4 (larger steps kill its ReLU scores)
+    card = trainer.resolve_config("squeezenet_1_1")
+    assert card["optimizer"] == "adam" and card["lr"] == pytest.approx(1e-4)
+    assert trainer.resolve_config("mobilenet_v2")["optimizer"] == "adam"
+    assert trainer.resolve_config("squeezenet_1_1", lr=3e-4)["lr"] == pytest.approx(3e-4)
+    # Another optimizer brings its own built-in learning rate, not the card's Adam one.
+    sgd = trainer.resolve_config("squeezenet_1_1", optimizer="sgd")
+    assert sgd["optimizer"] == "sgd" and sgd["lr"] == pytest.approx(0.1)
+
+
 def test_distillation_from_teacher_run(tiny_run, tmp_path):
     run_dir = tmp_path / "student"
     run_dir.mkdir()

@@ -34,8 +34,9 @@ def classifier_names(only=None):
     return names
 
 
-# QAT fine-tunes a trained network: a float-training learning rate would undo it.
-QAT_LR = 0.005
+# QAT fine-tunes a trained network: a float-training learning rate would undo it
+# (SGD 0.1 -> 0.005, Adam 1e-3 -> 5e-5).
+QAT_LR_FACTOR = 0.05
 
 
 def train_run(model, run_dir, epochs, qat_from=None, qat_range_samples=None):
@@ -43,7 +44,9 @@ def train_run(model, run_dir, epochs, qat_from=None, qat_range_samples=None):
 
     settings = {"epochs": epochs}
     if qat_from is not None:
-        settings.update(qat=True, init_from=str(qat_from), lr=QAT_LR)
+        float_config = json.loads((qat_from / "config.json").read_text())
+        settings.update(qat=True, init_from=str(qat_from),
+                        lr=QAT_LR_FACTOR * float_config["lr"])
         if qat_range_samples is not None:
             settings["qat_range_samples"] = qat_range_samples
     config = trainer.resolve_config(model, **settings)
@@ -74,6 +77,7 @@ def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs, qat_range_sa
     float_top1 = evaluate(str(float_run / "model.keras"))
     ptq_top1, report = int8_top1(float_run)
     result = {"model": model, "resolution": config["resolution"], "epochs": epochs,
+              "optimizer": config["optimizer"], "lr": config["lr"],
               "val_images": float_top1["num_samples"], "float_top1": float_top1["top1"],
               "ptq_int8_top1": ptq_top1, "ptq_drop_points": 100 * (float_top1["top1"] - ptq_top1),
               "int8_float_ops": report["float_ops"],
@@ -99,6 +103,11 @@ def best_drop(row):
     return min(drops)
 
 
+def _recipe(row):
+    # Rows from before the column was recorded ran the synthetic default then: SGD.
+    return f"{row.get('optimizer', 'sgd')} {row.get('lr', 0.1):g}"
+
+
 def write_report(rows, out, max_drop):
     def pct(value):
         return "-" if value is None else f"{100 * value:.1f}"
@@ -109,9 +118,10 @@ def write_report(rows, out, max_drop):
     within = sum(best_drop(r) <= max_drop for r in rows)
     write_markdown_table(
         out / "int8_accuracy.md",
-        ["model", "res", "epochs", "val images", "float top-1 %", "PTQ int8 %", "PTQ drop",
-         "QAT epochs", "QAT int8 %", "QAT drop"],
-        [[r["model"], r["resolution"], r["epochs"], r["val_images"], pct(r["float_top1"]),
+        ["model", "res", "epochs", "optimizer", "val images", "float top-1 %", "PTQ int8 %",
+         "PTQ drop", "QAT epochs", "QAT int8 %", "QAT drop"],
+        [[r["model"], r["resolution"], r["epochs"], _recipe(r), r["val_images"],
+          pct(r["float_top1"]),
           pct(r["ptq_int8_top1"]), pts(r["ptq_drop_points"]),
           "-" if r["qat_int8_top1"] is None else r["qat_epochs"],
           pct(r["qat_int8_top1"]),

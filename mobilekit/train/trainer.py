@@ -55,7 +55,10 @@ def resolve_config(model, **args):
     synthetic = str(args.get("data") or recipe.get("data") or DEFAULTS["data"]).split(":")[0] == "synthetic"
     if synthetic:
         config["optimizer"] = SYNTHETIC_OPTIMIZER
-    config.update({k: v for k, v in recipe.items() if k in DEFAULTS})
+    recipe = {k: v for k, v in recipe.items() if k in DEFAULTS}
+    if args.get("optimizer") not in (None, recipe.get("optimizer")):
+        recipe.pop("lr", None)  # a card's learning rate belongs to the card's optimizer
+    config.update(recipe)
     config.update({k: v for k, v in args.items() if v is not None})
     config["model"] = model
     check_choice("optimizer", config["optimizer"], OPTIMIZERS)
