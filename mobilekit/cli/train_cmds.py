@@ -25,11 +25,12 @@ FROM_RECIPE = "card recipe, else built-in"
 @click.option("--batch-size", type=int, default=None, show_default=f"{FROM_RECIPE} 32",
               help="Batch per replica (global batch = this x replicas).")
 @click.option("--lr", type=float, default=None,
-              show_default="synthetic: sgd 0.2, else sgd 0.05 / adam(w) 0.002; per 64 "
-                           "images, linear in batch",
+              show_default="card recipe, else synthetic: sgd 0.2, else sgd 0.05 / adam(w) "
+                           "0.002; per 64 images, linear in batch",
               help="Peak learning rate for --batch-size; scaled by the number of replicas.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]), default=None,
-              show_default=f"{FROM_RECIPE} sgd on synthetic, adam otherwise")
+              show_default=f"{FROM_RECIPE} sgd on synthetic, adam otherwise; cards of "
+                           "deep nets set adam, see docs/training_recipes.md")
 @click.option("--schedule", type=click.Choice(["cosine", "step"]), default=None,
               show_default=f"{FROM_RECIPE} cosine")
 @click.option("--warmup-epochs", type=float, default=None, show_default=f"{FROM_RECIPE} 0")
