@@ -65,8 +65,9 @@ def train_grouped_convs_without_xla(model):
     tf_keras sends every grouped Conv2D through an XLA-compiled op, a workaround from when
     TensorFlow's CPU kernels lacked groups. With TF 2.21 the plain op runs on CPU and XLA's
     gradient is the slow part: 3x3, 152 channels, 19 groups, batch 32 at 8x8: 1.8 s per
-    forward+backward vs 6 ms plain; tools/bench_grouped_training.py times whole models. The override lives on
-    the layer instances of this training process only: saved models and exports are unchanged.
+    forward+backward vs 6 ms plain (tools/bench_grouped_training.py times whole models).
+    The override lives on the layer instances of this training process only: saved models
+    and exports are unchanged.
     Returns how many layers were switched.
     """
     from mobilekit.keras import layers as keras_layers
