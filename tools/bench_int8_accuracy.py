@@ -5,7 +5,8 @@ calibrated on the run's training images (eval transform), then top-1 of the Kera
 of the int8 .tflite on the same validation images (mobilekit.train.evaluate, one code path
 for both). With --qat-fallback, a model whose PTQ loses more than --max-drop points is
 fine-tuned with QAT from its float run (`train --qat --from RUN`) and its QAT int8 file is
-scored against the same float reference.
+scored against the same float reference; with --qat-control also against the float run
+fine-tuned the same way without fake-quant (QAT's extra epochs also train).
 
 Resumable: a model whose OUT/<model>/result.json exists is skipped.
 Usage:
@@ -39,15 +40,17 @@ def classifier_names(only=None):
 QAT_LR_FACTOR = 0.05
 
 
-def train_run(model, run_dir, epochs, qat_from=None, qat_range_samples=None):
+def train_run(model, run_dir, epochs, qat_from=None, qat_range_samples=None, qat=True):
+    """Train a float run, or (qat_from given) fine-tune one: with QAT, or with qat=False the
+    control, the same fine-tune without fake-quant."""
     from mobilekit.train import trainer
 
     settings = {"epochs": epochs}
     if qat_from is not None:
         float_config = json.loads((qat_from / "config.json").read_text())
-        settings.update(qat=True, init_from=str(qat_from),
+        settings.update(qat=qat, init_from=str(qat_from),
                         lr=QAT_LR_FACTOR * float_config["lr"])
-        if qat_range_samples is not None:
+        if qat and qat_range_samples is not None:
             settings["qat_range_samples"] = qat_range_samples
     config = trainer.resolve_config(model, **settings)
     if not (run_dir / "metrics.json").is_file():  # written when a run finishes
@@ -64,11 +67,17 @@ def int8_top1(run_dir):
     return evaluate(str(tflite))["top1"], report
 
 
-def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs, qat_range_samples):
+def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs, qat_range_samples,
+            qat_control=False):
     model_dir = out / model
     result_file = model_dir / "result.json"
     if result_file.is_file():
-        return json.loads(result_file.read_text())
+        result = json.loads(result_file.read_text())
+        if qat_control and result["qat_int8_top1"] is not None \
+                and result.get("control_float_top1") is None:
+            result.update(control(model, model_dir, result["qat_epochs"], result["float_top1"]))
+            result_file.write_text(json.dumps(result, indent=2))
+        return result
     from mobilekit.train.evaluate import evaluate
 
     start = time.perf_counter()
@@ -92,14 +101,35 @@ def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs, qat_range_sa
         result.update(qat_epochs=qat_epochs, qat_range_samples=qat_config["qat_range_samples"],
                       qat_int8_top1=qat_top1,
                       qat_drop_points=100 * (float_top1["top1"] - qat_top1))
+        if qat_control:
+            result.update(control(model, model_dir, qat_epochs, float_top1["top1"]))
     result["seconds"] = round(time.perf_counter() - start, 1)
     model_dir.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2))
     return result
 
 
+def control(model, model_dir, epochs, float_top1):
+    """QAT also trains: fine-tune the float run the same way without fake-quant, so that the
+    QAT int8 file is also compared with an equally trained float model."""
+    from mobilekit.train.evaluate import evaluate
+
+    run = model_dir / "control"
+    train_run(model, run, epochs, qat_from=model_dir / "float", qat=False)
+    top1 = evaluate(str(run / "model.keras"))["top1"]
+    return {"control_float_top1": top1, "control_gain_points": 100 * (top1 - float_top1)}
+
+
+def qat_drop(row):
+    """QAT int8 vs the float run, or vs the control when it is better trained."""
+    if row["qat_int8_top1"] is None:
+        return None
+    reference = max(row["float_top1"], row.get("control_float_top1") or 0.0)
+    return 100 * (reference - row["qat_int8_top1"])
+
+
 def best_drop(row):
-    drops = [d for d in (row["ptq_drop_points"], row["qat_drop_points"]) if d is not None]
+    drops = [d for d in (row["ptq_drop_points"], qat_drop(row)) if d is not None]
     return min(drops)
 
 
@@ -119,17 +149,19 @@ def write_report(rows, out, max_drop):
     write_markdown_table(
         out / "int8_accuracy.md",
         ["model", "res", "epochs", "optimizer", "val images", "float top-1 %", "PTQ int8 %",
-         "PTQ drop", "QAT epochs", "QAT int8 %", "QAT drop"],
+         "PTQ drop", "QAT epochs", "QAT int8 %", "control float %", "QAT drop"],
         [[r["model"], r["resolution"], r["epochs"], _recipe(r), r["val_images"],
           pct(r["float_top1"]),
           pct(r["ptq_int8_top1"]), pts(r["ptq_drop_points"]),
           "-" if r["qat_int8_top1"] is None else r["qat_epochs"],
-          pct(r["qat_int8_top1"]),
-          pts(r["qat_drop_points"])] for r in rows],
+          pct(r["qat_int8_top1"]), pct(r.get("control_float_top1")),
+          pts(qat_drop(r))] for r in rows],
         title="int8 vs float top-1 on the default (synthetic) dataset",
         notes=[f"{within} of {len(rows)} models within {max_drop} point(s) of float in int8 "
                "(PTQ, or QAT where PTQ was not)",
-               "drop = float top-1 - int8 top-1, in points; same validation images for both"])
+               "drop = float top-1 - int8 top-1, in points; same validation images for both",
+               "control = the float run fine-tuned like QAT (same epochs and lr) without "
+               "fake-quant; QAT drop is taken from the better of float and control"])
     (out / "int8_accuracy.json").write_text(json.dumps(rows, indent=2))
 
 
@@ -141,6 +173,9 @@ def main():
     parser.add_argument("--max-drop", type=float, default=1.0, help="points")
     parser.add_argument("--qat-fallback", action="store_true")
     parser.add_argument("--qat-epochs", type=int, default=3)
+    parser.add_argument("--qat-control", action="store_true",
+                        help="also fine-tune each QAT model's float run without fake-quant "
+                             "and compare QAT int8 with it (adds it to finished rows too)")
     parser.add_argument("--qat-range-samples", type=int, default=None,
                         help="images that start QAT ranges (0: tfmot's [-6, 6]; "
                              "default: the trainer's)")
@@ -148,9 +183,9 @@ def main():
     rows = []
     for model in classifier_names(args.models.split(",") if args.models else None):
         row = measure(model, args.out, args.epochs, args.max_drop, args.qat_fallback,
-                      args.qat_epochs, args.qat_range_samples)
+                      args.qat_epochs, args.qat_range_samples, args.qat_control)
         rows.append(row)
-        qat = row["qat_drop_points"]
+        qat = qat_drop(row)
         print(f"{model:22s} float {100 * row['float_top1']:5.1f}  PTQ int8 "
               f"{100 * row['ptq_int8_top1']:5.1f} ({row['ptq_drop_points']:+.1f})  QAT drop "
               f"{'-' if qat is None else f'{qat:+.1f}'}", flush=True)
