@@ -4,6 +4,7 @@ import click
 from mobilekit.cli.common import parse_model_kwargs
 
 QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+CALIBRATION_METHODS = ("average", "mse", "minmax")
 
 
 @click.command()
@@ -17,10 +18,12 @@ QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
               help="Calibration dataset SPEC (train split, eval transform), or 'random' "
                    "for a benchmark-only export.")
 @click.option("--calib-samples", type=int, default=300, help="Calibration images.")
-@click.option("--calib-method", type=click.Choice(["average", "minmax"]), default="average",
+@click.option("--calib-method", type=click.Choice(list(CALIBRATION_METHODS)), default="average",
               show_default=True,
               help="int8 activation ranges: mean of per-8-image min/max (robust to rare "
-                   "extreme activations), or the global min/max over all images.")
+                   "extreme activations), the range with the least int8 rounding + clipping "
+                   "error per tensor (mse; best on signed residual-branch outputs), or the "
+                   "global min/max over all images.")
 @click.option("--dense-quant", type=click.Choice(["per-tensor", "per-channel"]),
               default="per-tensor", show_default=True,
               help="int8 Dense (fully connected) weights: one scale per tensor, as TFLite's "

@@ -1,58 +1,150 @@
-"""Averaged min/max calibration for full-int8 post-training quantization.
+"""Activation ranges for full-integer post-training quantization.
 
-The TFLite converter sets each activation's int8 range from the minimum and maximum seen
-over the whole calibration set. On networks with heavy-tailed activations, a few hundred
-images find a few extreme values that stretch every range and leave ordinary values a
-handful of int8 steps: a MobileNetV3-Large trained on the default data (60.2 % float
-top-1, activations whose max is 20-60x their mean |x|) fell to chance (10.0 %) in int8
-with 300 calibration images, yet kept 60.2 % with 8. More images should not make the model
-worse, so, like the "average min/max" calibration of TensorFlow's own quantizer, we
-calibrate the images in chunks and give each tensor the mean over chunks of the chunks'
-minima and maxima: the range a typical batch needs, not the one that the rarest image
-needs (those saturate instead).
+Why we do not keep the converter's own min/max: TFLite's calibrator logs each op's inputs
+again after the op has run, and when the memory planner let the op write its output into
+an input's buffer (in-place ADD, MUL, ...), that input is given the output's range
+(tensorflow/tensorflow#127842, open in 2026). Measured on our graphs: a MobileNetV3
+hard-sigmoid output, truly in [0, 1], was recorded as [-0.375, 51.7] (the hard-swish after
+it), so its int8 file kept ~5 steps for the gate; every conv output feeding a residual ADD
+was recorded with the sum's range (ShiftResNet-20 lost 1.2-1.5 points that way). So the
+converter's calibration only tells us which tensors need a range; we run the calibrated float
+model ourselves with every tensor kept (no buffer sharing, no delegate) and set each range
+from the values really seen, by one of:
 
-This hooks the converter's calibration step (`Calibrator.calibrate`, used by the MLIR
-quantizer for int8) while `averaged_calibration()` is active; everything else in the
+- "minmax": the extremes over all calibration images.
+- "average": like the "average min/max" calibration of TensorFlow's own quantizer, the mean
+  over chunks of 8 images of each chunk's minimum and maximum. On heavy-tailed networks a few
+  hundred images find a few extreme values that stretch every range and leave ordinary
+  values a handful of int8 steps (a MobileNetV3-Large at 60 % fell to chance with 300
+  images, kept its accuracy with 8); the average range is what a typical batch needs, and
+  the rarest values saturate instead.
+- "mse": the [c * min, c * max] whose int8 rounding plus clipping error over all values is
+  least (the MSE range setting of Nagel et al., "A White Paper on Neural Network
+  Quantization", arXiv:2106.08295, sec. 3.4), from histograms in a second pass.
+
+`calibration_hook(method)` patches the converter's calibration step (`Calibrator.calibrate`,
+used by the MLIR quantizer for int8 and int16x8) while active; everything else in the
 conversion is the converter's own.
 """
 import contextlib
 
 import numpy as np
 
-# Images per chunk: min/max of 8 images each, averaged over the chunks.
+CALIBRATION_METHODS = ("average", "mse", "minmax")
+# Images per chunk for "average": min/max of 8 images each, averaged over the chunks.
 CHUNK = 8
+# "mse": histogram bins over each tensor's [min, max], and the candidate range scales c.
+MSE_BINS = 2048
+MSE_SCALES = np.geomspace(0.02, 1.0, 120)
 
 
 @contextlib.contextmanager
-def averaged_calibration(chunk=CHUNK):
-    """While active, TFLite int8 calibration averages per-chunk min/max (module docstring)."""
+def calibration_hook(method, chunk=CHUNK, bins=MSE_BINS):
+    """While active, TFLite calibration sets ranges from observed values (module docstring)."""
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}; "
+                         f"got {method!r}")
     from tensorflow.lite.python.optimize import calibrator
 
     original = calibrator.Calibrator.calibrate
 
     def calibrate(self, dataset_gen):
         samples = list(dataset_gen())
-        if len(samples) <= chunk:
-            return original(self, lambda: iter(samples))
-        # Full chunks only: a short tail would weigh as much as a full chunk.
-        chunks = [samples[i:i + chunk] for i in range(0, len(samples) - chunk + 1, chunk)]
-        first, sums = None, {}
-        for part in chunks:  # one calibrated model at a time: each is a full float copy
-            calibrated = original(calibrator.Calibrator(self._model_content),
-                                  lambda part=part: iter(part))
-            first = calibrated if first is None else first
-            # Same graph every time, so every chunk calibrates the same tensors.
-            for index, (low, high) in tensor_ranges(bytes(calibrated)).items():
-                low_sum, high_sum = sums.get(index, (0.0, 0.0))
-                sums[index] = (low_sum + low, high_sum + high)
-        n = len(chunks)
-        return with_ranges(first, {i: (low / n, high / n) for i, (low, high) in sums.items()})
+        calibrated = bytes(original(self, lambda: iter(samples)))
+        wanted = [i for i, (low, _) in tensor_ranges(calibrated).items() if low.size == 1]
+        ranges = observed_ranges(calibrated, samples, wanted, method, chunk, bins)
+        return with_ranges(calibrated, {i: (np.float32([low]), np.float32([high]))
+                                        for i, (low, high) in ranges.items()})
 
     calibrator.Calibrator.calibrate = calibrate
     try:
         yield
     finally:
         calibrator.Calibrator.calibrate = original
+
+
+def _float_runner(model_bytes):
+    """invoke(sample) -> interpreter, with every intermediate tensor kept readable."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # No default XNNPACK delegate: tensors inside a delegated partition are never written back.
+    interpreter = Interpreter(model_content=model_bytes, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=(
+                                  OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interpreter.allocate_tensors()
+    inputs = [d["index"] for d in interpreter.get_input_details()]
+
+    def invoke(sample):
+        for index, value in zip(inputs, sample):
+            interpreter.set_tensor(index, np.asarray(value, np.float32))
+        interpreter.invoke()
+        return interpreter
+
+    return invoke
+
+
+def observed_ranges(model_bytes, samples, indices, method="minmax", chunk=CHUNK, bins=MSE_BINS):
+    """{tensor index: (low, high)} for `indices` of a float TFLite model run on `samples`
+    (lists of input arrays, as the converter's representative dataset yields them)."""
+    invoke = _float_runner(model_bytes)
+    chunk_lows = {i: [] for i in indices}
+    chunk_highs = {i: [] for i in indices}
+    for start in range(0, len(samples), chunk):
+        part = samples[start:start + chunk]
+        lows, highs = {i: np.inf for i in indices}, {i: -np.inf for i in indices}
+        for sample in part:
+            interpreter = invoke(sample)
+            for i in indices:
+                values = interpreter.get_tensor(i)
+                lows[i] = min(lows[i], float(values.min()))
+                highs[i] = max(highs[i], float(values.max()))
+        # "average" weighs full chunks only: a short tail would weigh as much as a full one.
+        full = len(part) == chunk or start == 0
+        for i in indices:
+            chunk_lows[i].append((lows[i], full))
+            chunk_highs[i].append((highs[i], full))
+    ranges = {}
+    for i in indices:
+        low, high = min(v for v, _ in chunk_lows[i]), max(v for v, _ in chunk_highs[i])
+        if method == "average":
+            low = float(np.mean([v for v, full in chunk_lows[i] if full]))
+            high = float(np.mean([v for v, full in chunk_highs[i] if full]))
+        ranges[i] = (low, high)
+    if method == "mse":
+        histograms = activation_histograms(invoke, samples, ranges, bins)
+        ranges = {i: mse_range(histograms[i], *ranges[i]) for i in ranges}
+    return ranges
+
+
+def activation_histograms(invoke, samples, ranges, bins=MSE_BINS):
+    """{tensor index: counts of its non-zero values in `bins` bins over its (low, high)}."""
+    counts = {index: np.zeros(bins, np.int64) for index in ranges}
+    for sample in samples:
+        interpreter = invoke(sample)
+        for index, (low, high) in ranges.items():
+            values = interpreter.get_tensor(index).ravel()
+            # Exact zeros (ReLU outputs) quantize without error: leave them out.
+            values = values[values != 0]
+            if high > low and values.size:
+                counts[index] += np.histogram(values, bins, (low, high))[0]
+    return counts
+
+
+def mse_range(counts, low, high, scales=MSE_SCALES):
+    """The (c * low, c * high) with the least expected int8 error for values histogrammed in
+    `counts` over (low, high): step**2 / 12 rounding noise inside the range, the distance
+    to the nearer end outside it. The range always keeps 0, as TFLite's does."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    if high <= low or not counts.sum():
+        return low, high
+    edges = np.linspace(low, high, len(counts) + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    lows, highs = scales[:, None] * low, scales[:, None] * high
+    step = (highs - lows) / 255
+    clipped = np.maximum(centres - highs, 0) + np.maximum(lows - centres, 0)
+    error = np.where(clipped > 0, clipped ** 2, step ** 2 / 12) @ counts
+    best = int(np.argmin(error))
+    return float(scales[best] * low), float(scales[best] * high)
 
 
 def tensor_ranges(model_bytes):

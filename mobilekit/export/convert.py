@@ -16,7 +16,7 @@ import contextlib
 import numpy as np
 
 from mobilekit.errors import check_choice
-from mobilekit.export.calibration import averaged_calibration
+from mobilekit.export.calibration import CALIBRATION_METHODS, calibration_hook
 from mobilekit.export.delegable import delegable_clone
 from mobilekit.keras import tf
 
@@ -137,7 +137,6 @@ def describe_float_ops(report):
     return f"{len(ops)} op(s) compute in float: {shown}{more}"
 
 
-CALIBRATION_METHODS = ("average", "minmax")
 # int8 PTQ weights of FULLY_CONNECTED: one scale per tensor (TFLite's int8 spec for it, and
 # what tfmot's QAT trains) or one per output unit. Convolutions are always per channel.
 # Per-channel costs a float scale + an int64 zero point per unit, for the weights and again
@@ -160,8 +159,10 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
     sparse: store pruned (mostly-zero) weights sparse-encoded (see `_converter`).
     s2d_input: the file takes the space-to-depth image layout (mobilekit.export.stem; its
     `stem_layout(model)` says how to prepare inputs); representative_data stays in images.
-    calibration: int8 activation ranges from the mean of per-chunk min/max ("average",
-    mobilekit.export.calibration) or the converter's global min/max ("minmax").
+    calibration: int8 activation ranges from the values the float model really produces on
+    the calibration images (mobilekit.export.calibration): the mean of per-chunk min/max
+    ("average"), the least int8 error ("mse") or the global min/max ("minmax"); int16x8
+    always takes the global min/max.
     dense_quant: int8 PTQ Dense weights "per-tensor" or "per-channel" (see DENSE_QUANT).
     """
     check_choice("quant", quant, QUANT_MODES)
@@ -198,8 +199,8 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
         if samples is not None:
             samples = list(apply_input_layout(np.stack(samples), layout))
     concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
-    averaged = quant == "int8" and not qat and calibration == "average"
-    with averaged_calibration() if averaged else contextlib.nullcontext():
+    method = calibration if quant == "int8" else "minmax"
+    with calibration_hook(method) if integer and not qat else contextlib.nullcontext():
         try:
             tflite = _run_converter(_converter(concrete, quant, samples, io, qat,
                                                allow_float_ops, sparse, dense_quant))

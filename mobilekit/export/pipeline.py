@@ -287,8 +287,8 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
                    "float_decode": float_decode, "sparse": sparse,
                    "calibration": {"data": calib_data if needs_calibration else None,
                                    "samples": calib_samples if needs_calibration else 0,
-                                   "method": (calib_method if needs_calibration
-                                              and quant == "int8" else None)},
+                                   "method": ((calib_method if quant == "int8" else "minmax")
+                                              if needs_calibration else None)},
                    # QAT files: tfmot trains Dense weights per tensor.
                    "dense_quant": ("per-tensor" if qat else dense_quant)
                    if quant == "int8" else None,
