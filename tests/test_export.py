@@ -458,6 +458,29 @@ def test_int8_ranges_of_tensors_an_in_place_op_overwrites_are_their_own():
     assert scales == pytest.approx(expected, rel=0.02)
 
 
+def test_int8_range_before_a_hard_swish_stops_at_its_dead_zone():
+    """Every value below -3 leaves hard-swish at 0: the int8 range of its input starts at -3,
+    not at the conv's far lower minimum."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.convert import convert
+    from mobilekit.layers.activations import HardSwish
+
+    inp = layers.Input((4, 4, 2), name="input")
+    pre = layers.Conv2D(3, 1, kernel_initializer=keras.initializers.Constant(-6.0),
+                        bias_initializer=keras.initializers.Constant(1.0), name="pre")(inp)
+    model = keras.Model(inp, layers.Conv2D(2, 1, name="head")(HardSwish(name="hswish")(pre)))
+    images = np.random.default_rng(0).uniform(-1, 1, (16, 4, 4, 2)).astype(np.float32)
+    values = keras.Model(inp, pre).predict(images, verbose=0)
+    assert values.min() < -9  # the naive range would be 1.5x wider
+    interpreter = Interpreter(model_content=convert(model, "int8", images, io="int8",
+                                                    calibration="minmax"))
+    scales = [float(d["quantization"][0]) for d in interpreter.get_tensor_details()
+              if "pre" in d["name"] and d["dtype"] == np.int8 and len(d["shape"]) == 4
+              and d["shape"][0] == 1]
+    assert scales == [pytest.approx((values.max() + 3) / 255, rel=0.02)]
+
+
 def test_mse_range_matches_a_brute_force_search_on_the_values():
     """The histogram estimate picks a range whose real int8 error is within 5 % of the best
     range of the same family found by quantizing every value (heavy-tailed values: clipping
