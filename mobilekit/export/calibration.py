@@ -59,6 +59,12 @@ def calibration_hook(method, chunk=CHUNK, bins=MSE_BINS):
         calibrated = bytes(original(self, lambda: iter(samples)))
         wanted = [i for i, (low, _) in tensor_ranges(calibrated).items() if low.size == 1]
         ranges = observed_ranges(calibrated, samples, wanted, method, chunk, bins)
+        # The outputs keep their extremes: a classifier's answer is its largest score, and a
+        # clipped top would turn the most confident scores into ties.
+        outputs = model_outputs(calibrated)
+        if method != "minmax" and outputs & set(wanted):
+            extremes = observed_ranges(calibrated, samples, sorted(outputs & set(wanted)))
+            ranges.update(extremes)
         ranges = without_dead_zones(ranges, dead_zones(calibrated))
         return with_ranges(calibrated, {i: (np.float32([low]), np.float32([high]))
                                         for i, (low, high) in ranges.items()})
@@ -245,6 +251,14 @@ def without_dead_zones(ranges, zones):
             high = min(high, max(ceiling, 0.0))
         cut[index] = (low, max(high, low))
     return cut
+
+
+def model_outputs(model_bytes):
+    """Indices of the first subgraph's output tensors."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    graph = schema.Model.GetRootAsModel(model_bytes, 0).Subgraphs(0)
+    return {int(graph.Outputs(i)) for i in range(graph.OutputsLength())}
 
 
 def tensor_ranges(model_bytes):
