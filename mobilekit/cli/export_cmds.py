@@ -20,10 +20,11 @@ CALIBRATION_METHODS = ("average", "mse", "minmax")
 @click.option("--calib-samples", type=int, default=300, help="Calibration images.")
 @click.option("--calib-method", type=click.Choice(list(CALIBRATION_METHODS)), default="average",
               show_default=True,
-              help="int8 activation ranges: mean of per-8-image min/max (robust to rare "
-                   "extreme activations), the range with the least int8 rounding + clipping "
-                   "error per tensor (mse; best on signed residual-branch outputs), or the "
-                   "global min/max over all images.")
+              help="int8 activation ranges, from the values the float model really produces: "
+                   "mean of per-8-image min/max (robust to rare extreme activations), the "
+                   "range with the least int8 rounding + clipping error per tensor (mse), or "
+                   "the global min/max over all images. Outputs keep their extremes and no "
+                   "range covers values every consumer ignores (below -3 before hard-swish).")
 @click.option("--dense-quant", type=click.Choice(["per-tensor", "per-channel"]),
               default="per-tensor", show_default=True,
               help="int8 Dense (fully connected) weights: one scale per tensor, as TFLite's "
