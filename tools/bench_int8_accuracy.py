@@ -8,15 +8,24 @@ fine-tuned with QAT from its float run (`train --qat --from RUN`) and its QAT in
 scored against the same float reference; with --qat-control also against the float run
 fine-tuned the same way without fake-quant (QAT's extra epochs also train).
 
-Resumable: a model whose OUT/<model>/result.json exists is skipped.
+With --val-data SPEC the float model and its int8 files are scored image by image on that
+validation data instead of the run's own split (`synthetic:val=500`: 5,000 images, where
+the 500-image split's standard error of a drop is about a point), and each drop gets its
+standard error (tools/paired_int8_eval.py).
+
+Resumable: a model whose OUT/<model>/result.json exists is skipped (and a finished float
+run in OUT/<model>/float is not trained again).
 Usage:
   python tools/bench_int8_accuracy.py --out int8_acc --models mobilenet_v2,ghostnet --epochs 10
+  python tools/bench_int8_accuracy.py --out int8_acc --val-data synthetic:val=500
 Writes OUT/int8_accuracy.md and .json.
 """
 import argparse
 import json
 import time
 from pathlib import Path
+
+from paired_int8_eval import paired_top1
 
 import mobilekit
 from mobilekit.report.writers import write_markdown_table
@@ -59,36 +68,36 @@ def train_run(model, run_dir, epochs, qat_from=None, qat_range_samples=None, qat
     return config
 
 
-def int8_top1(run_dir):
+def int8_top1(run_dir, float_run, val_data=None):
+    """(paired_top1 row of the int8 export of run_dir vs float_run's Keras model, report)."""
     from mobilekit.export.pipeline import export
-    from mobilekit.train.evaluate import evaluate
 
     tflite, report = export(str(run_dir), "int8")
-    return evaluate(str(tflite))["top1"], report
+    spec = val_data or json.loads((Path(float_run) / "config.json").read_text())["data"]
+    return paired_top1(str(float_run), str(tflite), spec), report
 
 
 def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs, qat_range_samples,
-            qat_control=False):
+            qat_control=False, val_data=None):
     model_dir = out / model
     result_file = model_dir / "result.json"
     if result_file.is_file():
         result = json.loads(result_file.read_text())
         if qat_control and result["qat_int8_top1"] is not None \
                 and result.get("control_float_top1") is None:
-            result.update(control(model, model_dir, result["qat_epochs"], result["float_top1"]))
+            result.update(control(model, model_dir, result["qat_epochs"], result["float_top1"],
+                                  result.get("val_data")))
             result_file.write_text(json.dumps(result, indent=2))
         return result
-    from mobilekit.train.evaluate import evaluate
-
     start = time.perf_counter()
     float_run = model_dir / "float"
     config = train_run(model, float_run, epochs)
-    float_top1 = evaluate(str(float_run / "model.keras"))
-    ptq_top1, report = int8_top1(float_run)
+    ptq, report = int8_top1(float_run, float_run, val_data)
     result = {"model": model, "resolution": config["resolution"], "epochs": epochs,
-              "optimizer": config["optimizer"], "lr": config["lr"],
-              "val_images": float_top1["num_samples"], "float_top1": float_top1["top1"],
-              "ptq_int8_top1": ptq_top1, "ptq_drop_points": 100 * (float_top1["top1"] - ptq_top1),
+              "optimizer": config["optimizer"], "lr": config["lr"], "val_data": ptq["data"],
+              "val_images": ptq["images"], "float_top1": ptq["float_top1"],
+              "ptq_int8_top1": ptq["int8_top1"], "ptq_drop_points": ptq["drop_points"],
+              "ptq_drop_se_points": ptq["drop_se_points"],
               "int8_float_ops": report["float_ops"],
               "dense_quant": report.get("dense_quant"), "calibration": report["calibration"],
               "qat_int8_top1": None,
@@ -97,26 +106,27 @@ def measure(model, out, epochs, max_drop, qat_fallback, qat_epochs, qat_range_sa
         qat_run = model_dir / "qat"
         qat_config = train_run(model, qat_run, qat_epochs, qat_from=float_run,
                                qat_range_samples=qat_range_samples)
-        qat_top1, _ = int8_top1(qat_run)
+        qat, _ = int8_top1(qat_run, float_run, val_data)
         result.update(qat_epochs=qat_epochs, qat_range_samples=qat_config["qat_range_samples"],
-                      qat_int8_top1=qat_top1,
-                      qat_drop_points=100 * (float_top1["top1"] - qat_top1))
+                      qat_int8_top1=qat["int8_top1"], qat_drop_points=qat["drop_points"],
+                      qat_drop_se_points=qat["drop_se_points"])
         if qat_control:
-            result.update(control(model, model_dir, qat_epochs, float_top1["top1"]))
+            result.update(control(model, model_dir, qat_epochs, ptq["float_top1"],
+                                  ptq["data"]))
     result["seconds"] = round(time.perf_counter() - start, 1)
     model_dir.mkdir(parents=True, exist_ok=True)
     result_file.write_text(json.dumps(result, indent=2))
     return result
 
 
-def control(model, model_dir, epochs, float_top1):
+def control(model, model_dir, epochs, float_top1, val_data=None):
     """QAT also trains: fine-tune the float run the same way without fake-quant, so that the
     QAT int8 file is also compared with an equally trained float model."""
     from mobilekit.train.evaluate import evaluate
 
     run = model_dir / "control"
     train_run(model, run, epochs, qat_from=model_dir / "float", qat=False)
-    top1 = evaluate(str(run / "model.keras"))["top1"]
+    top1 = evaluate(str(run / "model.keras"), **({"spec": val_data} if val_data else {}))["top1"]
     return {"control_float_top1": top1, "control_gain_points": 100 * (top1 - float_top1)}
 
 
@@ -143,8 +153,10 @@ def write_report(rows, out, max_drop):
     def pct(value):
         return "-" if value is None else f"{100 * value:.1f}"
 
-    def pts(value):
-        return "-" if value is None else f"{value:+.1f}"
+    def pts(value, se=None):
+        if value is None:
+            return "-"
+        return f"{value:+.1f}" if se is None else f"{value:+.2f} ± {se:.2f}"
 
     within = sum(best_drop(r) <= max_drop for r in rows)
     write_markdown_table(
@@ -153,7 +165,7 @@ def write_report(rows, out, max_drop):
          "PTQ drop", "QAT epochs", "QAT int8 %", "control float %", "QAT drop"],
         [[r["model"], r["resolution"], r["epochs"], _recipe(r), r["val_images"],
           pct(r["float_top1"]),
-          pct(r["ptq_int8_top1"]), pts(r["ptq_drop_points"]),
+          pct(r["ptq_int8_top1"]), pts(r["ptq_drop_points"], r.get("ptq_drop_se_points")),
           "-" if r["qat_int8_top1"] is None else r["qat_epochs"],
           pct(r["qat_int8_top1"]), pct(r.get("control_float_top1")),
           pts(qat_drop(r))] for r in rows],
@@ -177,6 +189,9 @@ def main():
     parser.add_argument("--qat-control", action="store_true",
                         help="also fine-tune each QAT model's float run without fake-quant "
                              "and compare QAT int8 with it (adds it to finished rows too)")
+    parser.add_argument("--val-data", default=None,
+                        help="validation data SPEC for float and int8, scored image by image "
+                             "(default: the run's own split); e.g. synthetic:val=500")
     parser.add_argument("--qat-range-samples", type=int, default=None,
                         help="images that start QAT ranges (0: tfmot's [-6, 6]; "
                              "default: the trainer's)")
@@ -184,7 +199,8 @@ def main():
     rows = []
     for model in classifier_names(args.models.split(",") if args.models else None):
         row = measure(model, args.out, args.epochs, args.max_drop, args.qat_fallback,
-                      args.qat_epochs, args.qat_range_samples, args.qat_control)
+                      args.qat_epochs, args.qat_range_samples, args.qat_control,
+                      args.val_data)
         rows.append(row)
         qat = qat_drop(row)
         print(f"{model:22s} float {100 * row['float_top1']:5.1f}  PTQ int8 "
