@@ -605,3 +605,35 @@ def test_calibration_images_do_not_depend_on_tensorflow_global_seed():
     again = dataset_samples(spec, RES, 12, seed=0)
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, dataset_samples(spec, RES, 12, seed=1))
+
+
+def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
+    """After a ReLU the inputs have a large mean, so rounding the next layer's weights
+    shifts its outputs; with bias correction the int8 file's per-channel mean error shrinks,
+    and the Keras model keeps its own weights."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.convert import convert
+
+    keras.utils.set_random_seed(3)
+    inp = layers.Input((8, 8, 3), name="input")
+    x = layers.Conv2D(64, 3, padding="same", activation="relu", name="features")(inp)
+    model = keras.Model(inp, layers.Conv2D(4, 1, name="head")(x))
+    images = np.random.default_rng(0).uniform(0, 4, (64, 8, 8, 3)).astype(np.float32)
+    before = [w.copy() for w in model.get_weights()]
+    expected = model.predict(images, verbose=0)
+
+    def mean_error(corrected):
+        tflite = convert(model, "int8", images, io="float", bias_correction=corrected)
+        interpreter = Interpreter(model_content=tflite)
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
+                                        images.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
+        interpreter.invoke()
+        out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        return np.abs((out - expected).mean(axis=(0, 1, 2))).mean()
+
+    plain, corrected = mean_error(False), mean_error(True)
+    assert corrected < 0.5 * plain
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))

@@ -19,10 +19,13 @@ from mobilekit.report.writers import write_markdown_table
 
 
 def score(run_dir, method, data, out):
+    """method: a calibration method, "+bias" appended for bias correction."""
     from mobilekit.export.pipeline import export
 
     name = Path(run_dir).resolve()
-    tflite, _ = export(str(run_dir), "int8", calib_method=method,
+    calibration, _, extra = method.partition("+")
+    tflite, _ = export(str(run_dir), "int8", calib_method=calibration,
+                       bias_correction=extra == "bias",
                        out=str(out / f"{name.parent.name}_{name.name}_{method}.tflite"))
     row = paired_top1(run_dir, tflite, data)
     return {"run": str(run_dir), "method": method, **row}
@@ -52,7 +55,9 @@ def write_report(rows, out, methods):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="training run directories")
-    parser.add_argument("--methods", default="average,mse", help="comma-separated")
+    parser.add_argument("--methods", default="average,mse",
+                        help="comma-separated calibration methods; append +bias for bias "
+                             "correction (e.g. average,average+bias)")
     parser.add_argument("--data", default="synthetic", help="validation data spec")
     parser.add_argument("--out", default="calibration_cmp")
     args = parser.parse_args()

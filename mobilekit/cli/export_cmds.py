@@ -31,6 +31,10 @@ CALIBRATION_METHODS = ("average", "mse", "minmax")
                    "int8 spec and tfmot's QAT do, or one per output unit (a scale and a "
                    "zero point per unit for weights and bias: 24 KB more on a 1000-class "
                    "head; XNNPACK ran such heads a few percent faster on x86).")
+@click.option("--bias-correction", is_flag=True, default=False,
+              help="int8: shift each biased layer's bias by the mean output change that "
+                   "rounding its weights to int8 causes, measured on calibration images "
+                   "(helps networks without BatchNorm, e.g. SqueezeNet).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               show_default="<model>_<quant>.tflite in the run directory, else here",
               help="Output .tflite path; the JSON report goes beside it.")
@@ -58,7 +62,7 @@ CALIBRATION_METHODS = ("average", "mse", "minmax")
 @click.option("--option", "options", multiple=True, default=(), show_default="none",
               metavar="KEY=VALUE", help="Zoo name only: extra model argument (repeatable).")
 def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method, dense_quant,
-           out, allow_float_ops, sparse, s2d_input, eval_data, eval_samples, atol, alpha, resolution, num_classes, options):
+           bias_correction, out, allow_float_ops, sparse, s2d_input, eval_data, eval_samples, atol, alpha, resolution, num_classes, options):
     """Convert a run directory, a .keras file or a zoo model (random weights) to TFLite.
 
     Writes X.tflite (with embedded labels / normalisation / quant metadata) and the
@@ -81,7 +85,7 @@ def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method
     path, report = run_export(
         model_or_run, quant, io=None if io_type == "auto" else io_type, calib_data=calib_data,
         calib_samples=calib_samples, calib_method=calib_method, dense_quant=dense_quant,
-        out=out,
+        bias_correction=bias_correction, out=out,
         allow_float_ops=allow_float_ops, sparse=sparse, s2d_input=s2d_input,
         eval_data=eval_data, eval_samples=eval_samples, atol=atol, model_kwargs=kwargs,
         log=lambda msg: click.echo(msg, err=True))

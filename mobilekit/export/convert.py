@@ -148,7 +148,7 @@ DENSE_QUANT = ("per-tensor", "per-channel")
 
 def convert(model, quant, representative_data=None, io=None, allow_float_ops=False,
             calibration_limit=None, sparse=False, s2d_input=False, calibration="average",
-            dense_quant="per-tensor"):
+            dense_quant="per-tensor", bias_correction=False):
     """Convert a functional tf_keras model to TFLite bytes (static batch 1).
 
     quant: one of QUANT_MODES. representative_data: calibration images for int8/int16x8
@@ -164,6 +164,9 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
     ("average"), the least int8 error ("mse") or the global min/max ("minmax"); int16x8
     always takes the global min/max.
     dense_quant: int8 PTQ Dense weights "per-tensor" or "per-channel" (see DENSE_QUANT).
+    bias_correction: int8 PTQ biases cancel the mean output shift of weight rounding,
+    measured on the calibration images (mobilekit.export.bias_correction); `model` itself
+    is left unchanged.
     """
     check_choice("quant", quant, QUANT_MODES)
     check_choice("calibration", calibration, CALIBRATION_METHODS)
@@ -198,6 +201,26 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
         spec = input_spec(source)
         if samples is not None:
             samples = list(apply_input_layout(np.stack(samples), layout))
+    correct = bias_correction and quant == "int8" and not qat
+    with contextlib.ExitStack() as stack:
+        if correct:  # before tracing: the traced graph freezes the corrected biases
+            from mobilekit.export.bias_correction import corrected_biases
+
+            stack.enter_context(corrected_biases(source, samples, dense_quant == "per-channel"))
+        tflite = _convert_traced(source, spec, quant, samples, io, qat, integer, calibration,
+                                 allow_float_ops, sparse, dense_quant)
+    if integer and not allow_float_ops:
+        from mobilekit.export.report import float_op_report
+
+        report = float_op_report(tflite)
+        if report["float_ops"]:
+            raise FloatOpsError(f"{quant} export of {model.name}: {describe_float_ops(report)}. "
+                                "Pass allow_float_ops=True (--allow-float-ops) to keep them")
+    return tflite
+
+
+def _convert_traced(source, spec, quant, samples, io, qat, integer, calibration,
+                    allow_float_ops, sparse, dense_quant):
     concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
     method = calibration if quant == "int8" else "minmax"
     with calibration_hook(method) if integer and not qat else contextlib.nullcontext():
@@ -210,11 +233,4 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
             # Strict int8 ops failed: convert again with float fallback to name the culprits.
             tflite = _run_converter(_converter(concrete, quant, samples, io, qat, True, sparse,
                                                dense_quant))
-    if integer and not allow_float_ops:
-        from mobilekit.export.report import float_op_report
-
-        report = float_op_report(tflite)
-        if report["float_ops"]:
-            raise FloatOpsError(f"{quant} export of {model.name}: {describe_float_ops(report)}. "
-                                "Pass allow_float_ops=True (--allow-float-ops) to keep them")
     return tflite

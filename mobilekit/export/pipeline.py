@@ -220,9 +220,10 @@ def default_out(name, quant, config):
 def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
            out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
            model_kwargs=None, sparse=False, s2d_input=False, calib_method="average",
-           dense_quant="per-tensor", log=None):
-    """Run the whole export; returns (tflite path, report dict). calib_method and
-    dense_quant: see mobilekit.export.convert.convert's `calibration` and `dense_quant`."""
+           dense_quant="per-tensor", bias_correction=False, log=None):
+    """Run the whole export; returns (tflite path, report dict). calib_method, dense_quant
+    and bias_correction: see mobilekit.export.convert.convert (calib_method is its
+    `calibration`)."""
     log = log or (lambda msg: None)
     check_choice("quant", quant, QUANT_MODES)
     if calib_samples < 1:
@@ -266,7 +267,8 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     float_decode = detector and qat and quant == "int8"
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
                      allow_float_ops=allow_float_ops or float_decode, sparse=sparse,
-                     s2d_input=s2d_input, calibration=calib_method, dense_quant=dense_quant)
+                     s2d_input=s2d_input, calibration=calib_method, dense_quant=dense_quant,
+                     bias_correction=bias_correction)
     if float_decode and not allow_float_ops:
         check_float_decode_only(tflite, name)
     seconds = time.perf_counter() - start
@@ -285,6 +287,8 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     report.update(_compute(model))
     report.update({"model": name, "source": str(source), "quant": quant, "io": io, "qat": qat,
                    "float_decode": float_decode, "sparse": sparse,
+                   "bias_correction": bool(bias_correction and needs_calibration
+                                           and quant == "int8"),
                    "calibration": {"data": calib_data if needs_calibration else None,
                                    "samples": calib_samples if needs_calibration else 0,
                                    "method": ((calib_method if quant == "int8" else "minmax")
