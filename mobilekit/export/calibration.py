@@ -59,13 +59,10 @@ def calibration_hook(method, chunk=CHUNK, bins=MSE_BINS):
         samples = list(dataset_gen())
         calibrated = bytes(original(self, lambda: iter(samples)))
         wanted = [i for i, (low, _) in tensor_ranges(calibrated).items() if low.size == 1]
-        ranges = observed_ranges(calibrated, samples, wanted, method, chunk, bins)
         # The outputs keep their extremes: a classifier's answer is its largest score, and a
         # clipped top would turn the most confident scores into ties.
-        outputs = model_outputs(calibrated)
-        if method != "minmax" and outputs & set(wanted):
-            extremes = observed_ranges(calibrated, samples, sorted(outputs & set(wanted)))
-            ranges.update(extremes)
+        ranges = observed_ranges(calibrated, samples, wanted, method, chunk, bins,
+                                 extremes=model_outputs(calibrated))
         ranges = without_dead_zones(ranges, dead_zones(calibrated))
         return with_ranges(calibrated, {i: (np.float32([low]), np.float32([high]))
                                         for i, (low, high) in ranges.items()})
@@ -97,9 +94,11 @@ def _float_runner(model_bytes):
     return invoke
 
 
-def observed_ranges(model_bytes, samples, indices, method="minmax", chunk=CHUNK, bins=MSE_BINS):
+def observed_ranges(model_bytes, samples, indices, method="minmax", chunk=CHUNK, bins=MSE_BINS,
+                    extremes=()):
     """{tensor index: (low, high)} for `indices` of a float TFLite model run on `samples`
-    (lists of input arrays, as the converter's representative dataset yields them)."""
+    (lists of input arrays, as the converter's representative dataset yields them); the
+    indices in `extremes` get their global min/max whatever the method."""
     invoke = _float_runner(model_bytes)
     chunk_lows = {i: [] for i in indices}
     chunk_highs = {i: [] for i in indices}
@@ -120,13 +119,14 @@ def observed_ranges(model_bytes, samples, indices, method="minmax", chunk=CHUNK,
     ranges = {}
     for i in indices:
         low, high = min(v for v, _ in chunk_lows[i]), max(v for v, _ in chunk_highs[i])
-        if method == "average":
+        if method == "average" and i not in extremes:
             low = float(np.mean([v for v, full in chunk_lows[i] if full]))
             high = float(np.mean([v for v, full in chunk_highs[i] if full]))
         ranges[i] = (low, high)
     if method == "mse":
-        histograms = activation_histograms(invoke, samples, ranges, bins)
-        ranges = {i: mse_range(histograms[i], *ranges[i]) for i in ranges}
+        searched = {i: r for i, r in ranges.items() if i not in extremes}
+        histograms = activation_histograms(invoke, samples, searched, bins)
+        ranges.update({i: mse_range(histograms[i], *searched[i]) for i in searched})
     return ranges
 
 
@@ -164,6 +164,7 @@ def mse_range(counts, low, high, scales=MSE_SCALES):
 # TFLite builtin operator codes and fused activations used by `dead_zones`.
 ADD, MUL, RELU, RELU6 = 0, 18, 19, 21
 FUSED_RELU, FUSED_RELU6 = 1, 3
+FLOAT32 = 0  # TensorType
 
 
 def dead_zones(model_bytes):
@@ -182,9 +183,12 @@ def dead_zones(model_bytes):
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
 
     def constant(index):
-        data = model.buffers[graph.tensors[index].buffer].data
-        values = None if data is None else np.frombuffer(bytes(data), np.float32)
-        return float(values[0]) if values is not None and values.size == 1 else None
+        """The value of a float32 scalar constant, else None."""
+        tensor = graph.tensors[index]
+        data = model.buffers[tensor.buffer].data
+        if data is None or tensor.type != FLOAT32 or len(data) != 4:
+            return None
+        return float(np.frombuffer(bytes(data), np.float32)[0])
 
     producer, consumers = {}, {}
     for op in graph.operators:
@@ -213,7 +217,7 @@ def dead_zones(model_bytes):
     outputs = set(graph.outputs)
     zones = {}
     for index, users in consumers.items():
-        if index in outputs or constant(index) is not None:
+        if index in outputs:
             continue
         floors, ceilings = [], []
         for op in users:
