@@ -16,8 +16,10 @@ import numpy as np
 
 from mobilekit.keras import keras, tf
 
-# Images whose layer inputs measure the shifts.
+# Images whose layer inputs measure the shifts, and how many go through at once (every
+# layer's input of a batch is held at the same time).
 SAMPLES = 32
+BATCH = 2
 
 
 def _rounding_error(kernel, per_channel):
@@ -36,7 +38,7 @@ def _linear_output(layer, inputs, kernel):
                                       layer.padding.upper(), dilations=layer.dilation_rate)
     if kind == "Conv2D":
         return layer.convolution_op(inputs, kernel)
-    return tf.matmul(inputs, kernel)
+    return tf.tensordot(inputs, kernel, 1)
 
 
 # Layers may sit in several graphs (export clones share them with the trained model): only
@@ -70,20 +72,26 @@ def output_shifts(model, images, dense_per_channel=False):
     if not targets:
         return {}
     probe = keras.Model(model.inputs, [_input_in(model, layer) for layer in targets])
-    inputs = probe.predict(np.asarray(images, np.float32), verbose=0, batch_size=8)
-    inputs = inputs if isinstance(inputs, list) else [inputs]
-    shifts = {}
-    for layer, x in zip(targets, inputs):
+    errors = {}
+    for layer in targets:
         kernel = layer.get_weights()[0]
-        per_channel = type(layer).__name__ != "Dense" or dense_per_channel
         if type(layer).__name__ == "DepthwiseConv2D":  # channels = in x multiplier
             h, w, c, m = kernel.shape
             error = _rounding_error(kernel.reshape(h, w, c * m), True).reshape(kernel.shape)
         else:
-            error = _rounding_error(kernel, per_channel)
-        out = _linear_output(layer, tf.constant(x), tf.constant(error, kernel.dtype)).numpy()
-        shifts[layer.name] = out.reshape(-1, out.shape[-1]).mean(axis=0)
-    return shifts
+            error = _rounding_error(kernel, type(layer).__name__ != "Dense" or dense_per_channel)
+        errors[layer.name] = tf.constant(error, kernel.dtype)
+    images = np.asarray(images, np.float32)
+    sums, counts = {}, {}
+    for start in range(0, len(images), BATCH):
+        inputs = probe(images[start:start + BATCH], training=False)
+        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        for layer, x in zip(targets, inputs):
+            out = _linear_output(layer, x, errors[layer.name]).numpy()
+            out = out.reshape(-1, out.shape[-1])  # (images x positions, channels)
+            sums[layer.name] = sums.get(layer.name, 0.0) + out.sum(axis=0)
+            counts[layer.name] = counts.get(layer.name, 0) + len(out)
+    return {name: total / counts[name] for name, total in sums.items()}
 
 
 @contextlib.contextmanager
