@@ -32,9 +32,9 @@ CALIBRATION_METHODS = ("average", "mse", "minmax")
                    "zero point per unit for weights and bias: 24 KB more on a 1000-class "
                    "head; XNNPACK ran such heads a few percent faster on x86).")
 @click.option("--bias-correction", is_flag=True, default=False,
-              help="int8: shift each biased layer's bias by the mean output change that "
-                   "rounding its weights to int8 causes, measured on calibration images "
-                   "(helps networks without BatchNorm, e.g. SqueezeNet).")
+              help="int8: shift each layer's bias (or the next BatchNorm's mean) by the mean "
+                   "output change that rounding its weights to int8 causes, measured on "
+                   "calibration images (helps networks without BatchNorm, e.g. SqueezeNet).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               show_default="<model>_<quant>.tflite in the run directory, else here",
               help="Output .tflite path; the JSON report goes beside it.")
