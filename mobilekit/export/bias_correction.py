@@ -22,9 +22,10 @@ SAMPLES = 32
 BATCH = 2
 
 
-def _rounding_error(kernel, per_channel):
-    """W_q - W for symmetric int8 rounding, one scale per output channel or per tensor."""
-    flat = kernel.reshape(-1, kernel.shape[-1]) if per_channel else kernel.reshape(-1, 1)
+def _rounding_error(kernel, channels):
+    """W_q - W for symmetric int8 rounding with one scale per output channel (`channels`
+    of them, the kernel's trailing axes) or, with channels=1, one per tensor."""
+    flat = kernel.reshape(-1, channels)
     scale = np.abs(flat).max(axis=0) / 127
     scale[scale == 0] = 1
     return (np.round(flat / scale) * scale - flat).reshape(kernel.shape)
@@ -75,12 +76,12 @@ def output_shifts(model, images, dense_per_channel=False):
     errors = {}
     for layer in targets:
         kernel = layer.get_weights()[0]
-        if type(layer).__name__ == "DepthwiseConv2D":  # channels = in x multiplier
-            h, w, c, m = kernel.shape
-            error = _rounding_error(kernel.reshape(h, w, c * m), True).reshape(kernel.shape)
+        kind = type(layer).__name__
+        if kind == "DepthwiseConv2D":  # output channels = input channels x multiplier
+            channels = kernel.shape[-2] * kernel.shape[-1]
         else:
-            error = _rounding_error(kernel, type(layer).__name__ != "Dense" or dense_per_channel)
-        errors[layer.name] = tf.constant(error, kernel.dtype)
+            channels = kernel.shape[-1] if kind != "Dense" or dense_per_channel else 1
+        errors[layer.name] = tf.constant(_rounding_error(kernel, channels), kernel.dtype)
     images = np.asarray(images, np.float32)
     sums, counts = {}, {}
     for start in range(0, len(images), BATCH):
