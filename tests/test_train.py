@@ -75,6 +75,8 @@ def test_resolve_config_precedence_and_errors():
     config = trainer.resolve_config("mobilenet_v1", batch_size=128)
     assert config["optimizer"] == "sgd" and config["lr"] == pytest.approx(0.2 * 2)
     assert config["resolution"] == trainer.SYNTHETIC_RESOLUTION and config["weight_decay"] == 4e-5
+    # Xception takes no less than 71 px: the synthetic default grows to it, not an error.
+    assert trainer.resolve_config("xception")["resolution"] == 71
     folder = trainer.resolve_config("mobilenet_v1", data="/x", batch_size=128)
     assert folder["resolution"] == 224 and folder["optimizer"] == "adam"
     assert folder["lr"] == pytest.approx(2e-3 * 2) and folder["weight_decay"] == 0.0

@@ -72,7 +72,9 @@ def resolve_config(model, **args):
                 high_inclusive=False)
     check_range("distill_weight", config["distill_weight"], 0, 1, low_inclusive=True)
     if config["resolution"] is None:
-        config["resolution"] = SYNTHETIC_RESOLUTION if synthetic else entry.default_resolution
+        # The synthetic set is drawn at any size: its 64 px, or the smallest the model takes.
+        config["resolution"] = (max(SYNTHETIC_RESOLUTION, entry.min_resolution) if synthetic
+                                else entry.default_resolution)
     if config["weight_decay"] is None:
         config["weight_decay"] = WEIGHT_DECAY[config["optimizer"]]
     if config["lr"] is None:
