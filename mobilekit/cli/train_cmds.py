@@ -15,7 +15,8 @@ FROM_RECIPE = "card recipe, else built-in"
 @click.option("--alpha", type=float, default=None, show_default="model default",
               help="Width multiplier.")
 @click.option("--resolution", type=int, default=None,
-              show_default="64 on synthetic data (or the model's minimum, 71 for xception), else the model's default",
+              show_default="64 on synthetic data (xception: its minimum, 71), "
+                           "else the model's default",
               help="Training input size (square).")
 @click.option("--option", "options", multiple=True, default=(), show_default="none",
               help="Extra model kwarg key=value (repeatable).")
