@@ -637,3 +637,20 @@ def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
     plain, corrected = mean_error(False), mean_error(True)
     assert corrected < 0.5 * plain
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_model_card_export_table_turns_bias_correction_on(tmp_path):
+    """models/squeezenet_1_0.toml [export] sets bias correction (measured to keep it within
+    a point); --no-bias-correction still wins, and other models keep it off."""
+    from mobilekit.export.pipeline import card_export_defaults
+
+    assert card_export_defaults("squeezenet_1_0") == {"bias_correction": True}
+    assert card_export_defaults("mobilenet_v2") == {} == card_export_defaults("my_net")
+    for flag, expected in (([], True), (["--no-bias-correction"], False)):
+        out = tmp_path / f"sq{len(flag)}.tflite"
+        res = run_cli("export", "squeezenet_1_0", "--quant", "int8", "--calib-data", "random",
+                      "--calib-samples", "4", "--resolution", "32", "--num-classes", "4",
+                      "--out", out, *flag)
+        assert res.exit_code == 0, res.output
+        assert json.loads(out.with_suffix(".json").read_text())["bias_correction"] is expected
+        assert ("models/squeezenet_1_0.toml [export]" in res.output) is expected

@@ -31,7 +31,8 @@ CALIBRATION_METHODS = ("average", "mse", "minmax")
                    "int8 spec and tfmot's QAT do, or one per output unit (a scale and a "
                    "zero point per unit for weights and bias: 24 KB more on a 1000-class "
                    "head; XNNPACK ran such heads a few percent faster on x86).")
-@click.option("--bias-correction", is_flag=True, default=False,
+@click.option("--bias-correction/--no-bias-correction", default=None,
+              show_default="the model card's [export] setting (on for squeezenet_1_0), else off",
               help="int8: shift each layer's bias (or the next BatchNorm's mean) by the mean "
                    "output change that rounding its weights to int8 causes, measured on "
                    "calibration images (helps networks without BatchNorm, e.g. SqueezeNet).")

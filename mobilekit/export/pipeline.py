@@ -217,13 +217,23 @@ def default_out(name, quant, config):
     return folder / f"{name}_{quant}.tflite"
 
 
+def card_export_defaults(name):
+    """A model card's [export] table (settings measured to suit that model), {} if none."""
+    from mobilekit.zoo.registry import get_card
+
+    try:
+        return get_card(name).get("export", {})
+    except (FileNotFoundError, ValueError):  # not a zoo name, or a zoo model without card
+        return {}
+
+
 def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
            out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
            model_kwargs=None, sparse=False, s2d_input=False, calib_method="average",
-           dense_quant="per-tensor", bias_correction=False, log=None):
+           dense_quant="per-tensor", bias_correction=None, log=None):
     """Run the whole export; returns (tflite path, report dict). calib_method, dense_quant
     and bias_correction: see mobilekit.export.convert.convert (calib_method is its
-    `calibration`)."""
+    `calibration`); bias_correction None takes the model card's [export] value, else off."""
     log = log or (lambda msg: None)
     check_choice("quant", quant, QUANT_MODES)
     if calib_samples < 1:
@@ -237,6 +247,10 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     mean, std = (config or {}).get("mean"), (config or {}).get("std")
     calib_data = calib_data or (config or {}).get("data")
     needs_calibration = quant in ("int8", "int16x8") and not qat
+    if bias_correction is None:
+        bias_correction = bool(card_export_defaults(name).get("bias_correction", False))
+        if bias_correction and needs_calibration and quant == "int8":
+            log(f"bias correction on: models/{name}.toml [export] (--no-bias-correction: off)")
     if needs_calibration and not calib_data:
         raise ValueError(f"quant {quant} needs calibration images: give --calib-data SPEC "
                          f"(a dataset spec, or '{RANDOM_DATA}' for a benchmark-only export)")
