@@ -19,21 +19,34 @@ def vgg16(input_shape, num_classes=1000, include_top=True, dropout=0.5, alpha=1.
     BN, 2x2 max-pools, then flatten -> FC 4096 -> FC 4096 -> classifier (dropout after each
     4096 FC as torchvision; keras.applications has none). With the top, the parameter count
     depends on the input size (the first FC sees the flattened 512 x H/32 x W/32 map);
-    138,357,544 at 224."""
+    138,357,544 at 224.
+
+    Initialised as torchvision does (He normal on fan-out for the convs, N(0, 0.01) for the
+    FCs): with Glorot weights and no BatchNorm the signal shrinks through 13 ReLU convs and
+    training from scratch stays at chance."""
+    # A fresh initializer per layer: one shared instance gives same-shaped layers equal weights.
+    def conv_init():
+        return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
+
+    def fc_init():
+        return keras.initializers.RandomNormal(0.0, 0.01)
+
     inputs = image_input(input_shape)
     x = inputs
     for b, (filters, convs) in enumerate(VGG16_BLOCKS, start=1):
         for c in range(1, convs + 1):
             x = layers.Conv2D(filters, 3, padding="same", activation="relu",
-                              name=f"block{b}_conv{c}")(x)
+                              kernel_initializer=conv_init(), name=f"block{b}_conv{c}")(x)
         x = layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
     if include_top:
         x = layers.Flatten(name="flatten")(x)
         for i in (1, 2):
-            x = layers.Dense(4096, activation="relu", name=f"fc{i}")(x)
+            x = layers.Dense(4096, activation="relu", kernel_initializer=fc_init(),
+                             name=f"fc{i}")(x)
             if dropout:
                 x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
-        x = layers.Dense(num_classes, activation=classifier_activation, name="head_logits")(x)
+        x = layers.Dense(num_classes, activation=classifier_activation,
+                         kernel_initializer=fc_init(), name="head_logits")(x)
     return keras.Model(inputs, x, name="vgg16")
 
 
