@@ -250,8 +250,8 @@ def test_xception_and_keras_style_resnet50_match_keras_applications():
 
 def test_vgg16_signal_reaches_the_head_at_init():
     # No BatchNorm: with Glorot weights block5's output was ~1/40 of He's (0.003 vs 0.12 std
-    # on unit-normal 64 px inputs) and training stayed at chance; torchvision's He fan-out
-    # init keeps it at the order of the first conv's output, each conv with its own weights.
+    # on unit-normal 64 px inputs); torchvision's He fan-out init keeps it at the order of
+    # the first conv's output, each conv with its own weights.
     keras.utils.set_random_seed(0)
     model = create_model("vgg16", resolution=64, num_classes=10)
     x = np.random.default_rng(0).normal(0, 1, (4, 64, 64, 3)).astype(np.float32)

@@ -219,11 +219,13 @@ def default_out(name, quant, config):
 
 def card_export_defaults(name):
     """A model card's [export] table (settings measured to suit that model), {} if none."""
-    from mobilekit.zoo.registry import get_card
+    from mobilekit.zoo.registry import get_card, list_models
 
+    if name not in list_models():  # a .keras file of the user's own network
+        return {}
     try:
         return get_card(name).get("export", {})
-    except (FileNotFoundError, ValueError):  # not a zoo name, or a zoo model without card
+    except FileNotFoundError:
         return {}
 
 
