@@ -95,6 +95,11 @@ def test_card_recipe_between_explicit_options_and_built_in_defaults():
     assert trainer.resolve_config("mobilenet_v2")["optimizer"] == "adam"
     assert trainer.resolve_config("squeezenet_1_1", lr=3e-4)["lr"] == pytest.approx(3e-4)
     # Another optimizer brings its own built-in learning rate, not the card's Adam one.
+    # A recipe may carry model options (VGG16 trains without dropout); --option replaces them.
+    vgg = trainer.resolve_config("vgg16")
+    assert vgg["model_options"] == {"dropout": 0.0} and vgg["lr"] == pytest.approx(1e-4)
+    assert trainer.resolve_config("vgg16", model_options={"dropout": 0.5})["model_options"] == {
+        "dropout": 0.5}
     sgd = trainer.resolve_config("squeezenet_1_1", optimizer="sgd")
     assert sgd["optimizer"] == "sgd" and sgd["lr"] == pytest.approx(0.1)
 

@@ -97,7 +97,8 @@ def train(model, alpha, resolution, options, out, resume, **settings):
             raise ValueError("--model is required (unless --resume RUN_DIR)")
         kwargs = parse_model_kwargs(alpha, None, options)
         config = trainer.resolve_config(model, alpha=kwargs.pop("alpha", None),
-                                        resolution=resolution, model_options=kwargs, **settings)
+                                        resolution=resolution, model_options=kwargs or None,
+                                        **settings)  # no --option: the card recipe's
         if not trainer.chief_from_env(config["distribute"]):
             # A non-chief worker writes no run directory (only the chief does).
             with tempfile.TemporaryDirectory(prefix="mobilekit-worker-") as tmp:

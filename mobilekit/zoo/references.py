@@ -23,8 +23,8 @@ def vgg16(input_shape, num_classes=1000, include_top=True, dropout=0.5, alpha=1.
 
     Initialised as torchvision does (He normal on fan-out for the convs, N(0, 0.01) for the
     FCs): with Glorot weights and no BatchNorm the signal shrinks ~40x more through the 13
-    ReLU convs. Even so it has not left chance on the synthetic set in short schedules
-    (docs/training_recipes.md)."""
+    ReLU convs. Even so it needs its card's recipe (Adam 1e-4, no dropout) to leave chance on
+    the synthetic set (docs/training_recipes.md)."""
     # A fresh initializer per layer: one shared instance gives same-shaped layers equal weights.
     def conv_init():
         return keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")
