@@ -22,7 +22,7 @@ RESULT_KEYS = (
     # runtime
     "runtime", "runtime_version", "delegate", "threads", "warmup_runs", "num_runs",
 ) + TIMING_KEYS + MEMORY_KEYS + (
-    "delegated_nodes", "total_nodes", "delegation", "op_profile",
+    "delegated_nodes", "total_nodes", "delegation", "fallback_ops", "gpu_adapter", "op_profile",
     "ok", "error", "raw_log_path", "timestamp",
 )
 
