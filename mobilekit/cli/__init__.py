@@ -14,6 +14,7 @@ COMMANDS = {
     "bench-parse": "mobilekit.cli.bench_parse:bench_parse",
     "compress": "mobilekit.cli.compress_cmds:compress",
     "data": "mobilekit.cli.train_cmds:data",
+    "delegates": "mobilekit.cli.delegates_cmd:delegates",
     "detect": "mobilekit.cli.detect_cmds:detect",
     "eval": "mobilekit.cli.train_cmds:eval_cmd",
     "eval-detector": "mobilekit.cli.detect_cmds:eval_detector",
