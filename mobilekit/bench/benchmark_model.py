@@ -332,6 +332,10 @@ def _finish_row(base, text, rc, timed_out, timeout, what):
         error = f"{what} exited with code {rc}: {reason}"
     elif not parsed.get("ok") or adb_error:
         error = reason
+    if error is None:  # a gpu/nnapi row is ok only when the log shows that delegate applied
+        from mobilekit.bench.parse import delegate_not_applied
+
+        error = delegate_not_applied(row["delegate"], text)
     row["ok"] = error is None
     row["error"] = error
     return row
