@@ -85,7 +85,7 @@ def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threa
 
 
 @click.command("eval-detector")
-@click.argument("model_path", metavar="MODEL")
+@click.argument("model_path", metavar="[MODEL]", required=False)
 @click.option("--data", "spec", required=True,
               help="wider:ROOT, fddb:ROOT or xml:FILE_OR_DIR (see mobilekit.detection.data).")
 @click.option("--split", default="val", help="WIDER FACE split (train or val).")
@@ -98,6 +98,10 @@ def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threa
                    "most; taken twice -> FP); coco = best still-unmatched face (higher in crowds).")
 @click.option("--fddb-roc", "fddb_roc", type=click.Path(file_okay=False), default=None,
               help="FDDB: write DiscROC.txt and ContROC.txt (the official format) in this folder.")
+@click.option("--predictions", type=click.Path(exists=True), default=None,
+              help="Evaluate prediction files instead of a MODEL: a WIDER submission folder "
+                   "(name / count / `left top width height score` per image) or an FDDB "
+                   "detection file (the same blocks for every image).")
 @click.option("--pr-curve", type=click.Path(dir_okay=False), default=None,
               help="Write the PR curves as PNG here, each labelled with its protocol "
                    "(needs matplotlib: the `plot` extra).")
@@ -106,7 +110,7 @@ def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threa
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--threads", type=int, default=1, help="Interpreter threads for a .tflite model.")
 def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, matching, fddb_roc,
-                  pr_curve, out_file, as_json, threads):
+                  predictions, pr_curve, out_file, as_json, threads):
     """Evaluate a face detector, each number by a named protocol.
 
     \b
@@ -120,17 +124,24 @@ def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, m
     \b
     Examples:
       mobilekit eval-detector runs/train/faceboxes/ --data wider:data/WIDER --json
-      mobilekit eval-detector faceboxes.tflite --data fddb:data/FDDB --fddb-roc roc/ --pr-curve pr.png
+      mobilekit eval-detector faceboxes.tflite --data fddb:data/FDDB --fddb-roc roc/
       mobilekit eval-detector faceboxes.tflite --data xml:data/voc --matching coco
+      mobilekit eval-detector --predictions preds/ --data wider:data/WIDER
+
+    \b
+    Prediction files: an image they name that is not in the set is an error; an image of
+    the set they do not name has no detections.
     """
     from mobilekit.cli.common import write_json_atomic
     from mobilekit.detection.evaluate import evaluate_detector
     from mobilekit.detection.postprocess import Detector
 
-    detector = Detector.load(model_path, num_threads=threads)
+    if (model_path is None) == (predictions is None):
+        raise click.UsageError("give a MODEL or --predictions (one of the two)")
+    detector = Detector.load(model_path, num_threads=threads) if model_path else None
     result = evaluate_detector(detector, spec, split, min_face, score_threshold, nms_iou, pr_curve,
-                               matching=matching, fddb_roc_dir=fddb_roc)
-    result["model"] = str(model_path)
+                               matching=matching, fddb_roc_dir=fddb_roc, predictions=predictions)
+    result["model"] = str(model_path) if model_path else None
     if out_file:
         write_json_atomic(out_file, result)
     if as_json:
@@ -139,6 +150,9 @@ def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, m
     p = result["ap50_protocol"]
     click.echo(f"{result['images']} images, {result['faces']} faces, AP50 {result['ap50']:.4f} "
                f"({p['matching']} matching, {p['interpolation']})")
+    if result.get("images_without_predictions"):
+        click.echo(f"{result['images_without_predictions']} images without predictions "
+                   f"(no detections)")
     if "wider" in result:
         w = result["wider"]
         parts = [f"{k} {w[k]:.4f}" if w[k] is not None else f"{k} n/a"

@@ -11,6 +11,7 @@ FACE protocol, the FDDB ROC.
     ([xmin - 1, xmax)), so IoU here is `iou_np`.
   - "coco": COCO's rule: the best *still unmatched* counted face with IoU >= 0.5, else an
     ignored face absorbs the detection. Scores higher than "voc" in crowds.
+  Equal scores keep the detections' order (a stable sort, as MATLAB's sort in the devkit).
   Ignored faces: WIDER invalid, VOC difficult, dlib ignore, or smaller than `min_face`.
   Detections ignored by the rule are left out of the curve (the devkit keeps them as
   points with tp = fp = 0, which repeats the previous point or, before the first counted
@@ -43,9 +44,10 @@ FACE protocol, the FDDB ROC.
   (ascending threshold, C++ stream formatting = %g). The TPR at 1000 false positives is
   read at the lowest threshold whose FP count is <= 1000; with fewer FPs in total (any small
   set) it is the TPR at the lowest threshold, with the FP count reached.
-* Bad input (`check_detections`): boxes with a negative width or height, or NaN/infinite
-  boxes or scores, are an error naming the image; so are prediction lists longer or
-  shorter than the set.
+* Bad input (`check_detections`, `read_predictions`): boxes with a negative width or
+  height, NaN/infinite boxes or scores, prediction files naming an image not in the set
+  (or one image twice) are an error naming the image; an image of the set without
+  predictions has no detections (reported as `images_without_predictions`).
 """
 from pathlib import Path
 
@@ -490,18 +492,127 @@ def ignore_small(samples, shapes, input_hw, min_face):
     return out
 
 
+def _parse_prediction_blocks(path):
+    """Blocks of `name` / `count` / count lines `left top width height score` -> [(name,
+    [K, 5])]: one WIDER submission file, or an FDDB detection file holding every image."""
+    lines = [ln.strip() for ln in Path(path).read_text().splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    blocks, i = [], 0
+    while i < len(lines):
+        name = lines[i]
+        try:
+            count = int(float(lines[i + 1]))
+            rows = [[float(v) for v in ln.split()[:5]] for ln in lines[i + 2:i + 2 + count]]
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}: expected `name` / `count` / count lines of `left top "
+                             f"width height score` (block {name!r}, line {i + 1})") from None
+        if len(rows) != count or any(len(r) != 5 for r in rows):
+            raise ValueError(f"{path}: {name!r} announces {count} detections of 5 numbers "
+                             f"(left top width height score)")
+        blocks.append((name, np.asarray(rows, np.float64).reshape(-1, 5)))
+        i += 2 + count
+    return blocks
+
+
+def sample_key(sample):
+    """A sample's name without extension: WIDER `event/name`, FDDB `2002/08/11/big/img_591`,
+    else the image file's stem."""
+    name = str(sample.extra.get("name", Path(sample.image).name))
+    return str(Path(name).with_suffix("")) if Path(name).suffix.lower() in (
+        ".jpg", ".jpeg", ".png", ".bmp") else name
+
+
+def read_predictions(path, samples):
+    """Detections per sample from prediction files -> (detections, images without any).
+
+    PATH: a file, or a directory whose *.txt files (recursively) are read. Each holds blocks
+    `name` / `count` / `left top width height score` (WIDER submission files: one block per
+    file; the FDDB detection file: every image). A block's name (extension optional) matches
+    the sample of that name, or of that file stem (WIDER files name only the image). Rules:
+    a name that matches no image of the set, or one image given twice, is an error; an
+    image of the set without a block has no detections (its faces count as missed)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.rglob("*.txt"))
+        if not files:
+            raise FileNotFoundError(f"no *.txt prediction files under {path}")
+    elif path.exists():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"predictions not found: {path}")
+    keys = [sample_key(s) for s in samples]
+    by_key = {k: i for i, k in enumerate(keys)}
+    by_stem = {}
+    for i, k in enumerate(keys):
+        by_stem.setdefault(Path(k).name, []).append(i)
+    found, unknown = {}, []
+    for f in files:
+        for name, rows in _parse_prediction_blocks(f):
+            key = name.strip("/")
+            key = str(Path(key).with_suffix("")) if Path(key).suffix.lower() in (
+                ".jpg", ".jpeg", ".png", ".bmp") else key
+            stems = by_stem.get(Path(key).name, [])
+            if key not in by_key and len(stems) > 1:
+                raise ValueError(f"{f}: {name!r} matches {len(stems)} images of the set; "
+                                 f"name it with its folder")
+            idx = by_key.get(key, stems[0] if stems else None)
+            if idx is None:
+                unknown.append(name)
+                continue
+            if idx in found:
+                raise ValueError(f"{f}: image {name!r} has predictions twice")
+            found[idx] = rows
+    if unknown:
+        shown = ", ".join(repr(n) for n in unknown[:3])
+        raise ValueError(f"predictions name {len(unknown)} image(s) not in the set: {shown}"
+                         + (", ..." if len(unknown) > 3 else ""))
+    detections = []
+    for i, s in enumerate(samples):
+        rows = found.get(i, np.zeros((0, 5)))
+        if np.any(rows[:, 2:4] < 0):
+            bad = rows[np.nonzero(np.any(rows[:, 2:4] < 0, axis=1))[0][0]]
+            raise ValueError(f"predictions for {keys[i]!r}: negative width or height "
+                             f"({' '.join(f'{v:g}' for v in bad)}); widths and heights must "
+                             f"be >= 0")
+        boxes = np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:4]], 1)
+        detections.append((boxes, rows[:, 4]))
+    return detections, len(samples) - len(found)
+
+
+def image_shapes(samples):
+    """(height, width) of each sample's image."""
+    from mobilekit.detection.data import read_image
+
+    return [tuple(np.asarray(read_image(s.image)).shape[:2]) for s in samples]
+
+
 def evaluate_detector(detector, spec, split="val", min_face=0, score_threshold=0.01,
-                      nms_iou=0.3, pr_curve=None, matching="voc", fddb_roc_dir=None):
+                      nms_iou=0.3, pr_curve=None, matching="voc", fddb_roc_dir=None,
+                      predictions=None):
     """All metrics that apply to `spec` (see the module docstring) as a JSON-ready dict;
-    each number names its protocol."""
+    each number names its protocol. With `predictions` (see `read_predictions`) instead of
+    a detector, the detections come from files."""
     from mobilekit.detection.data import load_samples, parse_spec
 
     check_choice("matching", matching, MATCHING)
     kind, root = parse_spec(spec)
+    if fddb_roc_dir is not None and kind != "fddb":
+        raise ValueError(f"FDDB ROC files need an fddb: data spec; got {spec!r}")
+    if (detector is None) == (predictions is None):
+        raise ValueError("give a model or prediction files (one of the two)")
+    if predictions is not None and min_face:
+        raise ValueError("min_face is measured at a model's input; it needs a model, "
+                         "not prediction files")
     samples = load_samples(spec, split)
-    detections, shapes = run_detector(detector, samples, score_threshold, nms_iou)
+    if detector is not None:
+        detections, shapes = run_detector(detector, samples, score_threshold, nms_iou)
+        ignore = ignore_small(samples, shapes, detector.input_hw, min_face)
+    else:
+        detections, missing = read_predictions(predictions, samples)
+        shapes = image_shapes(samples) if kind == "fddb" else None
+        ignore = [s.ignore for s in samples]
     check_detections(detections, len(samples), [s.image for s in samples])
-    ignore = ignore_small(samples, shapes, detector.input_hw, min_face)
     ap = average_precision(detections, [(s.boxes, ig) for s, ig in zip(samples, ignore)],
                            matching=matching)
     result = {"data": spec, "images": len(samples), "faces": ap["num_faces"],
@@ -509,7 +620,11 @@ def evaluate_detector(detector, spec, split="val", min_face=0, score_threshold=0
               "ap50_protocol": {"matching": matching, "iou": IOU,
                                 "interpolation": INTERPOLATION,
                                 "description": PROTOCOLS[matching]},
-              "min_face": min_face, "input": list(detector.input_hw)}
+              "min_face": min_face,
+              "input": list(detector.input_hw) if detector is not None else None}
+    if predictions is not None:
+        result["predictions"] = str(predictions)
+        result["images_without_predictions"] = missing
     curves = [(f"AP50 {matching} matching: {ap['ap']:.4f}", ap["recall"], ap["precision"])]
     if kind == "wider":
         result["wider"] = wider_protocol(detections, samples, root, with_curves=bool(pr_curve))
@@ -517,8 +632,6 @@ def evaluate_detector(detector, spec, split="val", min_face=0, score_threshold=0
             curves.append((f"WIDER {setting}: {result['wider'][setting]:.4f}", rec, prec))
     if kind == "fddb":
         result["fddb"] = fddb_discrete(detections, samples, shapes, roc_dir=fddb_roc_dir)
-    elif fddb_roc_dir is not None:
-        raise ValueError(f"FDDB ROC files need an fddb: data spec; got {spec!r}")
     if pr_curve:
         result["pr_curve"] = save_pr_curve(None, None, pr_curve, curves=curves)
     return result
