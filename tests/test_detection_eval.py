@@ -480,6 +480,18 @@ def test_fddb_roc_agrees_with_official_program_on_random_sets():
         assert disc == ref_disc and cont == ref_cont
 
 
+def test_fddb_iou_matrix_is_the_pixel_grid_iou():
+    rng = np.random.default_rng(2)
+    shape = (50, 70)
+    ellipses = np.column_stack([rng.uniform(5, 20, 3), rng.uniform(4, 15, 3), rng.uniform(-1, 1, 3),
+                                rng.uniform(0, 70, 3), rng.uniform(0, 50, 3)])
+    xy = rng.uniform(-20, 70, (12, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(0, 40, (12, 2))], 1)
+    want = [[ev.rect_ellipse_iou(b, e, shape) for b in boxes] for e in ellipses]
+    np.testing.assert_allclose(ev.fddb_iou_matrix(boxes, ellipses, shape), want, rtol=0, atol=1e-15)
+    assert np.count_nonzero(want) >= 5
+
+
 def greedy_by_score(iou, scores):
     """What mobilekit did before: each detection by score takes its best free ellipse."""
     taken, matched = np.zeros(iou.shape[0], bool), []

@@ -97,11 +97,12 @@ def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threa
               help="ap50 matching: voc = PASCAL devkit (each detection takes the face it overlaps "
                    "most; taken twice -> FP); coco = best still-unmatched face (higher in crowds).")
 @click.option("--fddb-roc", "fddb_roc", type=click.Path(file_okay=False), default=None,
-              help="FDDB: write DiscROC.txt and ContROC.txt (the official format) in this folder.")
+              help="FDDB: write DiscROC.txt and ContROC.txt (the official format) in this "
+                   "folder (default: not written).")
 @click.option("--predictions", type=click.Path(exists=True), default=None,
               help="Evaluate prediction files instead of a MODEL: a WIDER submission folder "
                    "(name / count / `left top width height score` per image) or an FDDB "
-                   "detection file (the same blocks for every image).")
+                   "detection file (the same blocks for every image); default: run MODEL.")
 @click.option("--pr-curve", type=click.Path(dir_okay=False), default=None,
               help="Write the PR curves as PNG here, each labelled with its protocol "
                    "(needs matplotlib: the `plot` extra).")

@@ -347,15 +347,21 @@ def rect_ellipse_iou(box, ellipse, shape):
 
 
 def fddb_iou_matrix(boxes, ellipses, shape):
-    """[E, K] IoU of each ellipse with each rectangle on the pixel grid."""
+    """[E, K] IoU of each ellipse with each rectangle on the pixel grid (as
+    `rect_ellipse_iou`; the intersection is counted inside the rectangle only)."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     out = np.zeros((len(ellipses), len(boxes)))
-    rects = [_rect_mask(b, shape) for b in boxes]
+    h, w = shape
     for i, e in enumerate(ellipses):
         mask = ellipse_mask(e, shape)
-        for k, rect in enumerate(rects):
-            union = np.sum(mask | rect)
-            out[i, k] = np.sum(mask & rect) / union if union else 0.0
+        area_e = int(mask.sum())
+        for k, box in enumerate(boxes):
+            x1, x2 = [min(max(int(round(v)), 0), w) for v in box[0::2]]
+            y1, y2 = [min(max(int(round(v)), 0), h) for v in box[1::2]]
+            area_r = max(x2 - x1, 0) * max(y2 - y1, 0)
+            inter = int(mask[y1:y2, x1:x2].sum())
+            union = area_e + area_r - inter
+            out[i, k] = inter / union if union else 0.0
     return out
 
 
