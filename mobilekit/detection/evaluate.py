@@ -22,7 +22,8 @@ FACE protocol, the FDDB ROC.
   image each detection (in score order) looks at the face it overlaps most (areas with +1
   pixel: (x + w) - x + 1); faces outside the setting's keep list are ignored; every image
   with at least one face and one detection counts -- also one whose faces are all outside
-  the keep list (its detections off ignored faces are false positives); 1000 thresholds,
+  the keep list (its detections off ignored faces are false positives); detections are
+  sorted by score first (the reference takes the file order and assumes it); 1000 thresholds,
   per-image proposals and recall summed; AP by `voc_ap`. Documented rules where the
   reference gives NaN or infinity: all scores equal (its normalisation divides by zero) ->
   every normalised score is 1 (one operating point); a threshold with no counted proposal
@@ -34,7 +35,8 @@ FACE protocol, the FDDB ROC.
   set, or names a face the image does not have, is an error; images the .mat names beyond
   the set are left out (counted in the result).
 * FDDB (`fddb_discrete`): the official `evaluate` program's logic: rectangles against the
-  official ellipses, IoU on the pixel grid; for every distinct score threshold of an image
+  official ellipses, IoU on the pixel grid (pixel centres inside the ellipse; the official
+  program rasterises with OpenCV's drawing, which may differ by boundary pixels); for every distinct score threshold of an image
   the detections scoring >= it are matched to the ellipses by maximum-weight bipartite
   matching of IoU (Hungarian: scipy.optimize.linear_sum_assignment); a matched pair scores
   its IoU in the continuous ROC and 1 when IoU > 0.5 in the discrete one; FP = detections
@@ -308,9 +310,13 @@ def wider_protocol(detections, samples, root, with_curves=False):
     result["protocol"] = PROTOCOLS["wider"]
     result["interpolation"] = INTERPOLATION
     lo, span = wider_normalization([s for _, s in detections])
-    result["score_normalization"] = (
-        {"low": lo, "high": lo + span} if span > 0 else
-        {"low": lo, "high": lo + span, "rule": "all scores equal: every normalised score is 1"})
+    if not sum(len(s) for _, s in detections):
+        result["score_normalization"] = {"low": None, "high": None, "rule": "no detections"}
+    elif span > 0:
+        result["score_normalization"] = {"low": lo, "high": lo + span}
+    else:
+        result["score_normalization"] = {"low": lo, "high": lo, "rule": "all scores equal: "
+                                         "every normalised score is 1"}
     if keeps:
         result["note"] = "easy/medium/hard from the official .mat keep lists"
         result["keep_list_images_not_in_set"] = extra
