@@ -23,29 +23,30 @@ FACE protocol, the FDDB ROC.
   pixel: (x + w) - x + 1); faces outside the setting's keep list are ignored; every image
   with at least one face and one detection counts -- also one whose faces are all outside
   the keep list (its detections off ignored faces are false positives); detections are
-  sorted by score first (the reference takes the file order and assumes it); 1000 thresholds,
-  per-image proposals and recall summed; AP by `voc_ap`. Documented rules where the
-  reference gives NaN or infinity: all scores equal (its normalisation divides by zero) ->
-  every normalised score is 1 (one operating point); a threshold with no counted proposal
+  sorted by score first (the reference takes the file order and assumes it); 1000
+  thresholds, per-image proposals and recall summed; AP by `voc_ap`. Documented rules where
+  the reference gives NaN or infinity: all scores equal (its normalisation divides by zero)
+  -> every normalised score is 1 (one operating point); a threshold with no counted proposal
   (0/0) -> precision 0 (it adds no area); a setting with no counted face -> AP 0. The
   Easy/Medium/Hard keep lists come only from the official `wider_{easy,medium,hard}_val.mat`
   (EdgeBox-based, not derivable from the attributes); when they are under
-  ROOT/eval_tools/ground_truth/ the three APs are computed, otherwise only "all valid
-  faces" is reported and easy/medium/hard are null. A keep list that lacks an image of the
-  set, or names a face the image does not have, is an error; images the .mat names beyond
-  the set are left out (counted in the result).
+  ROOT/eval_tools/ground_truth/ the three APs are computed, otherwise only "all valid faces"
+  is reported and easy/medium/hard are null. A keep list that lacks an image of the set, or
+  names a face the image does not have, is an error; images the .mat names beyond the set
+  are left out (counted in the result).
 * FDDB (`fddb_discrete`): the official `evaluate` program's logic: rectangles against the
   official ellipses, IoU on the pixel grid (pixel centres inside the ellipse; the official
-  program rasterises with OpenCV's drawing, which may differ by boundary pixels); for every distinct score threshold of an image
-  the detections scoring >= it are matched to the ellipses by maximum-weight bipartite
-  matching of IoU (Hungarian: scipy.optimize.linear_sum_assignment); a matched pair scores
-  its IoU in the continuous ROC and 1 when IoU > 0.5 in the discrete one; FP = detections
-  kept - discrete TPs; the images' results are summed at every threshold of the union (an
-  image contributes its result at its lowest threshold >= t). `write_fddb_roc` writes
-  DiscROC.txt (`tpr fp threshold`) and ContROC.txt (`tpr fp`) as the official program does
-  (ascending threshold, C++ stream formatting = %g). The TPR at 1000 false positives is
-  read at the lowest threshold whose FP count is <= 1000; with fewer FPs in total (any small
-  set) it is the TPR at the lowest threshold, with the FP count reached.
+  program rasterises with OpenCV's drawing, which may differ by boundary pixels); for every
+  distinct score threshold of an image the detections scoring >= it are matched to the
+  ellipses by maximum-weight bipartite matching of IoU (Hungarian:
+  scipy.optimize.linear_sum_assignment); a matched pair scores its IoU in the continuous ROC
+  and 1 when IoU > 0.5 in the discrete one; FP = detections kept - discrete TPs; the images'
+  results are summed at every threshold of the union (an image contributes its result at its
+  lowest threshold >= t). `write_fddb_roc` writes DiscROC.txt (`tpr fp threshold`) and
+  ContROC.txt (`tpr fp`) as the official program does (ascending threshold, C++ stream
+  formatting = %g). The TPR at 1000 false positives is read at the lowest threshold whose FP
+  count is <= 1000; with fewer FPs in total (any small set) it is the TPR at the lowest
+  threshold, with the FP count reached.
 * Bad input (`check_detections`, `read_predictions`): boxes with a negative width or
   height, NaN/infinite boxes or scores, prediction files naming an image not in the set
   (or one image twice) are an error naming the image; an image of the set without
