@@ -298,3 +298,24 @@ def test_padded_average_pool_is_exported_in_a_form_the_gpu_computes_right(gpu, t
     assert res["accelerated"] == "full"
     num = compare_outputs(path, reference, res["outputs"], "other")
     assert num["outputs"][0]["max_rel"] < 1e-5, num
+
+
+@pytest.mark.slow
+def test_trained_classifier_fp16_on_the_gpu_agrees_on_500_validation_images(gpu, tmp_path):
+    from mobilekit.bench.delegates import delegate_report
+    from mobilekit.export.pipeline import export
+    from mobilekit.train import trainer
+
+    data = "synthetic:train=30,val=50"  # 300 training, 500 validation images
+    run = tmp_path / "run"
+    run.mkdir()
+    config = trainer.resolve_config("mobilenet_v1", alpha=0.25, resolution=32, data=data,
+                                    epochs=2, batch_size=32)
+    trainer.train(config, run, verbose=0)
+    path, report = export(run, "fp16", out=tmp_path / "m_fp16.tflite")
+    assert report["gpu"]["runtime"]["accelerated"] == "full" and report["gpu_compatible"]
+    result = delegate_report(path, ("gpu",), ("fp16",), data=data, samples=500, timing=False)
+    assert result["samples"] == 500 and result["inputs"].startswith(data)
+    row = result["rows"][0]
+    assert row["accelerated"] == "full", row
+    assert row["numerics"]["top1_agreement"] >= 0.99, row["numerics"]

@@ -54,6 +54,7 @@ def delegate_report(path, delegates=("gpu", "xnnpack"), precisions=("fp16",), da
     for delegate in delegates:
         for precision in (precisions if delegate == "gpu" else (None,)):
             row = _delegate_row(path, delegate, precision, inputs, reference, kind, threads)
+            row["file_quant"] = meta.get("quant")
             if timing and row["ok"]:
                 row["timing"] = _timing(path, delegate, precision, threads, timing_runs)
             row["verdict"] = verdict(row)
@@ -294,6 +295,9 @@ def verdict(row):
         where += f", max relative error {rel:.2g}"
     if row.get("disagreement"):
         where += "; the static analyzer disagrees"
+    if row["delegate"] == "gpu" and row.get("file_quant") == "int8":
+        # The delegate dequantizes int8 weights and computes in float (fp16 by default).
+        where += "; int8 file computed in float by the GPU: ship the fp16 file for GPU"
     adapter = row.get("gpu_adapter") or {}
     if adapter.get("software"):
         where += " [software adapter: timings are CPU emulation]"
