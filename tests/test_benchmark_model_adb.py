@@ -92,6 +92,8 @@ def status(serial):
 def lose(state):
     state["lost_at"] = time.time()
     state["dropped"] = True
+    if fault(SERIAL).get("wipe_on_loss"):   # e.g. an emulator that came back wiped
+        state["files"] = {}
 
 
 def bench_log(argv):
@@ -117,16 +119,20 @@ def run_benchmark(args, pidfile):
         sys.stdout.flush()
         update(SERIAL, lose)
         sys.exit(255)   # the transport vanished mid-run: adb says nothing, exits 255
-    if CFG.get("slow_run_s"):
+    started = time.time()
+    if CFG.get("slow_run_s") and state["runs"] >= CFG.get("slow_from_run", 0):
         # the remote benchmark is a process of its own on the phone (adbd starts it in its
         # own session): killing this adb client does not end it
-        proc = subprocess.Popen(["sleep", str(CFG["slow_run_s"])], start_new_session=True)
-        with open(os.path.join(STATE_DIR, "remote_pids.txt"), "a") as out:
-            out.write(f"{proc.pid}\n")
+        proc = subprocess.Popen(["sleep", str(CFG["slow_run_s"])], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if pidfile:
             update(SERIAL, lambda st: st["files"].__setitem__(pidfile, {"pid": proc.pid}))
+        with open(os.path.join(STATE_DIR, "remote_pids.txt"), "a") as out:
+            out.write(f"{proc.pid}\n")
         proc.wait()
     text, rc = bench_log(args)
+    with open(os.path.join(STATE_DIR, "runs.jsonl"), "a") as out:
+        out.write(json.dumps({"serial": SERIAL, "start": started, "end": time.time()}) + "\n")
 
     def counted(st):
         st["runs"] += 1

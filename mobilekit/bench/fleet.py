@@ -14,6 +14,7 @@ Public API:
                 on_start=None, on_note=None, lost_row)
 """
 import threading
+import time
 
 from mobilekit.bench import benchmark_model as bm
 from mobilekit.bench.device_health import (Cancelled, device_lost_error, get_state,
@@ -70,6 +71,8 @@ class _Worker:
         state, words = get_state(self.adb.exe, self.serial)
         if not is_lost_state(state):
             state = "device"   # an answer adb gave that we do not know: let the run tell
+        else:
+            self.suspect = True
         if state != "device" and self.wait_device > 0 and not self.gave_up:
             self.note(f"{words}; waiting up to {self.wait_device:g} s for it to come back")
             back, waited = wait_for_device(self.adb.exe, self.serial, self.wait_device,
@@ -85,8 +88,10 @@ class _Worker:
                           "configurations are recorded as device_lost (measure them later "
                           "with --resume)")
                 words = f"{words}; not back after waiting {self.wait_device:g} s"
+        elif state != "device" and self.gave_up:
+            words = (f"{words}; not back after waiting {self.wait_device:g} s before an "
+                     "earlier configuration")
         if state != "device":
-            self.suspect = True
             return False, words
         if self.suspect:   # came back: files may be missing or truncated
             self.adb.forget_pushes()
@@ -129,6 +134,7 @@ def run_devices(plans, run_one, *, adb_path=None, retries=1, wait_device=60.0,
     not run because its device is gone.
     """
     failures = []
+    finished = {serial: threading.Event() for serial in plans}
 
     def work(serial, configs):
         try:
@@ -140,19 +146,27 @@ def run_devices(plans, run_one, *, adb_path=None, retries=1, wait_device=60.0,
         except BaseException as exc:   # a bug must not vanish with its thread
             failures.append(exc)
             cancel.set()
+        finally:
+            finished[serial].set()
 
-    threads = [threading.Thread(target=work, args=(s, c), name=f"bench-{s}", daemon=True)
-               for s, c in plans.items()]
-    for thread in threads:
-        thread.start()
+    def all_finished():
+        return all(event.is_set() for event in finished.values())
+
+    for serial, configs in plans.items():
+        threading.Thread(target=work, args=(serial, configs), name=f"bench-{serial}",
+                         daemon=True).start()
+    # Polled with sleep, not Thread.join: a join interrupted by Ctrl-C can return early
+    # afterwards (CPython < 3.13), and the workers must finish ending their runs.
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
+        while not all_finished():
+            time.sleep(0.1)
     except KeyboardInterrupt:
         cancel.set()
-        for thread in threads:
-            thread.join()
+        while not all_finished():
+            try:
+                time.sleep(0.1)
+            except KeyboardInterrupt:   # a second Ctrl-C: still let the workers clean up
+                pass
         raise
     if failures:
         raise failures[0]

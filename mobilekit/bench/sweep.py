@@ -137,6 +137,9 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
     except KeyboardInterrupt:
         interrupted = True
     rows = resume_mod.table_rows(previous + new_rows, stale)
+    order = {config: i for i, config in enumerate(configs)}   # tables in configuration order
+    rows.sort(key=lambda r: order.get((r.get("model_path"), r.get("delegate"), r.get("threads")),
+                                      len(order)))
     write_summary(rows, out_dir)
     if interrupted:
         raise SweepInterrupted(rows, len(new_rows), total, out_dir)
