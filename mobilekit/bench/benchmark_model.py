@@ -16,7 +16,7 @@ Public API (all keyword arguments after `threads` have the defaults shown):
             peak_memory=False, gpu_precision_loss=True, extra_flags=(),
             serial=None, cpu_mask=None, apk=False, adb_path=None, adb=None,
             log_dir="bench_logs", timeout=600.0, apk_poll_interval=1.0,
-            progress=True) -> dict
+            progress=True, cancel=None) -> dict
 
     read_sweep(out_dir, serial=None, device=None) -> list[dict]   # android_bench/run_sweep.sh output
     resolve_binary(path=None) -> Path          # explicit path, else $MOBILEKIT_BENCHMARK_MODEL
@@ -29,7 +29,12 @@ another ABI or OS than the target, cpu_mask with apk=True, no adb executable) ra
 ValueError / FileNotFoundError. Everything that goes wrong on the device or during the run
 (no device, offline, unauthorized, several devices without a serial, push failure, crash,
 failed delegate, timeout) becomes a row with ok=False and `error` set, so one bad
-configuration never aborts a sweep.
+configuration never aborts a sweep. When the cause is the device itself (unplugged, offline,
+unauthorized, adb's own error mid-run, or `adb get-state` no longer saying `device` after a
+failure), the error reads `device_lost: <adb's words>` (mobilekit.bench.device_health) and never
+blames benchmark_model. A timeout, Ctrl-C or `cancel` ends the benchmark's process group on the
+device too (its pid is recorded in REMOTE_PIDFILE): no orphan benchmark is left on the phone.
+Pushes are checked afterwards (size + sha256): a truncated copy is pushed again.
 
 `adb` may be an `Adb` instance shared across the runs of a sweep: it remembers the selected
 device, its fingerprint and what was already pushed, so each configuration costs one run.

@@ -191,7 +191,7 @@ def _run_adb_devices(serials, plans, target, common, retries, wait_device, emit,
             min_secs=common["min_secs"], op_profiling=common["op_profiling"],
             extra_flags=extra, serial=adb.requested, cpu_mask=common["cpu_mask"],
             apk=common["apk"], adb=adb, log_dir=common["log_dir"], cancel=cancel,
-            progress=False),
+            progress=len(serials) == 1),   # several phones: no interleaved status lines
             model, target, delegate, threads, common["warmup_runs"], common["num_runs"])
 
     def lost_row(config, serial, adb, error):
