@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from mobilekit.bench import benchmark_model as bm
 from mobilekit.bench.resume import config_key
-from mobilekit.bench.sweep import SweepInterrupted, run_sweep
+from mobilekit.bench.sweep import run_sweep
 from mobilekit.report.writers import read_csv, read_jsonl
 from test_benchmark_model_adb import PIXEL, PIXEL_PROPS, REMOTE, FakeDevice, make_elf
 

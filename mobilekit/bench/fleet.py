@@ -13,6 +13,7 @@ Public API:
     run_devices(plans, run_one, *, adb_path, retries, wait_device, emit, cancel,
                 on_start=None, on_note=None, lost_row)
 """
+import os
 import threading
 import time
 
@@ -112,11 +113,14 @@ class _Worker:
                     break
                 attempts += 1
                 row = self.run_one(config, self.adb, self.cancel)
-                if row.get("ok") or not is_device_lost(row) or attempts > self.retries:
+                lost = is_device_lost(row)
+                self.suspect = self.suspect or lost
+                if row.get("ok") or not lost or attempts > self.retries:
                     break
-                self.suspect = True
                 log.append(f"attempt {attempts}: {row['error']}")
-                self.note(f"attempt {attempts} of {config[0]} failed ({row['error']}); retrying")
+                model, delegate, threads = config
+                self.note(f"{os.path.basename(model)} {delegate} t{threads}: attempt {attempts} "
+                          f"failed ({row['error']}); retrying")
             if self.cancel.is_set():   # a row finished as Ctrl-C came: it is still complete
                 self.emit(dict(row, attempts=attempts, attempt_log=log))
                 raise Cancelled()
@@ -126,8 +130,9 @@ class _Worker:
 def run_devices(plans, run_one, *, adb_path=None, retries=1, wait_device=60.0,
                 emit, cancel, on_start=None, on_note=None, lost_row):
     """Run each device's configurations (plans: serial -> [(model, delegate, threads)]) in
-    parallel, one thread per device; returns when all are done. KeyboardInterrupt in the calling thread sets `cancel`, waits for the workers to
-    abandon their current configuration (ending it on the device) and is raised again.
+    parallel, one thread per device; returns when all are done. KeyboardInterrupt in the
+    calling thread sets `cancel`, waits for the workers to abandon their current
+    configuration (ending it on the device) and is raised again.
 
     run_one(config, adb, cancel) -> row; emit(row) is called (from worker threads) once per
     finished configuration; lost_row(config, serial, adb, error) -> row of a configuration
