@@ -595,6 +595,11 @@ class Adb:
                 "android_version": first("ro.build.version.release"),
                 "fingerprint": first("ro.build.fingerprint")}
 
+    def known_fingerprint(self):
+        """The fingerprint if getprop was already read in this session, else None (no adb call:
+        for rows of a device that is gone)."""
+        return self.fingerprint() if self._props is not None else None
+
     def abilist(self):
         p = self.props()
         if p.get("ro.product.cpu.abilist"):

@@ -107,7 +107,6 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
     def emit(row):
         with lock:
             row = dict(row, flags=list(flags))
-            row.setdefault("attempts", None)
             append_jsonl(jsonl, row)
             new_rows.append(row)
             counter[0] += 1
@@ -175,8 +174,6 @@ def _planned_key(config, hashes, target, serial, flags):
 
 def _run_adb_devices(serials, plans, target, common, retries, wait_device, emit, start, on_note):
     """One worker per device (mobilekit.bench.fleet), each with its own adb session."""
-    import threading as _threading
-
     from mobilekit.bench import benchmark_model as bm
     from mobilekit.bench.fleet import run_devices
 
@@ -199,7 +196,7 @@ def _run_adb_devices(serials, plans, target, common, retries, wait_device, emit,
         fields = {"model_path": model}
         if os.path.isfile(model):
             fields = model_fields(model)
-        device = adb.fingerprint() if adb._props is not None else None
+        device = adb.known_fingerprint()
         return empty_result(**fields, target=target, serial=serial, device=device,
                             runtime=bm.RUNTIME_APK if common["apk"] else bm.RUNTIME,
                             delegate=delegate, threads=threads,
@@ -207,7 +204,7 @@ def _run_adb_devices(serials, plans, target, common, retries, wait_device, emit,
                             ok=False, error=error)
 
     run_devices({s: plans[s] for s in serials}, run_one, adb_path=common["adb_path"],
-                retries=retries, wait_device=wait_device, emit=emit, cancel=_threading.Event(),
+                retries=retries, wait_device=wait_device, emit=emit, cancel=threading.Event(),
                 on_start=start, on_note=on_note, lost_row=lost_row)
 
 
@@ -226,11 +223,12 @@ def write_summary(rows, out_dir):
 
 
 def device_groups(rows):
-    """[(title, rows)] per device (serial) in first-seen order."""
+    """[(title, rows)] per device, ordered by serial."""
     groups = {}
     for row in rows:
         groups.setdefault(row.get("serial"), []).append(row)
-    return [(device_title(serial, group), group) for serial, group in groups.items()]
+    return [(device_title(serial, groups[serial]), groups[serial])
+            for serial in sorted(groups, key=lambda s: (s is not None, str(s)))]
 
 
 def device_title(serial, rows):
@@ -251,7 +249,7 @@ def markdown_by_device(groups):
     for title, group in groups:
         headers, cells, notes = summary_table(group)
         cells = [[None if c is None else _md_cell(c) for c in row] for row in cells]
-        parts.append(f"## {title}\n\n" + format_table(headers, cells, markdown=True) + "\n"
+        parts.append(f"## {title}\n\n" + format_table(headers, cells, markdown=True) + "\n\n"
                      + "".join(f"- {n}\n" for n in notes))
     return "\n".join(parts)
 
