@@ -73,8 +73,8 @@ _REMOTE_RUN = 'echo "$$" > "$1"; shift; exec "$@"'
 # pgid read before the kill; the group is ended only when it is not the killer's own (a device
 # whose adbd does not start shells in their own session must never see adbd's group killed).
 _REMOTE_KILL = ('p=$(cat "$1" 2>/dev/null); rm -f "$1"; [ -n "$p" ] || exit 0; '
-                'g=$(ps -o pgid= -p "$p" 2>/dev/null | tr -d " "); '
-                'me=$(ps -o pgid= -p "$$" 2>/dev/null | tr -d " "); kill -9 "$p" 2>/dev/null; '
+                'g=$(ps -o pgid= -p "$p" 2>/dev/null | tr -dc 0-9); '
+                'me=$(ps -o pgid= -p "$$" 2>/dev/null | tr -dc 0-9); kill -9 "$p" 2>/dev/null; '
                 'if [ -n "$g" ] && [ "$g" != "$me" ]; then kill -9 -"$g" 2>/dev/null; fi; exit 0')
 
 # ---------------------------------------------------------------- binary + ELF
