@@ -301,21 +301,26 @@ def test_padded_average_pool_is_exported_in_a_form_the_gpu_computes_right(gpu, t
 
 
 @pytest.mark.slow
-def test_trained_classifier_fp16_on_the_gpu_agrees_on_500_validation_images(gpu, tmp_path):
+def test_trained_classifier_on_the_gpu_over_500_validation_images(gpu, tmp_path):
+    """Real images through the exported file: fp32 arithmetic must agree on every image;
+    fp16 arithmetic (the delegate's default) flips near-tied logits, which a model this
+    briefly trained has many of (measured 94.8 % here; the closing note of issue 16)."""
     from mobilekit.bench.delegates import delegate_report
     from mobilekit.export.pipeline import export
     from mobilekit.train import trainer
 
-    data = "synthetic:train=30,val=50"  # 300 training, 500 validation images
+    data = "synthetic:classes=2,train=200,val=250"  # 400 training, 500 validation images
     run = tmp_path / "run"
     run.mkdir()
     config = trainer.resolve_config("mobilenet_v1", alpha=0.25, resolution=32, data=data,
-                                    epochs=2, batch_size=32)
+                                    epochs=3, batch_size=32, optimizer="adam")
     trainer.train(config, run, verbose=0)
     path, report = export(run, "fp16", out=tmp_path / "m_fp16.tflite")
     assert report["gpu"]["runtime"]["accelerated"] == "full" and report["gpu_compatible"]
-    result = delegate_report(path, ("gpu",), ("fp16",), data=data, samples=500, timing=False)
+    result = delegate_report(path, ("gpu",), ("fp32", "fp16"), data=data, samples=500,
+                             timing=False)
     assert result["samples"] == 500 and result["inputs"].startswith(data)
-    row = result["rows"][0]
-    assert row["accelerated"] == "full", row
-    assert row["numerics"]["top1_agreement"] >= 0.99, row["numerics"]
+    fp32, fp16 = result["rows"]
+    assert fp32["accelerated"] == fp16["accelerated"] == "full"
+    assert fp32["numerics"]["top1_agreement"] == 1.0, fp32["numerics"]
+    assert fp16["numerics"]["top1_agreement"] >= 0.9, fp16["numerics"]
