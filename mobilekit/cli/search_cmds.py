@@ -113,6 +113,8 @@ def eval_cmd(lut, space, samples, seed, dtype, out):
 @click.option("--trials", type=int, default=20, help="Candidates trained.")
 @click.option("--epochs-per-trial", "epochs", type=int, default=2, help="Proxy training length.")
 @click.option("--workers", type=int, default=1, help="Worker processes training trials.")
+@click.option("--max-draws", type=int, default=None, show_default="50 x --trials",
+              help="Give up (exit 2 when none fits) after this many draws.")
 @click.option("--finalists", type=int, default=3, help="Best candidates measured on the target.")
 @click.option("--zoo", default=",".join(("mobilenet_v3_small:0.75", "mobilenet_v2:0.35")),
               help="Comma-separated zoo models NAME[:ALPHA] trained and measured on the same "
@@ -128,32 +130,26 @@ def eval_cmd(lut, space, samples, seed, dtype, out):
               help="Design-space study: compare the error EDFs of the given --space values.")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/search",
               help="Search directory (rerun the same command on it to resume).")
-def search(spaces, data, target, latency_limit, latency_target, quant, trials, epochs, workers,
-           finalists, zoo, lut, lut_samples, resolution, batch_size, threads, seed, study, out):
+def search(spaces, zoo, study, out, **settings):
     """Latency-aware architecture search over a design space.
 
     \b
     Examples:
       mobilekit search --space mbspace --latency-limit 2 --quant int8 --trials 30 --out runs/s1
       mobilekit search --space regnet --latency-target 3 --trials 20 --workers 2
-      mobilekit search --study --space mbspace:se=on --space mbspace:se=off --trials 12 --out runs/study
+      mobilekit search --study --space mbspace:se=on --space mbspace:se=off --trials 12
     """
     from mobilekit.search.run import run_search, run_study
 
-    zoo_list = [] if zoo.strip().lower() == "none" else [z.strip() for z in zoo.split(",")
-                                                          if z.strip()]
-    settings = {"data": data, "target": target, "latency_limit": latency_limit,
-                "latency_target": latency_target, "quant": quant, "trials": trials,
-                "epochs": epochs, "workers": workers, "finalists": finalists, "zoo": zoo_list,
-                "lut": lut, "lut_samples": lut_samples, "resolution": resolution,
-                "batch_size": batch_size, "threads": threads, "seed": seed}
+    settings["zoo"] = [] if zoo.strip().lower() == "none" else [
+        z.strip() for z in zoo.split(",") if z.strip()]
     if study:
         result = run_study(out, list(spaces), **settings)
         for c in result["comparisons"]:
             lo, hi = c["diff_ci90"]
-            click.echo(f"{c['b']} vs {c['a']}: mean error {100 * c['mean_error_diff_b_minus_a']:+.2f} "
-                       f"points (90 % CI {100 * lo:+.2f} .. {100 * hi:+.2f}), KS "
-                       f"{c['ks_distance']:.2f}, n = {c['n_b']} / {c['n_a']}")
+            diff = 100 * c["mean_error_diff_b_minus_a"]
+            click.echo(f"{c['b']} vs {c['a']}: mean error {diff:+.2f} points (90 % CI "
+                       f"{100 * lo:+.2f} .. {100 * hi:+.2f}), KS {c['ks_distance']:.2f}, n = {c['n_b']} / {c['n_a']}")
         click.echo(f"Study: {Path(out) / 'study.json'}")
         return
     if len(spaces) != 1:

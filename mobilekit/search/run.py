@@ -52,7 +52,8 @@ def check_settings(s):
             raise ValueError(f"--{key.replace('_', '-')} must be > 0 ms; got {s[key]}")
     for key in ("trials", "epochs", "workers", "threads", "batch_size"):
         if not isinstance(s[key], int) or s[key] < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer; got {s[key]!r}")
+            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer; "
+                             f"got {s[key]!r}")
     if s["finalists"] < 0:
         raise ValueError(f"--finalists must be >= 0; got {s['finalists']}")
     if s["resolution"] < 32:
@@ -202,7 +203,7 @@ class Search:
         accepted = [r for r in self.rows if r["status"] != "rejected"]
         pending = [r for r in accepted if r["status"] == "accepted"]
         limit_us = self.s["latency_limit"] * 1e3 if self.s["latency_limit"] else None
-        max_draws = DRAWS_PER_TRIAL * self.s["trials"]
+        max_draws = self.s.get("max_draws") or DRAWS_PER_TRIAL * self.s["trials"]
         i = 0
         while len(accepted) < self.s["trials"] and i < max_draws:
             if i in done:
