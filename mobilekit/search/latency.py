@@ -118,16 +118,25 @@ def op_features(model):
 # ---------------------------------------------------------------- measuring on the host
 
 
-def convert_for_latency(model, dtype, path):
-    """Write the TFLite file of `model` in `dtype` (int8 calibrated on random images:
-    latency does not depend on the ranges)."""
+def convert_for_latency(model, dtype, path, random_init=False):
+    """Write the TFLite file of `model` in `dtype`, int8 calibrated on random images.
+
+    random_init: the model is untrained, so its BatchNorm statistics are re-estimated on
+    those images first (mobilekit.export.pipeline.reestimate_batchnorm): with fresh
+    statistics int8 ranges collapse and XNNPACK refuses the residual ADDs, and the file
+    would run 10x slower than the same network trained.
+    """
     from mobilekit.export.convert import convert
 
     check_choice("dtype", dtype, DTYPES)
-    data = None
-    if dtype == "int8":
-        shape = tuple(model.inputs[0].shape[1:])
-        data = np.random.default_rng(0).standard_normal((8,) + shape).astype(np.float32)
+    shape = tuple(model.inputs[0].shape[1:])
+    data = np.random.default_rng(0).standard_normal((16,) + shape).astype(np.float32)
+    if random_init:
+        from mobilekit.export.pipeline import reestimate_batchnorm
+
+        reestimate_batchnorm(model, data)
+    if dtype != "int8":
+        data = None
     Path(path).write_bytes(convert(model, dtype, representative_data=data))
     return path
 
@@ -153,7 +162,8 @@ def measure_points(points, resolution, dtypes, threads, log=print, workdir=None)
             model = build(point, resolution)
             row = {"point": point, "features": op_features(model), "measured_us": {}}
             for dtype in dtypes:
-                path = convert_for_latency(model, dtype, Path(tmp) / f"m{i}_{dtype}.tflite")
+                path = convert_for_latency(model, dtype, Path(tmp) / f"m{i}_{dtype}.tflite",
+                                           random_init=True)
                 row["measured_us"][dtype] = round(measure_file(path, threads), 2)
                 os.unlink(path)
             keras.backend.clear_session()
@@ -321,6 +331,7 @@ def evaluate_lut(lut, space_text=None, samples=10, seed=None, resolution=None, d
         pred = [predict_features(lut["tables"][d], r["features"]) for r in rows]
         meas = [r["measured_us"][d] for r in rows]
         result["dtypes"][d] = {**errors(pred, meas),
-                               "rows": [{"point": r["point"], "predicted_us": round(p, 2),
-                                         "measured_us": m} for r, p, m in zip(rows, pred, meas)]}
+                               "rows": [{"point": r["point"], "features": r["features"],
+                                         "predicted_us": round(p, 2), "measured_us": m}
+                                        for r, p, m in zip(rows, pred, meas)]}
     return result
