@@ -19,9 +19,11 @@ COMMANDS = {
     "eval": "mobilekit.cli.train_cmds:eval_cmd",
     "eval-detector": "mobilekit.cli.detect_cmds:eval_detector",
     "export": "mobilekit.cli.export_cmds:export",
+    "latency-model": "mobilekit.cli.search_cmds:latency_model",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
     "quickstart": "mobilekit.cli.quickstart_cmd:quickstart",
+    "search": "mobilekit.cli.search_cmds:search",
     "train": "mobilekit.cli.train_cmds:train",
 }
 
