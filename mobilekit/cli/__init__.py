@@ -20,6 +20,7 @@ COMMANDS = {
     "export": "mobilekit.cli.export_cmds:export",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
+    "quant-doctor": "mobilekit.cli.doctor_cmd:quant_doctor",
     "quickstart": "mobilekit.cli.quickstart_cmd:quickstart",
     "train": "mobilekit.cli.train_cmds:train",
 }
