@@ -210,13 +210,17 @@ def _measure_files(files, rows, rounds):
 
 
 def _recommend(baseline, rows, target_drop):
-    """The cheapest file within the target (latency, then drop); else the smallest drop."""
+    """The fastest file within the target (then the smaller drop); else the smallest drop
+    if it beats the default by more than its standard error; else the default."""
     ok = [row for row in rows if row.get("ok")]
     within = [row for row in ok if row["drop_points"] <= target_drop]
     if within:
         return min(within, key=lambda r: (r["latency_us"], r["drop_points"]))
-    if ok and min(r["drop_points"] for r in ok) < baseline["drop_points"]:
-        return min(ok, key=lambda r: (r["drop_points"], r["latency_us"]))
+    best = min(ok, key=lambda r: (r["drop_points"], r["latency_us"])) if ok else None
+    # Short of the target, a remedy must beat the default by more than its own standard
+    # error: a difference inside the noise of these images is no reason to change files.
+    if best and baseline["drop_points"] - best["drop_points"] > best["drop_se_points"]:
+        return best
     return baseline
 
 
@@ -228,8 +232,8 @@ def summary_line(baseline, best, target_drop, ranked=()):
             return (f"int8 drop {before} points is within the {target_drop:g}-point target: "
                     "no remedy needed")
         worst = f" (worst layer `{ranked[0]['layer']}`)" if ranked else ""
-        return (f"int8 drop {before} points; no measured remedy reduced it{worst}: the "
-                "default int8 file is kept")
+        return (f"int8 drop {before} points; no measured remedy reduced it by more than its "
+                f"standard error{worst}: the default int8 file is kept")
     after = f"{best['drop_points']:.1f} ± {best['drop_se_points']:.1f}"
     change = best.get("latency_change")
     cost = "" if change is None else f"; {100 * change:+.0f} % latency"

@@ -44,7 +44,7 @@ class LayerTable:
     `columns`, `to_dicts()`, `to_markdown()`, and `to_pandas()` where pandas is installed.
     """
 
-    COLUMNS = ("index", "tensor", "layer", "op", "sqnr_db", "added_db", "rel_rmse",
+    COLUMNS = ("index", "tensor", "layer", "fused", "op", "sqnr_db", "added_db", "rel_rmse",
                "clip_rate", "weights_sqnr_db", "activations_sqnr_db", "dominant", "rmse_steps")
 
     def __init__(self, rows):
@@ -76,11 +76,11 @@ class LayerTable:
         return pd.DataFrame(self.rows, columns=self.COLUMNS)
 
     def to_markdown(self, limit=None):
-        headers = ["#", "layer", "op", "SQNR dB", "added dB", "rel. RMSE", "clipped %",
+        headers = ["#", "layer (with what is fused into it)", "op", "SQNR dB", "added dB", "rel. RMSE", "clipped %",
                    "weights-only dB", "activations-only dB", "rmse/step"]
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         for row in self.rows[:limit]:
-            cells = [row["index"], f"`{row['layer']}`", row["op"], _db(row["sqnr_db"]),
+            cells = [row["index"], f"`{row['fused']}`", row["op"], _db(row["sqnr_db"]),
                      _db(row["added_db"]), f"{row['rel_rmse']:.3g}",
                      f"{100 * row['clip_rate']:.2f}", _db(row["weights_sqnr_db"]),
                      _db(row["activations_sqnr_db"]),
@@ -280,9 +280,10 @@ def graph_links(model_bytes):
     return inputs_of, consumers, constants
 
 
-def _layer_name(tensor, weight_names, layer_names):
+def _layer_names(tensor, weight_names, layer_names):
     """The Keras layers a TFLite tensor comes from: the path segments of its (fused) name
-    and of its op's weights that name a layer, in model order, joined by '+'."""
+    and of its op's weights that name a layer, in model order, joined by '+' (a conv with
+    its folded BatchNorm and activation: "block1_pw+block1_pw_bn+block1_pw_act")."""
     found = set()
     for text in [tensor] + list(weight_names):
         for part in text.split(";"):
@@ -354,7 +355,7 @@ def layer_errors(model, calib_images, images, method="average", dense_quant="per
         # An op on the model input starts from the input's own int8 rounding.
         base = min(before) if before else input_db
         row = {"index": position, "tensor": name,
-               "layer": _layer_name(name, weights.get(name, []), layer_names), "op": op,
+               "fused": _layer_names(name, weights.get(name, []), layer_names), "op": op,
                "sqnr_db": round(sqnr[name], 2),
                "added_db": round(max(0.0, base - sqnr[name]), 2),
                "rel_rmse": moments.rel_rmse(),
@@ -367,6 +368,7 @@ def layer_errors(model, calib_images, images, method="average", dense_quant="per
             row["activations_sqnr_db"] = round(activations.sqnr_db(), 2)
             row["dominant"] = ("weights" if row["weights_sqnr_db"] < row["activations_sqnr_db"]
                                else "activations")
+        row["layer"] = row["fused"].split("+")[0]  # the op's own layer: the conv, not its BN
         rows.append(row)
     if not rows:
         raise ValueError(f"{model.name} has no quantized tensor: nothing for int8 to hurt")
