@@ -207,3 +207,24 @@ def test_paired_drop():
     assert (row["float_only"], row["int8_only"]) == (2, 1)
     assert row["drop_points"] == pytest.approx(100 * 1 / 8)
     assert row["drop_se_points"] == pytest.approx(100 * np.sqrt(3) / 8)
+
+
+def test_chosen_remedies_are_all_measured(models):
+    """remedies=[...]: QAT (one epoch), int16x8 and a calibration-size point are each built,
+    scored and timed, in the plan's order (the target is out of reach: no early stop)."""
+    from mobilekit.export.doctor import diagnose
+
+    result = diagnose(str(models["shift"]), data=SPEC, remedies=["qat", "int16x8", "calib_16"],
+                      qat_epochs=1, **dict(FAST, target_drop=-100))
+    rows = result["remedies"]
+    assert [r["name"] for r in rows] == ["int16x8", "qat", "calib_16"]
+    for row in rows:
+        assert row["ok"] and row["size_bytes"] > 0 and row["latency_us"] > 0
+        assert row["float_only"] + row["int8_only"] <= row["images"] == 200
+    assert result["summary"].startswith(f"int8 drop {result['baseline']['drop_points']:.1f}")
+    assert result["recommended"] in ["baseline"] + [r["name"] for r in rows]
+
+
+def test_unknown_remedy_is_a_usage_error(models, tmp_path):
+    output = _bad([str(models["healthy"]), "--data", SPEC, "--remedies", "msee"], tmp_path)
+    assert "unknown remedy 'msee'" in output and "Did you mean 'mse'" in output

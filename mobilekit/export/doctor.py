@@ -7,9 +7,10 @@ same validation images (drop with its McNemar standard error, mobilekit.train.ev
 then tries remedies in the order the diagnosis suggests, stopping at the first whose drop
 is within `target_drop` points:
 
-  mse / minmax calibration, bias correction, per-channel Dense, the k worst layers in float
-  (a mixed file: the layer and the ops reading its output run in float, so its output is
-  never rounded), the whole network in int16x8, and the calibration-size curve.
+  the other calibration methods (average / mse / minmax), bias correction, per-channel
+  Dense, the k worst layers in float (a mixed file: the layer and the ops reading its
+  output run in float, so its output is never rounded), the whole network in int16x8,
+  QAT for a few epochs on the train split, and the calibration-size curve.
 
 Every measured file gets its drop +/- SE, its size and its host latency (XNNPACK, one
 thread, mobilekit.bench.host.interleaved_medians: all files timed round-robin, so a load
@@ -19,10 +20,10 @@ OUT/quant_doctor.json; the CLI is `mobilekit quant-doctor`.
 Bad input raises ValueError before anything is written: no data, random data, a detector
 (not supported yet), a model without a quantizable layer, images of another shape than the
 model's input, a float model near chance level (a drop on such a model says nothing).
-QAT is not among the remedies yet.
 """
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -36,7 +37,13 @@ CURVE_SIZES = (8, 32, 128, 512)
 # Images the per-layer comparison runs on (every quantized tensor of each is kept).
 LAYER_IMAGES = 32
 FLOAT_LAYERS = (1, 2, 3)
+# QAT remedy: a short fine-tune at a small learning rate from the float weights.
+QAT_EPOCHS = 2
+QAT_LR = 1e-4
+QAT_RANGE_SAMPLES = 256
 BENCH_ROUNDS = 30
+REMEDIES = ("average", "mse", "minmax", "bias_correction", "per_channel_dense", "float_1",
+            "float_2", "float_3", "int16x8", "qat")
 QUANTIZABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 REPORT_JSON, REPORT_MD = "quant_doctor.json", "quant_doctor.md"
 PLOTS = {"layers": "layer_sqnr.png", "curve": "calibration_curve.png",
@@ -45,15 +52,29 @@ PLOTS = {"layers": "layer_sqnr.png", "curve": "calibration_curve.png",
 
 def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAMPLES,
              target_drop=DEFAULT_TARGET_DROP, bench_rounds=BENCH_ROUNDS,
-             layer_images=LAYER_IMAGES, curve_sizes=CURVE_SIZES, log=None):
+             layer_images=LAYER_IMAGES, curve_sizes=CURVE_SIZES, calib_method="average",
+             remedies=None, qat_epochs=QAT_EPOCHS, log=None):
     """Diagnose `source` (run directory or .keras); returns the result dict (module
-    docstring) with the files' bytes under result["_files"] (name -> bytes)."""
+    docstring) with the files' bytes under result["_files"] (name -> bytes).
+
+    calib_method: the calibration of the int8 file diagnosed (the export's --calib-method;
+    the others become remedies). remedies: names of `remedy_plan` rows to try (None: all,
+    in the plan's order). qat_epochs: epochs of the QAT remedy on the train split.
+    """
+    from mobilekit.errors import check_choice
+    from mobilekit.export.calibration import CALIBRATION_METHODS
     from mobilekit.export.convert import convert
     from mobilekit.export.layer_errors import layer_errors
     from mobilekit.export.pipeline import RANDOM_DATA, dataset_samples, resolve_source
 
     log = log or (lambda msg: None)
     start = time.perf_counter()
+    check_choice("calib_method", calib_method, CALIBRATION_METHODS)
+    for name in remedies or ():
+        if name not in REMEDIES and not re.fullmatch(r"calib_[1-9][0-9]*", name):
+            from mobilekit.errors import unknown_name
+
+            raise unknown_name("remedy", name, REMEDIES + ("calib_N",))
     if calib_samples < 1 or eval_samples < 1:
         raise ValueError(f"calib_samples and eval_samples must be positive; got "
                          f"{calib_samples} and {eval_samples}")
@@ -85,21 +106,26 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
         hits = tflite_predict(tflite, images).argmax(-1) == labels
         return paired_drop(float_hits, hits)
 
-    log("int8 export (average calibration, per-tensor Dense) ...")
-    files = {"baseline": convert(model, "int8", calib)}
-    baseline = dict(_row("baseline", "int8 export defaults", {}), **score(files["baseline"]))
+    log(f"int8 export ({calib_method} calibration, per-tensor Dense) ...")
+    files = {"baseline": convert(model, "int8", calib, calibration=calib_method)}
+    baseline = dict(_row("baseline", f"int8 ({calib_method} calibration)",
+                         {"calibration": calib_method}), **score(files["baseline"]))
     log(f"int8 drop {baseline['drop_points']:.2f} +/- {baseline['drop_se_points']:.2f} points")
     log(f"per-layer error on {min(layer_images, len(images))} images ...")
-    table, calibrated = layer_errors(model, calib, images[:layer_images])
+    table, calibrated = layer_errors(model, calib, images[:layer_images], method=calib_method)
     ranked = [row for row in table.ranked() if row["op"] not in ("QUANTIZE", "DEQUANTIZE")]
     rows = []
     if baseline["drop_points"] > target_drop:
         plan = remedy_plan(ranked, has_dense=_has_dense(model), calib_count=len(calib),
-                           curve_sizes=curve_sizes)
+                           curve_sizes=curve_sizes, calib_method=calib_method)
+        plan = _selected(plan, remedies)
+        job = {"model": model, "calib": calib, "calibrated": calibrated, "data": data,
+               "size": size, "mean": mean, "std": std, "qat_epochs": qat_epochs,
+               "method": calib_method}
         for remedy in plan:
             log(f"remedy: {remedy['label']} ...")
             try:
-                files[remedy["name"]] = _build(remedy, model, calib, calibrated, convert)
+                files[remedy["name"]] = _build(remedy, job)
             except ValueError as exc:  # e.g. an op int16x8 lacks: a row, not a crash
                 rows.append(dict(remedy, ok=False, error=str(exc).splitlines()[0]))
                 continue
@@ -112,7 +138,8 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     recommended = _recommend(baseline, rows, target_drop)
     result = {"model": name, "source": str(source), "data": data, "images": len(images),
               "num_classes": info["num_classes"], "float_top1": float_top1,
-              "calib_samples": len(calib), "target_drop": target_drop,
+              "calib_samples": len(calib), "calib_method": calib_method,
+              "target_drop": target_drop,
               "baseline": baseline, "layers": table.to_dicts(),
               "ranked": [row["layer"] for row in ranked[:10]], "remedies": rows,
               "recommended": recommended["name"], "no_remedy_needed": not rows,
@@ -125,16 +152,20 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     return result
 
 
-def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES):
+def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES,
+                calib_method="average"):
     """Remedies in the order the worst layer suggests, then the rest (each once)."""
     worst = ranked[0] if ranked else {}
     catalogue = {
+        "average": ("calibration", "average calibration", {"calibration": "average"}),
         "mse": ("calibration", "mse calibration", {"calibration": "mse"}),
         "minmax": ("calibration", "minmax calibration", {"calibration": "minmax"}),
         "bias_correction": ("weights", "bias correction", {"bias_correction": True}),
         "per_channel_dense": ("weights", "per-channel Dense", {"dense_quant": "per-channel"}),
         "int16x8": ("int16x8", "int16x8 activations", {}),
+        "qat": ("qat", "QAT fine-tuning", {}),
     }
+    del catalogue[calib_method]  # the diagnosed file's own method
     for k in FLOAT_LAYERS:
         layers = [row["layer"] for row in ranked[:k]]
         if len(layers) == k:
@@ -149,9 +180,10 @@ def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES
     elif worst.get("clip_rate", 0) > 0.01:
         first = ["minmax", "mse"]
     elif worst:
-        first = ["mse", "float_1"]
-    order = first + ["mse", "bias_correction", "per_channel_dense", "float_1", "float_2",
-                     "float_3", "int16x8", "minmax"]
+        first = ["mse", "average", "float_1"]
+    # Cheap conversions first, then mixed files, int16x8, training (QAT) last.
+    order = first + ["average", "mse", "bias_correction", "per_channel_dense", "float_1",
+                     "float_2", "float_3", "int16x8", "minmax", "qat"]
     plan, seen = [], set()
     for key in order:
         if key in catalogue and key not in seen:
@@ -169,10 +201,21 @@ def _row(name, label, settings, kind="baseline"):
     return {"name": name, "kind": kind, "label": label, "settings": settings}
 
 
-def _build(remedy, model, calib, calibrated, convert):
+def _selected(plan, names):
+    """The plan's rows named in `names` (all for None); a calib_N row is made for any N."""
+    if names is None:
+        return plan
+    extra = [_row(n, f"{n[6:]} calibration images", {"calib_samples": int(n[6:])}, "curve")
+             for n in names if n.startswith("calib_") and n not in {r["name"] for r in plan}]
+    return [row for row in plan if row["name"] in names] + extra
+
+
+def _build(remedy, job):
     """The .tflite bytes of one remedy."""
+    from mobilekit.export.convert import convert
     from mobilekit.export.layer_errors import graph_links, quantize_calibrated
 
+    model, calib, calibrated = job["model"], job["calib"], job["calibrated"]
     settings = remedy["settings"]
     if remedy["kind"] == "mixed":
         # The op and every op reading its output stay float: its output is never rounded.
@@ -185,9 +228,36 @@ def _build(remedy, model, calib, calibrated, convert):
         return quantize_calibrated(calibrated, denylisted_nodes=sorted(nodes))
     if remedy["kind"] == "int16x8":
         return convert(model, "int16x8", calib)
+    if remedy["kind"] == "qat":
+        return convert(_qat_model(job), "int8")
     if remedy["kind"] == "curve":
-        return convert(model, "int8", calib[:settings["calib_samples"]])
-    return convert(model, "int8", calib, **settings)
+        return convert(model, "int8", calib[:settings["calib_samples"]],
+                       calibration=job["method"])
+    return convert(model, "int8", calib, **dict({"calibration": job["method"]}, **settings))
+
+
+def _qat_model(job):
+    """`qat_epochs` of quantization-aware training on the train split (mobilekit.compress
+    .qat: ranges start from the float model's activations on the calibration images)."""
+    from mobilekit.compress.qat import init_ranges, quantize_model
+    from mobilekit.data import load_dataset
+    from mobilekit.keras import keras
+
+    model = job["model"]
+    qat = quantize_model(model)
+    init_ranges(qat, model, job["calib"][:QAT_RANGE_SAMPLES])
+    ds, _ = load_dataset(job["data"], "train", job["size"], 32, training=True,
+                         mean=job["mean"], std=job["std"])
+    qat.compile(keras.optimizers.Adam(QAT_LR), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=not _ends_in_softmax(model)))
+    qat.fit(ds, epochs=job["qat_epochs"], verbose=0)
+    return qat
+
+
+def _ends_in_softmax(model):
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    return type(last).__name__ == "Softmax" or getattr(activation, "__name__", "") == "softmax"
 
 
 def _measure_files(files, rows, rounds):
@@ -375,7 +445,9 @@ def _recommended_file(result):
                    "calibration": {"data": result["data"],
                                    "samples": row["settings"].get("calib_samples",
                                                                   result["calib_samples"]),
-                                   "method": row["settings"].get("calibration", "average")},
+                                   "method": ("qat" if row["kind"] == "qat" else
+                                              row["settings"].get("calibration",
+                                                                  result["calib_method"]))},
                    "eval": {"data": result["data"], "images": result["images"],
                             "float_top1": result["float_top1"],
                             "drop_points": row["drop_points"],
