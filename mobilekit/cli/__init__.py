@@ -22,6 +22,7 @@ COMMANDS = {
     "latency-model": "mobilekit.cli.search_cmds:latency_model",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
+    "quant-doctor": "mobilekit.cli.doctor_cmd:quant_doctor",
     "quickstart": "mobilekit.cli.quickstart_cmd:quickstart",
     "search": "mobilekit.cli.search_cmds:search",
     "train": "mobilekit.cli.train_cmds:train",
