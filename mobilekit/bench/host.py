@@ -158,6 +158,7 @@ def _measure(invoke, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
     fields = _stats(runs)
     fields["first_inference_us"] = round(warm[0], 3) if warm else None
     fields["warmup_avg_us"] = round(statistics.fmean(warm), 3) if warm else None
+    fields["warmup_count"] = len(warm)   # can exceed warmup_runs (warmup_min_secs)
     return fields
 
 

@@ -10,10 +10,16 @@ Files in the output directory:
                  (an existing file from an earlier sweep is first renamed results.<time>.jsonl)
   results.csv    the same rows and columns (the result schema), written at the end
   results.md     the human table (ms, FPS, speed-up, GMAC/s, size, delegation, status)
+
+Trust (issue 17, mobilekit.bench.trust): every row carries the device state read before and
+after it, `repeat` runs merged into a median with a 95 % interval and a CV, and an
+`unstable` flag with its reasons; `cpu_mask="auto"` (adb) runs each CPU cluster and all cores.
 """
+import functools
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -26,8 +32,9 @@ __all__ = ["TARGETS", "run_sweep", "export_report_info", "summary_table", "write
 
 TARGETS = ("host", "local", "adb")
 JSONL, CSV, MARKDOWN = "results.jsonl", "results.csv", "results.md"
-TABLE_HEADERS = ("model", "delegate", "threads", "median ms", "avg ms", "FPS", "speed-up",
-                 "GMAC/s", "size MB", "delegation", "status")
+TABLE_HEADERS = ("model", "delegate", "threads", "cpu", "median ms", "95% CI ms", "avg ms", "FPS",
+                 "speed-up", "GMAC/s", "size MB", "delegation", "CV %", "CPU °C", "stable",
+                 "status")
 _MAX_STATUS_CHARS = 120
 
 
@@ -42,12 +49,19 @@ def delegates_for(target):
 def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, warmup_runs=1,
               warmup_min_secs=0.5, num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False,
               benchmark_binary=None, serial=None, cpu_mask=None, apk=False, adb_path=None,
-              out_dir="bench_results", on_start=None, on_row=None):
+              out_dir="bench_results", on_start=None, on_row=None, repeat=1, cooldown=0.0,
+              cooldown_temp=None, cooldown_timeout=600.0, temp_rise_c=5.0, read_state=None):
     """Run the matrix; return the rows. Writes results.jsonl as it goes, then .csv and .md.
 
     on_start(index, total, model, delegate, threads) and on_row(index, total, row) are
-    optional progress callbacks.
+    optional progress callbacks. repeat / cooldown / cooldown_temp / cooldown_timeout /
+    temp_rise_c: mobilekit.bench.trust.Trials; read_state() -> snapshot overrides the
+    target's reader (mobilekit.bench.device_state).
     """
+    from mobilekit.bench.trust import Trials, check_trial_args
+
+    check_trial_args(repeat, cooldown, cooldown_temp, cooldown_timeout, temp_rise_c)
+    cpu_mask = check_cpu_mask(cpu_mask, target, apk)
     configs = _configs(models, target, delegates, threads)
     out_dir = Path(out_dir)
     jsonl = _fresh_jsonl(out_dir / JSONL)
@@ -56,11 +70,19 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
                       max_secs=max_secs, op_profiling=op_profiling, binary=benchmark_binary,
                       serial=serial, cpu_mask=cpu_mask, apk=apk, adb_path=adb_path,
                       log_dir=out_dir / "logs")
+    read_state = read_state or _state_reader(target, adb_path, serial)
+    configs = _placed(configs, cpu_mask, read_state)
+    trials = Trials(run_one, read_state, repeat, cooldown, cooldown_temp, cooldown_timeout,
+                    temp_rise_c)
+    flags = _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
     rows = []
-    for index, (model, delegate, n_threads) in enumerate(configs, 1):
+    for index, (model, delegate, n_threads, where) in enumerate(configs, 1):
         if on_start:
             on_start(index, len(configs), model, delegate, n_threads)
-        row = _safe_run(run_one, model, target, delegate, n_threads, warmup_runs, num_runs)
+        run = functools.partial(trials, mask=where["cpu_mask"]) if where else trials
+        row = _safe_run(run, model, target, delegate, n_threads, warmup_runs, num_runs)
+        row.update(cpu_mask=(where or {}).get("cpu_mask", cpu_mask),
+                   cluster=(where or {}).get("cluster"), flags=row.get("flags") or flags(delegate, n_threads))
         append_jsonl(jsonl, row)
         rows.append(row)
         if on_row:
@@ -132,9 +154,71 @@ def _runner(target, *, warmup_runs, warmup_min_secs, num_runs, min_secs, max_sec
         return lambda model, delegate, threads: bm.run_local(model, binary, delegate, threads,
                                                              **common)
     adb = bm.Adb(adb_path, serial)  # one device session (selection, pushes) for the sweep
-    return lambda model, delegate, threads: bm.run_adb(
-        model, binary, delegate, threads, serial=serial, cpu_mask=cpu_mask, apk=apk,
+    return lambda model, delegate, threads, mask=cpu_mask: bm.run_adb(
+        model, binary, delegate, threads, serial=serial, cpu_mask=mask, apk=apk,
         adb_path=adb_path, adb=adb, **common)
+
+
+# ---------------------------------------------------------------- state, CPU placement
+
+
+def check_cpu_mask(cpu_mask, target, apk=False):
+    """None, "auto" or a hex mask; ValueError for anything else (or a mask off adb)."""
+    if cpu_mask is None or str(cpu_mask).strip() == "":
+        return None
+    cpu_mask = str(cpu_mask).strip().lower()
+    if cpu_mask != "auto" and (not re.fullmatch(r"(0x)?[0-9a-f]+", cpu_mask)
+                               or int(cpu_mask, 16) == 0):
+        raise ValueError(f"--cpu-mask must be 'auto' (every CPU cluster, then all cores) or a "
+                         f"non-zero hex CPU mask such as f0; got {cpu_mask!r}")
+    if target != "adb":
+        raise ValueError(f"--cpu-mask needs --target adb (taskset on the device); got target "
+                         f"{target!r}")
+    if apk:
+        raise ValueError("--cpu-mask cannot be used with --apk (the APK runs as an Activity)")
+    return cpu_mask
+
+
+def _state_reader(target, adb_path, serial):
+    from mobilekit.bench import device_state as ds
+
+    if target != "adb":
+        return ds.host_state
+    from mobilekit.bench.benchmark_model import Adb
+
+    session = {}
+
+    def read():   # its own Adb session: reading state must never disturb the runs' one
+        if "adb" not in session:
+            session["adb"] = Adb(adb_path, serial)
+        return ds.adb_state(session["adb"])
+
+    return read
+
+
+def _placed(configs, cpu_mask, read_state):
+    """(model, delegate, threads, where): where None, or {cluster, cpu_mask} for "auto"."""
+    if cpu_mask != "auto":
+        return [(*c, None) for c in configs]
+    from mobilekit.bench.device_state import placements
+
+    state = read_state() or {}
+    threads = sorted({t for _, _, t in configs})
+    models = list(dict.fromkeys((m, d) for m, d, _ in configs))
+    return [(m, d, t, {"cluster": name, "cpu_mask": mask})
+            for name, mask, fits in placements(state, threads) for m, d in models for t in fits]
+
+
+def _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs):
+    """The host runner's settings as a flag list (benchmark_model rows carry their own)."""
+    def flags(delegate, threads):
+        if target != "host":
+            return None
+        return [f"--delegate={delegate}", f"--threads={threads}", f"--warmup_runs={warmup_runs}",
+                f"--warmup_min_secs={warmup_min_secs:g}", f"--num_runs={num_runs}",
+                f"--min_secs={min_secs:g}", f"--max_secs={max_secs:g}"]
+
+    return flags
 
 
 def _safe_run(run_one, model, target, delegate, threads, warmup_runs, num_runs):
@@ -211,10 +295,60 @@ def _table_row(row, base_row, info):
     speedup = (base_row["inference_median_us"] / median) if median and base_row else None
     size = row.get("model_size_bytes")
     return [Path(row.get("model_path") or "?").name, row.get("delegate"), row.get("threads"),
-            _num(median and median / 1e3), _num(avg and avg / 1e3),
-            _num(median and 1e6 / median), None if speedup is None else f"{_num(speedup)}x",
+            row.get("cluster") or row.get("cpu_mask"),
+            _num(median and median / 1e3), _ci_text(row), _num(avg and avg / 1e3),
+            _num(median and 1e6 / median), _speedup_text(speedup, row, base_row),
             _num(macs / median / 1e3 if macs and median else None),
-            _num(size and size / 1e6), _delegation_text(row), _status(row)]
+            _num(size and size / 1e6), _delegation_text(row),
+            None if row.get("cv") is None else f"{row['cv'] * 100:.1f}",
+            _temps_text(row), _stable_text(row), _status(row)]
+
+
+def _ci_text(row):
+    low, high = row.get("median_ci_low_us"), row.get("median_ci_high_us")
+    if not row.get("ok") or low is None or high is None:
+        return None
+    return f"{_num(low / 1e3)}-{_num(high / 1e3)}"
+
+
+def _speedup_text(speedup, row, base_row):
+    """x-fold speed-up; with its interval and verdict when both rows have repeats."""
+    if speedup is None:
+        return None
+    text = f"{_num(speedup)}x"
+    if row is base_row:
+        return text
+    from mobilekit.bench.compare import row_samples
+    from mobilekit.bench.stats import compare_samples
+
+    a, b = row_samples(base_row), row_samples(row)
+    if len(a) >= 2 and len(b) >= 2:
+        c = compare_samples(a, b)
+        text += f" [{c['ci_low']:.2f}, {c['ci_high']:.2f}] {c['verdict']}"
+    return text
+
+
+def _temps_text(row):
+    from mobilekit.bench.device_state import hottest_cpu_c
+
+    before, after = (hottest_cpu_c(row.get(k) or {}) for k in ("state_before", "state_after"))
+    if before is None and after is None:
+        return None
+    show = lambda t: "?" if t is None else f"{t:.0f}"   # noqa: E731
+    return f"{show(before)}->{show(after)}"
+
+
+def _stable_text(row):
+    if row.get("emulator"):
+        prefix = "EMULATOR "
+    else:
+        prefix = ""
+    if row.get("unstable") is None:
+        return (prefix + "-").strip() if prefix else None
+    if not row["unstable"]:
+        return prefix + "stable"
+    reasons = "; ".join(row.get("unstable_reasons") or [])
+    return (prefix + "UNSTABLE: " + reasons)[:_MAX_STATUS_CHARS]
 
 
 def _num(value):
@@ -259,6 +393,16 @@ def _notes(rows, base_row):
         notes.append(f"target: {', '.join(targets)}; runtime: {', '.join(versions) or '-'}")
     if "host" in targets:
         notes.append("host rows: in-process LiteRT on this machine, not phone numbers")
+    if any(r.get("emulator") for r in rows):
+        notes.append("EMULATOR rows: timings are the host CPU's through virtualisation, "
+                     "not a phone's")
+    if any((r.get("repeats") or 1) > 1 for r in rows):
+        notes.append("95% CI ms: percentile bootstrap of the median over repeats; CV: across "
+                     "repeats (else within the one run); speed-up [interval] verdict when both "
+                     "rows have repeats")
+    if any(r.get("unstable") for r in rows):
+        notes.append("UNSTABLE: CV > 5 %, a CPU frequency changed, a dynamic governor, a "
+                     "temperature rise or thermal status during timing (reasons in the row)")
     failed = sum(not r.get("ok") for r in rows)
     notes.append(f"{len(rows) - failed} of {len(rows)} configurations succeeded")
     return notes

@@ -47,6 +47,9 @@ def _progress_row(index, total, row):
         median = row["inference_median_us"]
         click.echo(f"[{index}/{total}]   median {median / 1000:.2f} ms "
                    f"({row['inference_count']} runs)", err=True)
+        if row.get("unstable"):
+            click.echo(f"[{index}/{total}]   UNSTABLE: {'; '.join(row['unstable_reasons'])}",
+                       err=True)
     else:
         click.echo(f"[{index}/{total}]   FAILED: {row['error']}", err=True)
 
@@ -77,7 +80,20 @@ def _progress_row(index, total, row):
 @click.option("--serial", default=None, show_default="the only device",
               help="adb device serial.")
 @click.option("--cpu-mask", default=None, show_default="none",
-              help="adb: run under `taskset MASK` (hex, e.g. f0 for big cores).")
+              help="adb: run under `taskset MASK` (hex, e.g. f0 for big cores), or `auto`: "
+                   "every CPU cluster (little/big/prime from cpu_capacity) and all cores.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per configuration: per-run medians, their median, a 95% bootstrap "
+                   "interval and the CV.")
+@click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait before each run after the first.")
+@click.option("--cooldown-temp", type=click.FloatRange(0, 150, min_open=True), default=None,
+              show_default="off",
+              help="Before each run after the first, wait until the hottest CPU thermal zone "
+                   "is below this many °C.")
+@click.option("--cooldown-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, help="Give up waiting for --cooldown-temp after this many "
+                                      "seconds (the row is flagged unstable).")
 @click.option("--apk", is_flag=True, default=False, show_default="off",
               help="adb: use the benchmark APK (an Activity) instead of the native binary.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench_results",
@@ -90,8 +106,8 @@ def _progress_row(index, total, row):
               help="Print the result rows as JSON instead of the table.")
 @click.pass_context
 def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs, num_runs,
-          min_secs, max_secs, op_profiling, benchmark_binary, serial, cpu_mask, apk, out_dir,
-          plots, accuracy, as_json):
+          min_secs, max_secs, op_profiling, benchmark_binary, serial, cpu_mask, repeat, cooldown,
+          cooldown_temp, cooldown_timeout, apk, out_dir, plots, accuracy, as_json):
     """Benchmark MODELS (.tflite) for every delegate x thread count; write results to --out.
 
     A configuration that fails becomes a row with its error; the sweep goes on (exit code 1
@@ -104,6 +120,7 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
       mobilekit bench a.tflite b.tflite --delegate xnnpack,cpu --threads 1,2,4
       mobilekit bench m.tflite --target local --benchmark-binary ./linux_x86-64_benchmark_model
       mobilekit bench m.tflite --target adb --serial R58M --cpu-mask f0 --threads 1,4
+      mobilekit bench m.tflite --target adb --cpu-mask auto --repeat 5 --cooldown-temp 40
       mobilekit bench a.tflite b.tflite --plots --accuracy a=0.70 --accuracy b=0.72
     """
     from mobilekit.bench.sweep import run_sweep, summary_table
@@ -121,7 +138,9 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
                      num_runs=num_runs, min_secs=min_secs,
                      max_secs=max_secs, op_profiling=op_profiling,
                      benchmark_binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask,
-                     apk=apk, out_dir=out_dir, on_start=_progress_start, on_row=_progress_row)
+                     apk=apk, out_dir=out_dir, on_start=_progress_start, on_row=_progress_row,
+                     repeat=repeat, cooldown=cooldown, cooldown_temp=cooldown_temp,
+                     cooldown_timeout=cooldown_timeout)
     written = [os.path.join(out_dir, n) for n in ("results.jsonl", "results.csv", "results.md")]
     if plots:
         from mobilekit.report.plots import write_plots
