@@ -21,7 +21,7 @@ from mobilekit.bench import benchmark_model as bm
 from mobilekit.bench.schema import DEVICE_KEYS, RESULT_KEYS
 
 FAKE_ADB = r'''
-import hashlib, json, os, shlex, sys
+import glob, hashlib, json, os, shlex, subprocess, sys
 
 CFG = json.load(open(os.environ["FAKE_ADB_CONFIG"]))
 STATE_PATH = os.environ["FAKE_ADB_STATE"]
@@ -54,10 +54,57 @@ def bench_log(argv):
         return f"ERROR: Could not open '{graph}'.\nFailed to mmap model {graph}\n", 1
     text = CFG["bench_log"].replace("{graph}", graph).replace(
         "{threads}", flags.get("num_threads", "-1")).replace("{num_runs}", flags.get("num_runs", "50"))
+    device_moves()
+    if CFG.get("medians"):   # run-to-run spread: the n-th run reports the n-th median
+        text = text.replace("median=15611", f"median={CFG['medians'][(STATE['runs'] - 1) % len(CFG['medians'])]}")
     return text, CFG.get("bench_rc", 0)
 
 
+# ---- a device state that moves (issue 17): fake sysfs files under CFG["sysfs"], dumpsys texts
+def zone_temps():
+    return glob.glob(os.path.join(CFG.get("sysfs", "/nonexistent"), "class/thermal/*/temp"))
+
+
+def add_mC(delta):
+    for path in zone_temps():
+        value = int(open(path).read()) + delta
+        open(path, "w").write(str(max(value, CFG.get("ambient_mC", 25000))) + "\n")
+
+
+def device_moves():
+    """One benchmark run: zones heat, and the events due at this run happen."""
+    STATE["runs"] = STATE.get("runs", 0) + 1
+    add_mC(CFG.get("heat_mC_per_run", 0))
+    for at_run, where, value in CFG.get("bench_effects", []):
+        if at_run == STATE["runs"]:
+            if where.startswith("dumpsys:"):
+                STATE.setdefault("dumpsys", {})[where[8:]] = value
+            else:
+                open(os.path.join(CFG["sysfs"], where), "w").write(value + "\n")
+
+
+def state_dump(command):
+    """The state script, run by a real POSIX sh over the fake sysfs, dumpsys from a shim."""
+    shim = os.path.join(os.path.dirname(STATE_PATH), "shim")
+    os.makedirs(shim, exist_ok=True)
+    texts = dict(CFG.get("dumpsys", {}), **STATE.get("dumpsys", {}))
+    for name, text in texts.items():
+        open(os.path.join(shim, name + ".txt"), "w").write(text)
+    with open(os.path.join(shim, "dumpsys"), "w") as f:
+        f.write('#!/bin/sh\ncat "$(dirname "$0")/$1.txt" 2>/dev/null || echo "Can\'t find service: $1"\n')
+    os.chmod(os.path.join(shim, "dumpsys"), 0o755)
+    env = dict(os.environ, MOBILEKIT_SYSFS=CFG.get("sysfs", "/nonexistent"),
+               PATH=shim + os.pathsep + os.environ["PATH"])
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env)
+    STATE["state_reads"] = STATE.get("state_reads", 0) + 1
+    add_mC(-CFG.get("cool_mC_per_read", 0))
+    record(state=True)
+    finish(out.stdout + out.stderr)
+
+
 def shell(command):
+    if "MOBILEKIT_SYSFS" in command:
+        state_dump(command)
     toks = tokens(command)
     record(remote=command, tokens=toks, operators=[t for t in toks if t in OPS])
     if not toks:

@@ -356,7 +356,8 @@ def run_local(model_path, binary=None, delegate="xnnpack", threads=1, *, num_run
     log_path = _log_path(log_dir, model_path, "local", delegate, threads)
     base = empty_result(**model_fields(model_path), target="local", serial=None,
                         device=_host_device(), runtime=RUNTIME, delegate=delegate, threads=threads,
-                        warmup_runs=warmup_runs, num_runs=num_runs, raw_log_path=str(log_path))
+                        warmup_runs=warmup_runs, num_runs=num_runs, raw_log_path=str(log_path),
+                        flags=[str(f) for f in flags], binary_sha256=file_sha256(binary))
     show = _Progress(progress, f"benchmark_model {model_path.name} {delegate} t{threads}")
     try:
         rc, text, timed_out = _stream([str(binary), *flags], log_path, show, timeout)
@@ -625,7 +626,9 @@ def run_adb(model_path, binary=None, delegate="xnnpack", threads=1, *, num_runs=
         adb = Adb(adb_path, serial)
     base = empty_result(**model_fields(model_path), target="adb", serial=adb.requested,
                         runtime=RUNTIME_APK if apk else RUNTIME, delegate=delegate,
-                        threads=threads, warmup_runs=warmup_runs, num_runs=num_runs)
+                        threads=threads, warmup_runs=warmup_runs, num_runs=num_runs,
+                        flags=flags, cpu_mask=cpu_mask,
+                        binary_sha256=None if apk else file_sha256(binary))
     try:
         base["serial"] = adb.select()
         base["device"] = adb.fingerprint()
