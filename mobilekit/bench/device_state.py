@@ -57,6 +57,9 @@ for z in "$S"/class/thermal/thermal_zone[0-9]*; do
   r "$z/type" "zone$n.type"
   r "$z/temp" "zone$n.temp"
 done
+for p in ro.kernel.qemu ro.boot.qemu ro.hardware; do
+  echo "prop.$p=$(getprop "$p" 2>/dev/null)"
+done
 echo '### battery'
 dumpsys battery 2>&1 | head -n 40
 echo '### thermalservice'
@@ -111,7 +114,8 @@ def _empty_state():
 
 
 def parse_state_text(text, props=None):
-    """STATE_SCRIPT output (+ getprop dict for emulator detection) -> a snapshot dict."""
+    """STATE_SCRIPT output (+ getprop dict for emulator detection, else the dump's own
+    `prop.*` lines) -> a snapshot dict."""
     state = _empty_state()
     sections = re.split(r"^### (battery|thermalservice|end)\s*$", text or "", flags=re.M)
     values = dict(re.findall(r"^([\w.]+)=(.*)$", sections[0], re.M))
@@ -120,6 +124,8 @@ def parse_state_text(text, props=None):
     _fill_thermal(state, values)
     state["battery"] = _battery(named.get("battery"), state["notes"])
     state["thermal_status"] = _thermal_status(named.get("thermalservice"), state["notes"])
+    if props is None and any(k.startswith("prop.") for k in values):   # run_sweep.sh's dump
+        props = {k[5:]: v.strip() for k, v in values.items() if k.startswith("prop.")}
     if props is not None:
         state["emulator"] = emulator_from_props(props)
         if state["emulator"]:
