@@ -129,3 +129,34 @@ def test_bench_compare_cli_on_result_dirs(tmp_path):
     result = runner.invoke(cli, ["bench-compare", str(tmp_path / "a"), str(tmp_path / "b"),
                                  "--repeat", "0"])
     assert result.exit_code == 2 and "--repeat" in result.output
+
+
+@pytest.fixture(scope="module")
+def small_and_big(tmp_path_factory):
+    """Two real .tflite files, one ~30x the work of the other."""
+    from mobilekit.keras import keras, layers, tf
+
+    out = tmp_path_factory.mktemp("compare_models")
+    paths = []
+    for name, filters in (("small", 4), ("big", 96)):
+        inp = keras.Input((48, 48, 8), batch_size=1)
+        x = layers.Conv2D(filters, 3, padding="same")(inp)
+        x = layers.Conv2D(filters, 3, padding="same")(x)
+        data = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inp, x)).convert()
+        paths.append(out / f"{name}.tflite")
+        paths[-1].write_bytes(data)
+    return paths
+
+
+def test_host_compare_is_round_robin_and_paired(small_and_big):
+    small, big = small_and_big
+    result = compare.compare_models(small, big, "host", rounds=25, warmup_runs=2)
+    assert (result["n_a"], result["n_b"], result["paired"]) == (25, 25, True)
+    assert result["verdict"] == "slower" and result["ci_high"] < 0.5   # big is B
+    assert result["ci_low"] <= result["speedup"] <= result["ci_high"]
+    assert "round-robin" in result["method"]
+    from mobilekit.bench.host import interleaved_medians, interleaved_times
+
+    times = interleaved_times([small, big], rounds=3, warmup_runs=0)
+    assert [len(t) for t in times] == [3, 3] and all(v > 0 for t in times for v in t)
+    assert len(interleaved_medians([small], rounds=2, warmup_runs=0)) == 1

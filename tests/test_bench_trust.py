@@ -336,3 +336,25 @@ def test_bad_trust_options_exit_2(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_bench_compare_on_a_device_alternates_a_and_b(phone, binary, tmp_path, monkeypatch):
+    from mobilekit.cli import cli
+
+    a, b = tmp_path / "fp32.tflite", tmp_path / "int8.tflite"
+    a.write_bytes(b"TFL3 float model")
+    b.write_bytes(b"TFL3 int8 model")
+    # the n-th benchmark run reports the n-th median: A, B, A, B, ... (B ~20 % faster)
+    phone.set(medians=[10_000, 8_000, 10_100, 8_050, 9_950, 7_990, 10_020, 8_010])
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["bench-compare", str(a), str(b), "--target", "adb",
+                                      "--benchmark-binary", str(binary), "--repeat", "4",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    (out,) = json.loads(result.output[result.output.index("["):])
+    assert (out["n_a"], out["n_b"], out["verdict"]) == (4, 4, "faster")
+    assert out["median_a_us"] == 10_010 and out["median_b_us"] == 8_005
+    assert 1.2 < out["ci_low"] <= out["speedup"] <= out["ci_high"] < 1.3
+    graphs = [next(t for t in c["tokens"] if t.startswith("--graph="))
+              for c in phone.shells() if c["tokens"][0].endswith("benchmark_model")]
+    assert [g.rsplit("/", 1)[1] for g in graphs] == ["fp32.tflite", "int8.tflite"] * 4
