@@ -8,7 +8,6 @@ emulator profile and a locked-down one.
 """
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -358,3 +357,59 @@ def test_bench_compare_on_a_device_alternates_a_and_b(phone, binary, tmp_path, m
     graphs = [next(t for t in c["tokens"] if t.startswith("--graph="))
               for c in phone.shells() if c["tokens"][0].endswith("benchmark_model")]
     assert [g.rsplit("/", 1)[1] for g in graphs] == ["fp32.tflite", "int8.tflite"] * 4
+
+
+# ---------------------------------------------------------------- sustained mode
+
+
+def test_sustained_windows_show_throttling(phone, model, binary, tmp_path):
+    from mobilekit.bench.sustained import Sustained
+
+    # 3 minutes of 10 s windows = 18 runs; the phone heats 1 °C a run, and from run 7 on the
+    # prime core is capped and latency rises 20 %
+    phone.set(heat_mC_per_run=1000, medians=[10_000] * 6 + [12_000] * 12,
+              bench_effects=[[7, "devices/system/cpu/cpu7/cpufreq/scaling_cur_freq", "1800000"]])
+    session, clock = Adb(), FakeClock()
+
+    def window(m, d, t):
+        clock.now += 10.0
+        return run_adb(m, binary, d, t, adb=session, progress=False, log_dir=tmp_path / "logs",
+                       num_runs=1, warmup_runs=0, min_secs=10)
+
+    row = Sustained(window, lambda: ds.adb_state(session), minutes=3, window=10,
+                    clock=clock)(model, "xnnpack", 4)
+    summary = row["sustained"]
+    assert len(summary["windows"]) == 18 and [w["t_s"] for w in summary["windows"][:3]] == [0, 10, 20]
+    assert summary["first_minute_median_us"] == 10_000 and summary["steady_median_us"] == 12_000
+    assert summary["slowdown"] == 1.2 and row["inference_median_us"] == 12_000
+    temps = [w["hottest_cpu_c"] for w in summary["windows"]]
+    assert temps[0] == 41.0 and temps[-1] == 58.0 and temps == sorted(temps)
+    assert [w["cur_khz"]["7"] for w in summary["windows"]][5:8] == [2850000, 2850000, 1800000]
+    reasons = "\n".join(row["unstable_reasons"])
+    assert "CPU frequency changed" in reasons and "hottest CPU zone rose 18.0 °C" in reasons
+    assert "--min_secs=10" in row["flags"] and "--num_runs=1" in row["flags"]
+
+
+def test_sustained_host_sweep_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from mobilekit.cli import cli
+
+    from mobilekit.keras import keras, layers, tf
+
+    inp = keras.Input((8, 8, 3), batch_size=1)   # a real one-op model from the converter
+    data = tf.lite.TFLiteConverter.from_keras_model(
+        keras.Model(inp, layers.Conv2D(2, 3)(inp))).convert()
+    model = tmp_path / "tiny.tflite"
+    model.write_bytes(data)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["bench", str(model), "--sustained", "0.02", "--window",
+                                      "0.3", "--out", str(out), "--plots", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    summary = rows[0]["sustained"]
+    assert 3 <= len(summary["windows"]) <= 6 and summary["first_minute_median_us"] > 0
+    assert all(w["count"] >= 1 for w in summary["windows"])
+    assert (out / f"sustained_{model.stem}_xnnpack_t1.png").stat().st_size > 1000
+    bad = CliRunner().invoke(cli, ["bench", str(model), "--sustained", "1", "--repeat", "2",
+                                   "--out", str(out)])
+    assert bad.exit_code == 2 and "drop --repeat" in bad.output

@@ -37,6 +37,8 @@ TRUST_KEYS = (
     # repeated trials (--repeat): per-repeat medians, 95 % bootstrap interval, spread, flags
     "repeats", "repeat_medians_us", "median_ci_low_us", "median_ci_high_us", "cv",
     "unstable", "unstable_reasons", "notes",
+    # --sustained: latency, temperature and frequencies per window (mobilekit.bench.sustained)
+    "sustained",
 )
 RESULT_KEYS += TRUST_KEYS
 

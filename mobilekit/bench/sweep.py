@@ -50,17 +50,21 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
               warmup_min_secs=0.5, num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False,
               benchmark_binary=None, serial=None, cpu_mask=None, apk=False, adb_path=None,
               out_dir="bench_results", on_start=None, on_row=None, repeat=1, cooldown=0.0,
-              cooldown_temp=None, cooldown_timeout=600.0, temp_rise_c=5.0, read_state=None):
+              cooldown_temp=None, cooldown_timeout=600.0, temp_rise_c=5.0, read_state=None,
+              sustained=None, window=10.0):
     """Run the matrix; return the rows. Writes results.jsonl as it goes, then .csv and .md.
 
     on_start(index, total, model, delegate, threads) and on_row(index, total, row) are
     optional progress callbacks. repeat / cooldown / cooldown_temp / cooldown_timeout /
     temp_rise_c: mobilekit.bench.trust.Trials; read_state() -> snapshot overrides the
-    target's reader (mobilekit.bench.device_state).
+    target's reader (mobilekit.bench.device_state). sustained (minutes) / window (seconds):
+    mobilekit.bench.sustained, one benchmark run per window instead of repeats.
     """
     from mobilekit.bench.trust import Trials, check_trial_args
 
     check_trial_args(repeat, cooldown, cooldown_temp, cooldown_timeout, temp_rise_c)
+    if sustained is not None and repeat > 1:
+        raise ValueError("--sustained runs one long trial per configuration; drop --repeat")
     cpu_mask = check_cpu_mask(cpu_mask, target, apk)
     configs = _configs(models, target, delegates, threads)
     out_dir = Path(out_dir)
@@ -74,6 +78,14 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
     configs = _placed(configs, cpu_mask, read_state)
     trials = Trials(run_one, read_state, repeat, cooldown, cooldown_temp, cooldown_timeout,
                     temp_rise_c)
+    if sustained is not None:
+        from mobilekit.bench.sustained import Sustained
+
+        run_window = _runner(target, warmup_runs=0, warmup_min_secs=0.0, num_runs=1,
+                             min_secs=window, max_secs=window, op_profiling=op_profiling,
+                             binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask, apk=apk,
+                             adb_path=adb_path, log_dir=out_dir / "logs")
+        trials = Sustained(run_window, read_state, sustained, window)
     flags = _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
     rows = []
     for index, (model, delegate, n_threads, where) in enumerate(configs, 1):
@@ -403,6 +415,13 @@ def _notes(rows, base_row):
     if any(r.get("unstable") for r in rows):
         notes.append("UNSTABLE: CV > 5 %, a CPU frequency changed, a dynamic governor, a "
                      "temperature rise or thermal status during timing (reasons in the row)")
+    for r in rows:
+        summary = r.get("sustained") or {}
+        if r.get("ok") and summary.get("steady_median_us") and summary.get("first_minute_median_us"):
+            notes.append(f"sustained {Path(r['model_path']).name} {r['delegate']} t{r['threads']}: "
+                         f"first minute {summary['first_minute_median_us'] / 1e3:.2f} ms, steady "
+                         f"state {summary['steady_median_us'] / 1e3:.2f} ms "
+                         f"({summary['slowdown']:.2f}x) over {len(summary['windows'])} windows")
     failed = sum(not r.get("ok") for r in rows)
     notes.append(f"{len(rows) - failed} of {len(rows)} configurations succeeded")
     return notes

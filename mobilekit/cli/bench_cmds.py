@@ -94,6 +94,12 @@ def _progress_row(index, total, row):
 @click.option("--cooldown-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
               show_default=True, help="Give up waiting for --cooldown-temp after this many "
                                       "seconds (the row is flagged unstable).")
+@click.option("--sustained", type=click.FloatRange(min=0, min_open=True), default=None,
+              show_default="off",
+              help="Run each configuration back to back for this many minutes: latency, "
+                   "temperatures and frequencies per window, steady state vs the first minute.")
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="--sustained: seconds per window (one benchmark run).")
 @click.option("--apk", is_flag=True, default=False, show_default="off",
               help="adb: use the benchmark APK (an Activity) instead of the native binary.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench_results",
@@ -107,7 +113,8 @@ def _progress_row(index, total, row):
 @click.pass_context
 def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs, num_runs,
           min_secs, max_secs, op_profiling, benchmark_binary, serial, cpu_mask, repeat, cooldown,
-          cooldown_temp, cooldown_timeout, apk, out_dir, plots, accuracy, as_json):
+          cooldown_temp, cooldown_timeout, sustained, window, apk, out_dir, plots, accuracy,
+          as_json):
     """Benchmark MODELS (.tflite) for every delegate x thread count; write results to --out.
 
     A configuration that fails becomes a row with its error; the sweep goes on (exit code 1
@@ -121,6 +128,7 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
       mobilekit bench m.tflite --target local --benchmark-binary ./linux_x86-64_benchmark_model
       mobilekit bench m.tflite --target adb --serial R58M --cpu-mask f0 --threads 1,4
       mobilekit bench m.tflite --target adb --cpu-mask auto --repeat 5 --cooldown-temp 40
+      mobilekit bench m.tflite --target adb --sustained 30 --window 20 --plots
       mobilekit bench a.tflite b.tflite --plots --accuracy a=0.70 --accuracy b=0.72
     """
     from mobilekit.bench.sweep import run_sweep, summary_table
@@ -140,7 +148,7 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
                      benchmark_binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask,
                      apk=apk, out_dir=out_dir, on_start=_progress_start, on_row=_progress_row,
                      repeat=repeat, cooldown=cooldown, cooldown_temp=cooldown_temp,
-                     cooldown_timeout=cooldown_timeout)
+                     cooldown_timeout=cooldown_timeout, sustained=sustained, window=window)
     written = [os.path.join(out_dir, n) for n in ("results.jsonl", "results.csv", "results.md")]
     if plots:
         from mobilekit.report.plots import write_plots
