@@ -11,6 +11,7 @@ Two kinds of input:
 * two .tflite models, measured now: on the host round-robin (`interleaved_times`: one
   invoke of A, one of B, per round; paired bootstrap over rounds), on a device or with a
   local benchmark_model by alternating A and B runs (A, B, A, B, ...; one sample per run).
+  The host's speed-up is the median of the per-round ratios (see mobilekit.bench.stats).
 
 Statistics: mobilekit.bench.stats (speed-up of B over A = median(A) / median(B)).
 """
