@@ -348,7 +348,7 @@ def test_bench_compare_on_a_device_alternates_a_and_b(phone, binary, tmp_path, m
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["bench-compare", str(a), str(b), "--target", "adb",
                                       "--benchmark-binary", str(binary), "--repeat", "4",
-                                      "--json"])
+                                      "--log-dir", str(tmp_path / "ab_logs"), "--json"])
     assert result.exit_code == 0, result.output
     (out,) = json.loads(result.output[result.output.index("["):])
     assert (out["n_a"], out["n_b"], out["verdict"]) == (4, 4, "faster")
@@ -357,6 +357,7 @@ def test_bench_compare_on_a_device_alternates_a_and_b(phone, binary, tmp_path, m
     graphs = [next(t for t in c["tokens"] if t.startswith("--graph="))
               for c in phone.shells() if c["tokens"][0].endswith("benchmark_model")]
     assert [g.rsplit("/", 1)[1] for g in graphs] == ["fp32.tflite", "int8.tflite"] * 4
+    assert len(list((tmp_path / "ab_logs").glob("*.log"))) == 8
 
 
 # ---------------------------------------------------------------- sustained mode

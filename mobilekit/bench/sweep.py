@@ -94,7 +94,8 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
         run = functools.partial(trials, mask=where["cpu_mask"]) if where else trials
         row = _safe_run(run, model, target, delegate, n_threads, warmup_runs, num_runs)
         row.update(cpu_mask=(where or {}).get("cpu_mask", cpu_mask),
-                   cluster=(where or {}).get("cluster"), flags=row.get("flags") or flags(delegate, n_threads))
+                   cluster=(where or {}).get("cluster"),
+                   flags=row.get("flags") or flags(delegate, n_threads))
         append_jsonl(jsonl, row)
         rows.append(row)
         if on_row:

@@ -30,12 +30,14 @@ def _is_model(path):
 @click.option("--serial", default=None, show_default="the only device", help="adb device serial.")
 @click.option("--cpu-mask", default=None, show_default="none",
               help="adb: run under `taskset MASK` (hex).")
+@click.option("--log-dir", type=click.Path(file_okay=False), default="bench_logs",
+              show_default=True, help="local/adb: where each run's raw log is saved.")
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
               help="Confidence level of the interval.")
 @click.option("--json", "as_json", is_flag=True, default=False, show_default="off",
               help="Print the comparisons as JSON.")
 def bench_compare(a, b, target, delegate, threads, rounds, repeat, num_runs, benchmark_binary,
-                  serial, cpu_mask, confidence, as_json):
+                  serial, cpu_mask, log_dir, confidence, as_json):
     """Compare B against A: speed-up median(A)/median(B), its interval, and a verdict.
 
     A and B are two result sets (results.jsonl files or `mobilekit bench --out`
@@ -58,7 +60,8 @@ def bench_compare(a, b, target, delegate, threads, rounds, repeat, num_runs, ben
         raise click.UsageError("A and B must both be .tflite models or both result sets")
     if _is_model(a):
         run_one = None if target == "host" else _runner(target, delegate, threads, num_runs,
-                                                        benchmark_binary, serial, cpu_mask)
+                                                        benchmark_binary, serial, cpu_mask,
+                                                        log_dir)
         results = [compare.compare_models(a, b, target, delegate, threads, rounds=rounds,
                                           repeat=repeat, confidence=confidence,
                                           run_one=run_one)]
@@ -77,13 +80,13 @@ def bench_compare(a, b, target, delegate, threads, rounds, repeat, num_runs, ben
             click.echo(f"note: {r['a']} vs {r['b']}: {r['note']}", err=True)
 
 
-def _runner(target, delegate, threads, num_runs, binary, serial, cpu_mask):
+def _runner(target, delegate, threads, num_runs, binary, serial, cpu_mask, log_dir):
     from mobilekit.bench import benchmark_model as bm
 
     if target == "local":
         return lambda model: bm.run_local(model, binary, delegate, threads, num_runs=num_runs,
-                                          progress=False, log_dir="bench_logs")
+                                          progress=False, log_dir=log_dir)
     session = bm.Adb(None, serial)
     return lambda model: bm.run_adb(model, binary, delegate, threads, num_runs=num_runs,
                                     serial=serial, cpu_mask=cpu_mask, adb=session,
-                                    progress=False, log_dir="bench_logs")
+                                    progress=False, log_dir=log_dir)
