@@ -19,7 +19,7 @@ on the first and last readings (a throttling phone will say so).
 import statistics
 import time
 
-from mobilekit.bench.trust import judge
+from mobilekit.bench.trust import TEMP_RISE_C, judge
 
 __all__ = ["Sustained", "summarise_windows"]
 
@@ -28,7 +28,7 @@ class Sustained:
     """run_window(model, delegate, threads, **kw) -> row, repeated for `minutes`."""
 
     def __init__(self, run_window, read_state=None, minutes=1.0, window=10.0,
-                 clock=time.monotonic):
+                 clock=time.monotonic, temp_rise_c=TEMP_RISE_C):
         if minutes is None or minutes <= 0:
             raise ValueError(f"sustained minutes must be > 0; got {minutes!r}")
         if window is None or window <= 0 or window > minutes * 60:
@@ -36,6 +36,7 @@ class Sustained:
                              f"got {window!r}")
         self.run_window, self.read_state = run_window, read_state
         self.minutes, self.window, self.clock = minutes, window, clock
+        self.temp_rise_c = temp_rise_c
 
     def _state(self):
         try:
@@ -71,7 +72,8 @@ class Sustained:
                       inference_count=sum(r.get("inference_count") or 0 for r in ok) or None)
         if summary["steady_median_us"] is not None:
             merged["inference_median_us"] = summary["steady_median_us"]
-        return judge(merged, [(first_state, last_state)] if first_state else [])
+        return judge(merged, [(first_state, last_state)] if first_state else [], (),
+                     self.temp_rise_c)
 
 
 def summarise_windows(windows, minutes, window):

@@ -85,7 +85,7 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
                              min_secs=window, max_secs=window, op_profiling=op_profiling,
                              binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask, apk=apk,
                              adb_path=adb_path, log_dir=out_dir / "logs")
-        trials = Sustained(run_window, read_state, sustained, window)
+        trials = Sustained(run_window, read_state, sustained, window, temp_rise_c=temp_rise_c)
     flags = _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
     rows = []
     for index, (model, delegate, n_threads, where) in enumerate(configs, 1):

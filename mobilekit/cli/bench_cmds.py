@@ -94,6 +94,9 @@ def _progress_row(index, total, row):
 @click.option("--cooldown-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
               show_default=True, help="Give up waiting for --cooldown-temp after this many "
                                       "seconds (the row is flagged unstable).")
+@click.option("--temp-rise", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Flag a row unstable when its hottest CPU zone rose more "
+                                      "than this many °C during timing.")
 @click.option("--sustained", type=click.FloatRange(min=0, min_open=True), default=None,
               show_default="off",
               help="Run each configuration back to back for this many minutes: latency, "
@@ -113,7 +116,7 @@ def _progress_row(index, total, row):
 @click.pass_context
 def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs, num_runs,
           min_secs, max_secs, op_profiling, benchmark_binary, serial, cpu_mask, repeat, cooldown,
-          cooldown_temp, cooldown_timeout, sustained, window, apk, out_dir, plots, accuracy,
+          cooldown_temp, cooldown_timeout, temp_rise, sustained, window, apk, out_dir, plots, accuracy,
           as_json):
     """Benchmark MODELS (.tflite) for every delegate x thread count; write results to --out.
 
@@ -148,7 +151,8 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
                      benchmark_binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask,
                      apk=apk, out_dir=out_dir, on_start=_progress_start, on_row=_progress_row,
                      repeat=repeat, cooldown=cooldown, cooldown_temp=cooldown_temp,
-                     cooldown_timeout=cooldown_timeout, sustained=sustained, window=window)
+                     cooldown_timeout=cooldown_timeout, temp_rise_c=temp_rise,
+                     sustained=sustained, window=window)
     written = [os.path.join(out_dir, n) for n in ("results.jsonl", "results.csv", "results.md")]
     if plots:
         from mobilekit.report.plots import write_plots
