@@ -16,7 +16,7 @@ from mobilekit.bench import device_state as ds
 from mobilekit.bench.benchmark_model import Adb, run_adb
 from mobilekit.bench.sweep import run_sweep, summary_table
 from mobilekit.bench.trust import Trials
-from test_benchmark_model_adb import PIXEL_PROPS, FakeDevice, make_elf
+from test_benchmark_model_adb import PIXEL, PIXEL_PROPS, FakeDevice, make_elf
 
 BATTERY = """Current Battery Service state:
   AC powered: false
@@ -136,7 +136,7 @@ def test_rows_carry_device_state_before_and_after(phone, model, binary, tmp_path
     assert after["time"] >= before["time"]
     # how it ran: flags, binary identity, printed values
     assert row["binary_sha256"] == hashlib.sha256(binary.read_bytes()).hexdigest()
-    assert "--num_threads=4" in row["flags"] and row["flags"][0].startswith("--graph=")
+    assert "--num_threads=4" in row["run_flags"] and row["run_flags"][0].startswith("--graph=")
     assert (row["warmup_count"], row["model_size_mb"]) == (31, 3.43119)
     assert (row["repeats"], row["repeat_medians_us"], row["unstable"]) == (1, [15611], False)
     assert row["cv"] == round(287 / 15702.3, 5) and row["unstable_reasons"] is None
@@ -170,9 +170,10 @@ def test_heating_and_frequency_drop_mid_run(phone, model, binary, tmp_path):
     assert reasons[3] == "Android thermal status 2 (moderate) during timing"
     assert row["state_after"]["cpus"]["7"]["max_khz"] == 1800000
     # the same drop on cpu7 does not concern a run pinned to the little cores
-    state = json.loads(phone.state.read_text())
+    state_file = phone.state / f"{PIXEL[0]}.json"   # the stand-in keeps one file per serial
+    state = json.loads(state_file.read_text())
     state.pop("dumpsys")   # the phone is back to thermal status 0
-    phone.state.write_text(json.dumps(state))
+    state_file.write_text(json.dumps(state))
     phone.set(heat_mC_per_run=0, bench_effects=[
         [5, "devices/system/cpu/cpu7/cpufreq/scaling_cur_freq", "1200000"]])
     (row,) = sweep(model, binary, tmp_path, repeat=2, cpu_mask="f")
@@ -246,7 +247,7 @@ def test_cpu_mask_auto_runs_each_cluster_with_threads_that_fit(phone, model, bin
     assert [(r["cluster"], r["cpu_mask"], r["threads"]) for r in rows] == [
         ("little", "f", 1), ("little", "f", 4), ("big", "70", 1), ("prime", "80", 1),
         ("all", "ff", 1), ("all", "ff", 4)]
-    tasksets = [c["tokens"][1] for c in phone.shells("taskset")]
+    tasksets = [c["tokens"][1] for c in phone.runs() if c["tokens"][0] == "taskset"]
     assert tasksets == ["f", "f", "70", "80", "ff", "ff"]
     headers, cells, _ = summary_table(rows)
     assert [dict(zip(headers, c))["cpu"] for c in cells] == ["little", "little", "big", "prime",
@@ -288,7 +289,7 @@ def test_cooldown_seconds_and_temperature_wait(phone, model, binary, tmp_path):
     # no wait before the first run; before the second: 3 s, then polls until below 42 °C
     assert clock.sleeps[0] == 3.0 and set(clock.sleeps[1:]) <= {5.0} and len(clock.sleeps) >= 2
     assert not any("cooldown" in r for r in row["unstable_reasons"] or [])
-    reads = json.loads(phone.state.read_text())["state_reads"]
+    reads = json.loads((phone.state / f"{PIXEL[0]}.json").read_text())["state_reads"]
     assert reads >= 5   # before/after each run + the polls
 
 
@@ -355,7 +356,7 @@ def test_bench_compare_on_a_device_alternates_a_and_b(phone, binary, tmp_path, m
     assert out["median_a_us"] == 10_010 and out["median_b_us"] == 8_005
     assert 1.2 < out["ci_low"] <= out["speedup"] <= out["ci_high"] < 1.3
     graphs = [next(t for t in c["tokens"] if t.startswith("--graph="))
-              for c in phone.shells() if c["tokens"][0].endswith("benchmark_model")]
+              for c in phone.runs() if c["tokens"][0].endswith("benchmark_model")]
     assert [g.rsplit("/", 1)[1] for g in graphs] == ["fp32.tflite", "int8.tflite"] * 4
     assert len(list((tmp_path / "ab_logs").glob("*.log"))) == 8
 
@@ -388,7 +389,7 @@ def test_sustained_windows_show_throttling(phone, model, binary, tmp_path):
     assert [w["cur_khz"]["7"] for w in summary["windows"]][5:8] == [2850000, 2850000, 1800000]
     reasons = "\n".join(row["unstable_reasons"])
     assert "CPU frequency changed" in reasons and "hottest CPU zone rose 18.0 °C" in reasons
-    assert "--min_secs=10" in row["flags"] and "--num_runs=1" in row["flags"]
+    assert "--min_secs=10" in row["run_flags"] and "--num_runs=1" in row["run_flags"]
 
 
 def test_sustained_host_sweep_and_plot(tmp_path):
@@ -414,3 +415,48 @@ def test_sustained_host_sweep_and_plot(tmp_path):
     bad = CliRunner().invoke(cli, ["bench", str(model), "--sustained", "1", "--repeat", "2",
                                    "--out", str(out)])
     assert bad.exit_code == 2 and "drop --repeat" in bad.output
+
+
+# ---------------------------------------------------------------- with resume and several phones
+
+
+def test_resume_keys_on_trial_settings_and_cluster(phone, model, binary, tmp_path):
+    from mobilekit.bench.resume import config_key
+    from mobilekit.report.writers import read_jsonl
+
+    rows = sweep(model, binary, tmp_path, cpu_mask="auto", threads=[1], repeat=2, wait_device=0)
+    assert [(r["cluster"], r["repeats"]) for r in rows] == [
+        ("little", 2), ("big", 2), ("prime", 2), ("all", 2)]
+    assert "repeat=2" in rows[0]["flags"] and "cpu_mask=auto" in rows[0]["flags"]
+    assert len({config_key(r) for r in rows}) == 4   # the cluster tells auto rows apart
+    runs = len(phone.runs())
+    assert runs == 8
+    # the same settings again: every configuration (cluster included) was measured
+    again = sweep(model, binary, tmp_path, cpu_mask="auto", threads=[1], repeat=2,
+                  wait_device=0, resume=True)
+    assert len(phone.runs()) == runs and [r["cluster"] for r in again] == [
+        "little", "big", "prime", "all"]
+    # another repeat count makes other rows: all four measured again, the old ones kept
+    more = sweep(model, binary, tmp_path, cpu_mask="auto", threads=[1], repeat=3,
+                 wait_device=0, resume=True)
+    assert len(phone.runs()) == runs + 12 and len(more) == 8
+    assert sorted(r["repeats"] for r in more) == [2] * 4 + [3] * 4
+    assert len(read_jsonl(tmp_path / "out" / "results.jsonl")) == 8
+
+
+def test_each_phone_of_a_fleet_has_its_own_state_and_clusters(phone, model, binary, tmp_path):
+    other = ("SERIAL_B", "device", "usb:1-2 model:Galaxy_S23 transport_id:2")
+    four = {c: (1024, 2000000) if c < 2 else (400, 1500000) for c in range(4)}
+    sysfs_b = write_sysfs(tmp_path / "sysfs_b", four, [("cpu-0-usr", 50000)], online="0-3")
+    phone.set(devices=[phone.config["devices"][0], other],
+              sysfs_by_serial={other[0]: str(sysfs_b)})
+    rows = sweep(model, binary, tmp_path, cpu_mask="auto", threads=[2], repeat=2,
+                 serial="all", wait_device=0)
+    by_serial = {}
+    for row in rows:
+        assert row["ok"] is True and row["repeats"] == 2, row["error"]
+        by_serial.setdefault(row["serial"], []).append((row["cluster"], row["cpu_mask"]))
+    assert by_serial == {PIXEL[0]: [("little", "f"), ("big", "70"), ("prime", "80"), ("all", "ff")],
+                         other[0]: [("little", "c"), ("big", "3"), ("all", "f")]}
+    hottest = {r["serial"]: r["state_before"]["hottest_cpu_c"] for r in rows}
+    assert hottest == {PIXEL[0]: 41.0, other[0]: 50.0}

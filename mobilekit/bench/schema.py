@@ -22,16 +22,19 @@ RESULT_KEYS = (
     # runtime
     "runtime", "runtime_version", "delegate", "threads", "warmup_runs", "num_runs",
 ) + TIMING_KEYS + MEMORY_KEYS + (
-    "delegated_nodes", "total_nodes", "delegation", "op_profile",
+    "delegated_nodes", "total_nodes", "delegation", "fallback_ops", "gpu_adapter", "op_profile",
     "ok", "error", "raw_log_path", "timestamp",
+    # sweep bookkeeping: measurement settings (resume key), runs started, failed tries/waits
+    "flags", "attempts", "attempt_log",
 )
 
 # Issue 17: what a reader needs to judge a number (see mobilekit.bench.trust / device_state).
 TRUST_KEYS = (
     # printed by benchmark_model, dropped before
     "warmup_count", "model_size_mb",
-    # how it ran: the full flag list, binary identity, CPU placement
-    "flags", "binary_sha256", "binary_version", "cpu_mask", "cluster",
+    # how it ran: the full flag list (`flags` above are the sweep's settings, the resume key),
+    # binary identity, CPU placement
+    "run_flags", "binary_sha256", "binary_version", "cpu_mask", "cluster",
     # device state read before and after the configuration (mobilekit.bench.device_state)
     "emulator", "state_before", "state_after",
     # repeated trials (--repeat): per-repeat medians, 95 % bootstrap interval, spread, flags

@@ -7,25 +7,37 @@ and its error; the sweep always goes on.
 
 Files in the output directory:
   results.jsonl  one row per line, appended and flushed as each configuration finishes
-                 (an existing file from an earlier sweep is first renamed results.<time>.jsonl)
-  results.csv    the same rows and columns (the result schema), written at the end
-  results.md     the human table (ms, FPS, speed-up, GMAC/s, size, delegation, status)
+                 (an existing file from an earlier sweep is first renamed results.<time>.jsonl,
+                 unless the sweep resumes it: then the new rows are appended)
+  results.csv    one row per configuration (the result schema), written at the end, also
+                 after Ctrl-C
+  results.md     the human table (ms, 95 % interval, FPS, speed-up, GMAC/s, size, delegation,
+                 CV, temperatures, stability, status); one section per device when rows come
+                 from several
 
 Trust (issue 17, mobilekit.bench.trust): every row carries the device state read before and
 after it, `repeat` runs merged into a median with a 95 % interval and a CV, and an
-`unstable` flag with its reasons; `cpu_mask="auto"` (adb) runs each CPU cluster and all cores.
+`unstable` flag with its reasons; `cpu_mask="auto"` (adb) runs each CPU cluster and all cores
+(per device: each phone's own clusters).
+
+Resuming (mobilekit.bench.resume), several phones and device loss (mobilekit.bench.fleet):
+see run_sweep. Host and local configurations never run concurrently (they would share cores).
 """
 import functools
 import json
 import math
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
-from mobilekit.bench.schema import DELEGATES, RESULT_KEYS, empty_result
+from mobilekit.bench import resume as resume_mod
+from mobilekit.bench.schema import DELEGATES, RESULT_KEYS, empty_result, file_sha256, model_fields
 from mobilekit.errors import check_choice, unknown_name
-from mobilekit.report.writers import append_jsonl, write_csv, write_markdown_table
+from mobilekit.report.tables import format_table
+from mobilekit.report.writers import (_md_cell, append_jsonl, write_atomic, write_csv,
+                                      write_markdown_table)
 
 __all__ = ["TARGETS", "run_sweep", "export_report_info", "summary_table", "write_summary",
            "delegates_for"]
@@ -49,69 +61,297 @@ def delegates_for(target):
 def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, warmup_runs=1,
               warmup_min_secs=0.5, num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False,
               benchmark_binary=None, serial=None, cpu_mask=None, apk=False, adb_path=None,
-              out_dir="bench_results", on_start=None, on_row=None, repeat=1, cooldown=0.0,
-              cooldown_temp=None, cooldown_timeout=600.0, temp_rise_c=5.0, read_state=None,
-              sustained=None, window=10.0):
-    """Run the matrix; return the rows. Writes results.jsonl as it goes, then .csv and .md.
+              out_dir="bench_results", on_start=None, on_row=None, resume=False, retries=1,
+              wait_device=60.0, on_note=None, repeat=1, cooldown=0.0, cooldown_temp=None,
+              cooldown_timeout=600.0, temp_rise_c=5.0, read_state=None, sustained=None,
+              window=10.0):
+    """Run the matrix; return the table rows. Writes results.jsonl as it goes, then .csv and .md.
 
-    on_start(index, total, model, delegate, threads) and on_row(index, total, row) are
-    optional progress callbacks. repeat / cooldown / cooldown_temp / cooldown_timeout /
-    temp_rise_c: mobilekit.bench.trust.Trials; read_state() -> snapshot overrides the
+    on_start(index, total, model, delegate, threads, serial=None), on_row(index, total, row)
+    and on_note(text) are optional progress callbacks.
+
+    resume: keep out_dir/results.jsonl and skip the configurations it already measured
+    (mobilekit.bench.resume); the tables then cover every row. adb only: `serial` is one
+    serial, "A,B,C" or "all" (one worker per device, in parallel); retries / wait_device:
+    see mobilekit.bench.fleet. Host and local configurations always run one after another.
+
+    repeat / cooldown / cooldown_temp / cooldown_timeout / temp_rise_c:
+    mobilekit.bench.trust.Trials (one per device); read_state() -> snapshot overrides the
     target's reader (mobilekit.bench.device_state). sustained (minutes) / window (seconds):
     mobilekit.bench.sustained, one benchmark run per window instead of repeats.
-    """
-    from mobilekit.bench.trust import Trials, check_trial_args
 
+    Ctrl-C (KeyboardInterrupt): the current configuration is abandoned (ended on the device
+    too), the tables are written for the rows done and SweepInterrupted is raised.
+    """
+    from mobilekit.bench.trust import check_trial_args
+
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0; got {retries!r}")
+    if wait_device is None or not wait_device >= 0:
+        raise ValueError(f"wait_device must be a number of seconds >= 0; got {wait_device!r}")
     check_trial_args(repeat, cooldown, cooldown_temp, cooldown_timeout, temp_rise_c)
-    if sustained is not None and repeat > 1:
-        raise ValueError("--sustained runs one long trial per configuration; drop --repeat")
+    if sustained is not None:
+        if repeat > 1:
+            raise ValueError("--sustained runs one long trial per configuration; drop --repeat")
+        from mobilekit.bench.sustained import Sustained
+
+        Sustained(None, None, sustained, window)   # ValueError for a bad period or window
     cpu_mask = check_cpu_mask(cpu_mask, target, apk)
     configs = _configs(models, target, delegates, threads)
     out_dir = Path(out_dir)
-    jsonl = _fresh_jsonl(out_dir / JSONL)
-    run_one = _runner(target, warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs,
-                      num_runs=num_runs, min_secs=min_secs,
-                      max_secs=max_secs, op_profiling=op_profiling, binary=benchmark_binary,
-                      serial=serial, cpu_mask=cpu_mask, apk=apk, adb_path=adb_path,
-                      log_dir=out_dir / "logs")
-    read_state = read_state or _state_reader(target, adb_path, serial)
-    configs = _placed(configs, cpu_mask, read_state)
-    trials = Trials(run_one, read_state, repeat, cooldown, cooldown_temp, cooldown_timeout,
-                    temp_rise_c)
-    if sustained is not None:
-        from mobilekit.bench.sustained import Sustained
+    previous = resume_mod.load_previous(out_dir) if resume else []
+    trial = dict(repeat=repeat, cooldown=cooldown, cooldown_temp=cooldown_temp,
+                 cooldown_timeout=cooldown_timeout, temp_rise_c=temp_rise_c,
+                 sustained=sustained, window=window)
+    flags = resume_mod.sweep_flags(target, warmup_runs=warmup_runs,
+                                   warmup_min_secs=warmup_min_secs, num_runs=num_runs,
+                                   min_secs=min_secs, max_secs=max_secs,
+                                   op_profiling=op_profiling, cpu_mask=cpu_mask, apk=apk,
+                                   **_trial_settings(**trial))
+    serials = [None]
+    if target == "adb":
+        from mobilekit.bench.fleet import resolve_serials
+        serials = resolve_serials(serial, adb_path)
+    readers = {s: read_state or _state_reader(target, adb_path, s) for s in serials}
+    placed = {s: _placed(configs, cpu_mask, readers[s]) for s in serials}
+    hashes = {m: _sha256_or_none(m) for m in dict.fromkeys(c[0] for c in configs)}
+    stale = []
+    if resume:
+        for path, old, new in resume_mod.changed_models(previous, hashes):
+            stale.append((path, old))
+            _say(on_note, f"{Path(path).name} changed since it was measured in {out_dir / JSONL} "
+                          f"(sha256 {old[:12]} then, {new[:12]} now): measuring it again")
+    done = resume_mod.measured_keys(previous)
+    plans = {s: [c for c in placed[s]
+                 if _planned_key(c, hashes, target, s, flags) not in done] for s in serials}
+    total = sum(len(p) for p in plans.values())
+    if resume:
+        planned = sum(len(p) for p in placed.values())
+        _say(on_note, f"resume: {planned - total} of {planned} configurations "
+                      f"already measured in {out_dir / JSONL}; {total} to measure")
+    jsonl = out_dir / JSONL
+    if resume:
+        jsonl.touch()
+    else:
+        _fresh_jsonl(jsonl)
+    new_rows, counter, lock = [], [0], threading.Lock()
 
-        run_window = _runner(target, warmup_runs=0, warmup_min_secs=0.0, num_runs=1,
-                             min_secs=window, max_secs=window, op_profiling=op_profiling,
-                             binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask, apk=apk,
-                             adb_path=adb_path, log_dir=out_dir / "logs")
-        trials = Sustained(run_window, read_state, sustained, window, temp_rise_c=temp_rise_c)
-    flags = _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
-    rows = []
-    for index, (model, delegate, n_threads, where) in enumerate(configs, 1):
+    def emit(row):
+        with lock:
+            row = dict(row, flags=list(flags))
+            append_jsonl(jsonl, row)
+            new_rows.append(row)
+            counter[0] += 1
+            if on_row:
+                on_row(counter[0], total, row)
+
+    def start(config, device_serial=None):
         if on_start:
-            on_start(index, len(configs), model, delegate, n_threads)
-        run = functools.partial(trials, mask=where["cpu_mask"]) if where else trials
-        row = _safe_run(run, model, target, delegate, n_threads, warmup_runs, num_runs)
-        row.update(cpu_mask=(where or {}).get("cpu_mask", cpu_mask),
-                   cluster=(where or {}).get("cluster"),
-                   flags=row.get("flags") or flags(delegate, n_threads))
-        append_jsonl(jsonl, row)
-        rows.append(row)
-        if on_row:
-            on_row(index, len(configs), row)
+            on_start(min(counter[0] + 1, total), total, *config[:3], serial=device_serial)
+
+    common = dict(warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs, num_runs=num_runs,
+                  min_secs=min_secs, max_secs=max_secs, op_profiling=op_profiling,
+                  binary=benchmark_binary, cpu_mask=cpu_mask, apk=apk, adb_path=adb_path,
+                  log_dir=out_dir / "logs")
+    run_flags = _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
+    interrupted = False
+    try:
+        if target == "adb":
+            _run_adb_devices(serials, plans, target, common, retries, wait_device, emit, start,
+                             on_note, readers, trial)
+        else:
+            trials = _trials(_runner(target, **common),
+                             _runner(target, **_window_settings(common, window)),
+                             readers[None], trial)
+            for config in plans[None]:
+                model, delegate, n_threads, where = config
+                start(config)
+                row = _safe_run(trials, model, target, delegate, n_threads, warmup_runs,
+                                num_runs)
+                row = _placed_row(row, where, cpu_mask, run_flags(delegate, n_threads))
+                emit(dict(row, attempts=1, attempt_log=[]))
+    except KeyboardInterrupt:
+        interrupted = True
+    rows = resume_mod.table_rows(previous + new_rows, stale)
+    order = {}   # tables in configuration (and placement) order
+    for config in (c for s in serials for c in placed[s]):
+        order.setdefault(_order_key(*config[:3], (config[3] or {}).get("cluster")), len(order))
+    rows.sort(key=lambda r: order.get(_order_key(r.get("model_path"), r.get("delegate"),
+                                                 r.get("threads"), r.get("cluster")), len(order)))
     write_summary(rows, out_dir)
+    if interrupted:
+        raise SweepInterrupted(rows, len(new_rows), total, out_dir)
     return rows
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a sweep early; the tables hold the rows done. Resume with resume=True."""
+
+    def __init__(self, rows, done, total, out_dir):
+        super().__init__(f"sweep interrupted after {done} of {total} configurations")
+        self.rows, self.done, self.total, self.out_dir = rows, done, total, Path(out_dir)
+
+
+def _say(on_note, text):
+    if on_note:
+        on_note(text)
+
+
+def _sha256_or_none(path):
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
+def _planned_key(config, hashes, target, serial, flags):
+    model, delegate, threads, where = config
+    return resume_mod.config_key({"model_path": model, "model_sha256": hashes.get(model),
+                                  "target": target, "serial": serial, "delegate": delegate,
+                                  "threads": threads, "flags": flags,
+                                  "cluster": (where or {}).get("cluster")})
+
+
+def _order_key(model, delegate, threads, cluster):
+    return model, delegate, threads, cluster
+
+
+def _trial_settings(repeat, cooldown, cooldown_temp, cooldown_timeout, temp_rise_c, sustained,
+                    window):
+    """The trial settings that change a row (resume key); a setting that is off has no say."""
+    return dict(repeat=repeat, cooldown=cooldown, cooldown_temp=cooldown_temp,
+                cooldown_timeout=cooldown_timeout if cooldown_temp is not None else None,
+                temp_rise_c=temp_rise_c, sustained=sustained,
+                window=window if sustained is not None else None)
+
+
+def _window_settings(common, window):
+    """The runner settings of one --sustained window: exactly `window` seconds, no warm-up."""
+    return dict(common, warmup_runs=0, warmup_min_secs=0.0, num_runs=1, min_secs=window,
+                max_secs=window)
+
+
+def _trials(run_once, run_window, read_state, trial, sleep=time.sleep):
+    """Trials (repeats, cooldowns, state) or Sustained around the one-run functions."""
+    if trial["sustained"] is not None:
+        from mobilekit.bench.sustained import Sustained
+
+        return Sustained(run_window, read_state, trial["sustained"], trial["window"],
+                         temp_rise_c=trial["temp_rise_c"])
+    from mobilekit.bench.trust import Trials
+
+    return Trials(run_once, read_state, trial["repeat"], trial["cooldown"],
+                  trial["cooldown_temp"], trial["cooldown_timeout"], trial["temp_rise_c"],
+                  sleep=sleep)
+
+
+def _placed_row(row, where, cpu_mask, run_flags):
+    """The row with its CPU placement and, where the runner kept none, its run flags."""
+    return dict(row, cpu_mask=(where or {}).get("cpu_mask", cpu_mask),
+                cluster=(where or {}).get("cluster"),
+                run_flags=row.get("run_flags") or run_flags)
+
+
+def _run_adb_devices(serials, plans, target, common, retries, wait_device, emit, start, on_note,
+                     readers, trial):
+    """One worker per device (mobilekit.bench.fleet), each with its own adb session and its
+    own Trials (cooldowns and state readings are per phone)."""
+    from mobilekit.bench import benchmark_model as bm
+    from mobilekit.bench.fleet import run_devices
+
+    binary = common["binary"] or os.environ.get(bm.ENV_BINARY) or None
+    per_device, lock = {}, threading.Lock()
+
+    def runner(adb, cancel, settings):
+        extra = (f"--warmup_min_secs={settings['warmup_min_secs']:g}",
+                 f"--max_secs={settings['max_secs']:g}")
+        return lambda m, d, t, mask=common["cpu_mask"]: bm.run_adb(
+            m, binary, d, t, num_runs=settings["num_runs"], warmup_runs=settings["warmup_runs"],
+            min_secs=settings["min_secs"], op_profiling=settings["op_profiling"],
+            extra_flags=extra, serial=adb.requested, cpu_mask=mask,
+            apk=common["apk"], adb=adb, log_dir=common["log_dir"], cancel=cancel,
+            progress=len(serials) == 1)   # several phones: no interleaved status lines
+
+    def trials_of(adb, cancel):
+        with lock:
+            if adb.requested not in per_device:
+                per_device[adb.requested] = _trials(
+                    runner(adb, cancel, common),
+                    runner(adb, cancel, _window_settings(common, trial["window"])),
+                    readers.get(adb.requested) or readers[serials[0]], trial,
+                    sleep=cancel.wait)   # a cooldown ends at once on Ctrl-C
+            return per_device[adb.requested]
+
+    def run_one(config, adb, cancel):
+        model, delegate, threads, where = config
+        trials = trials_of(adb, cancel)
+        run = functools.partial(trials, mask=where["cpu_mask"]) if where else trials
+        row = _safe_run(run, model, target, delegate, threads, common["warmup_runs"],
+                        common["num_runs"])
+        return _placed_row(row, where, common["cpu_mask"], None)
+
+    def lost_row(config, serial, adb, error):
+        model, delegate, threads, where = config
+        fields = {"model_path": model}
+        if os.path.isfile(model):
+            fields = model_fields(model)
+        device = adb.known_fingerprint()
+        row = empty_result(**fields, target=target, serial=serial, device=device,
+                           runtime=bm.RUNTIME_APK if common["apk"] else bm.RUNTIME,
+                           delegate=delegate, threads=threads,
+                           warmup_runs=common["warmup_runs"], num_runs=common["num_runs"],
+                           ok=False, error=error)
+        return _placed_row(row, where, common["cpu_mask"], None)
+
+    run_devices({s: plans[s] for s in serials}, run_one, adb_path=common["adb_path"],
+                retries=retries, wait_device=wait_device, emit=emit, cancel=threading.Event(),
+                on_start=start, on_note=on_note, lost_row=lost_row)
+
+
 def write_summary(rows, out_dir):
-    """results.csv (schema columns) and results.md (human table), both atomic."""
+    """results.csv (schema columns) and results.md (human table, one per device), atomic."""
     out_dir = Path(out_dir)
     write_csv(out_dir / CSV, rows, columns=RESULT_KEYS)
-    headers, cells, notes = summary_table(rows)
-    write_markdown_table(out_dir / MARKDOWN, headers, cells, title="mobilekit bench results",
-                         notes=notes)
+    groups = device_groups(rows)
+    if len(groups) <= 1:
+        headers, cells, notes = summary_table(rows)
+        write_markdown_table(out_dir / MARKDOWN, headers, cells, title="mobilekit bench results",
+                             notes=notes)
+    else:
+        write_atomic(out_dir / MARKDOWN, markdown_by_device(groups))
     return out_dir / CSV, out_dir / MARKDOWN
+
+
+def device_groups(rows):
+    """[(title, rows)] per device, ordered by serial."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(row.get("serial"), []).append(row)
+    return [(device_title(serial, groups[serial]), groups[serial])
+            for serial in sorted(groups, key=lambda s: (s is not None, str(s)))]
+
+
+def device_title(serial, rows):
+    """`SERIAL: Google Pixel 7 (GS201), Android 14` from the rows' device fingerprint."""
+    device = next((r["device"] for r in rows if isinstance(r.get("device"), dict)), None) or {}
+    name = " ".join(str(device[k]) for k in ("manufacturer", "model") if device.get(k))
+    if device.get("soc"):
+        name += f" ({device['soc']})"
+    if device.get("android_version"):
+        name += f", Android {device['android_version']}"
+    label = serial or rows[0].get("target") or "?"
+    return f"{label}: {name.strip()}" if name.strip() else str(label)
+
+
+def markdown_by_device(groups):
+    """The markdown document with one section (table + notes) per device."""
+    parts = ["# mobilekit bench results\n"]
+    for title, group in groups:
+        headers, cells, notes = summary_table(group)
+        cells = [[None if c is None else _md_cell(c) for c in row] for row in cells]
+        parts.append(f"## {title}\n\n" + format_table(headers, cells, markdown=True) + "\n\n"
+                     + "".join(f"- {n}\n" for n in notes))
+    return "\n".join(parts)
 
 
 # ---------------------------------------------------------------- configurations
@@ -149,8 +389,8 @@ def _fresh_jsonl(path):
 
 
 def _runner(target, *, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs, op_profiling,
-            binary, serial, cpu_mask, apk, adb_path, log_dir):
-    """A function (model, delegate, threads) -> row for the target."""
+            binary, log_dir, **_adb_only):
+    """A function (model, delegate, threads) -> row for the host or local target."""
     if target == "host":
         from mobilekit.bench.host import run_host
 
@@ -161,15 +401,9 @@ def _runner(target, *, warmup_runs, warmup_min_secs, num_runs, min_secs, max_sec
 
     binary = binary or os.environ.get(bm.ENV_BINARY) or None
     extra = (f"--warmup_min_secs={warmup_min_secs:g}", f"--max_secs={max_secs:g}")
-    common = dict(num_runs=num_runs, warmup_runs=warmup_runs, min_secs=min_secs,
-                  op_profiling=op_profiling, extra_flags=extra, log_dir=log_dir)
-    if target == "local":
-        return lambda model, delegate, threads: bm.run_local(model, binary, delegate, threads,
-                                                             **common)
-    adb = bm.Adb(adb_path, serial)  # one device session (selection, pushes) for the sweep
-    return lambda model, delegate, threads, mask=cpu_mask: bm.run_adb(
-        model, binary, delegate, threads, serial=serial, cpu_mask=mask, apk=apk,
-        adb_path=adb_path, adb=adb, **common)
+    return lambda model, delegate, threads: bm.run_local(
+        model, binary, delegate, threads, num_runs=num_runs, warmup_runs=warmup_runs,
+        min_secs=min_secs, op_profiling=op_profiling, extra_flags=extra, log_dir=log_dir)
 
 
 # ---------------------------------------------------------------- state, CPU placement
@@ -223,7 +457,7 @@ def _placed(configs, cpu_mask, read_state):
 
 
 def _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs):
-    """The host runner's settings as a flag list (benchmark_model rows carry their own)."""
+    """The host runner's settings as a `run_flags` list (benchmark_model rows carry their own)."""
     def flags(delegate, threads):
         if target != "host":
             return None
