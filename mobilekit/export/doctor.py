@@ -1,6 +1,6 @@
 """The quantization doctor: find the layers int8 hurts, measure each remedy, keep the best file.
 
-`diagnose(source, data, ...)` scores the float model and its default int8 export
+`diagnose(source, data, ...)` scores a float classifier and its default int8 export
 (mobilekit.export.convert: average calibration, per-tensor Dense) image by image on the
 same validation images (drop with its McNemar standard error, mobilekit.train.evaluate
 .paired_drop), names the layers where the error appears (mobilekit.export.layer_errors),
@@ -17,9 +17,14 @@ thread, mobilekit.bench.host.interleaved_medians: all files timed round-robin, s
 change on a shared host hits them alike). The result dict is what `write_report` puts in
 OUT/quant_doctor.json; the CLI is `mobilekit quant-doctor`.
 
-Bad input raises ValueError before anything is written: no data, random data, a detector
-(not supported yet), a model without a quantizable layer, images of another shape than the
-model's input, a float model near chance level (a drop on such a model says nothing).
+FaceBoxes (a detection run or .keras) is scored by AP50 of the boxes the file decodes itself
+(the box-decoding tail is part of the int8 graph and of the per-layer table), with a paired
+bootstrap SE over the images; QAT is left out of its remedies (`mobilekit train --qat`).
+
+Bad input raises ValueError before anything is written: no data, random data, a model with
+several outputs that is not the detector, a model without a quantizable layer, images of
+another shape than the model's input, a float model near chance level (a drop on such a
+model says nothing).
 """
 import math
 import os

@@ -35,6 +35,10 @@ _NV = "NumericVerify"
 # channel carries no signal (dead ReLU units): left out of the median.
 _FLAT_CHANNEL = 1e-12
 _MAX_DB = 120.0
+# Ops that only move int8 values (same scale in and out): they add no error, though a slice
+# of some channels can show another per-channel median than its whole input.
+_DATA_MOVES = ("RESHAPE", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER",
+               "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK")
 _WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
@@ -370,6 +374,8 @@ def layer_errors(model, calib_images, images, method="average", dense_quant="per
         before = [sqnr[i] for i in inputs_of.get(name, []) if i in sqnr]
         # An op on the model input starts from the input's own int8 rounding.
         base = min(before) if before else input_db
+        if op in _DATA_MOVES:  # same scale in and out: a slice cannot add error
+            base = sqnr[name]
         row = {"index": position, "tensor": name,
                "fused": _layer_names(name, weights.get(name, []), layer_names), "op": op,
                "sqnr_db": round(sqnr[name], 2),
