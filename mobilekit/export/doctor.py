@@ -173,7 +173,9 @@ def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES
     for k in FLOAT_LAYERS:
         layers = [row["layer"] for row in ranked[:k]]
         if len(layers) == k:
-            catalogue[f"float_{k}"] = ("mixed", "float " + ", ".join(f"`{n}`" for n in layers),
+            # The ops reading each layer's output run float too (see _build).
+            catalogue[f"float_{k}"] = ("mixed", "float " + ", ".join(f"`{n}`" for n in layers)
+                                       + " (+ readers)",
                                        {"float_tensors": [row["tensor"] for row in ranked[:k]]})
     if not has_dense:
         del catalogue["per_channel_dense"]
