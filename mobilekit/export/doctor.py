@@ -70,7 +70,7 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     from mobilekit.export.calibration import CALIBRATION_METHODS
     from mobilekit.export.convert import convert
     from mobilekit.export.layer_errors import layer_errors
-    from mobilekit.export.pipeline import RANDOM_DATA, dataset_samples, resolve_source
+    from mobilekit.export.pipeline import RANDOM_DATA, resolve_source
 
     log = log or (lambda msg: None)
     start = time.perf_counter()
@@ -113,22 +113,10 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
         plan = remedy_plan(ranked, has_dense=_has_dense(model), calib_count=len(calib),
                            curve_sizes=curve_sizes, calib_method=calib_method,
                            qat=not detector)
-        plan = _selected(plan, remedies)
         job = {"model": model, "calib": calib, "calibrated": calibrated, "data": data,
                "size": task.size, "mean": task.mean, "std": task.std,
                "qat_epochs": qat_epochs, "method": calib_method}
-        for remedy in plan:
-            log(f"remedy: {remedy['label']} ...")
-            try:
-                files[remedy["name"]] = _build(remedy, job)
-            except ValueError as exc:  # e.g. an op int16x8 lacks: a row, not a crash
-                rows.append(dict(remedy, ok=False, error=str(exc).splitlines()[0]))
-                continue
-            row = dict(remedy, ok=True, **score(files[remedy["name"]]))
-            rows.append(row)
-            log(f"  drop {row['drop_points']:.2f} +/- {row['drop_se_points']:.2f}")
-            if row["drop_points"] <= target_drop and remedy["kind"] != "curve":
-                break
+        rows = _try_remedies(_selected(plan, remedies), job, score, files, target_drop, log)
     _measure_files(files, [baseline] + rows, bench_rounds)
     recommended = _recommend(baseline, rows, target_drop)
     result = {"model": name, "source": str(source), "task": task.kind, "metric": task.metric,
@@ -137,7 +125,8 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
               "calib_method": calib_method, "target_drop": target_drop,
               "baseline": baseline, "layers": table.to_dicts(),
               "ranked": [row["layer"] for row in ranked[:10]], "remedies": rows,
-              "recommended": recommended["name"], "no_remedy_needed": not rows,
+              "recommended": recommended["name"],
+              "no_remedy_needed": baseline["drop_points"] <= target_drop,
               "summary": summary_line(baseline, recommended, target_drop, ranked,
                                       task.metric),
               "mean": task.mean, "std": task.std, "class_names": task.class_names,
@@ -154,6 +143,25 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     result["_files"] = files
     result["_table"] = table
     return result
+
+
+def _try_remedies(plan, job, score, files, target_drop, log):
+    """Build and score each remedy in turn (bytes into `files`) until one is within the
+    target; the calibration-size points never stop the loop (they draw a curve)."""
+    rows = []
+    for remedy in plan:
+        log(f"remedy: {remedy['label']} ...")
+        try:
+            files[remedy["name"]] = _build(remedy, job)
+        except ValueError as exc:  # e.g. an op int16x8 lacks: a row, not a crash
+            rows.append(dict(remedy, ok=False, error=str(exc).splitlines()[0]))
+            continue
+        row = dict(remedy, ok=True, **score(files[remedy["name"]]))
+        rows.append(row)
+        log(f"  drop {row['drop_points']:.2f} +/- {row['drop_se_points']:.2f}")
+        if row["drop_points"] <= target_drop and remedy["kind"] != "curve":
+            break
+    return rows
 
 
 def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES,
