@@ -13,6 +13,8 @@ int8 model is one XNNPACK partition with no float island:
                + CONCAT tree (memory ops int8 does not
                speed up; ~17 ops and their constants
                per layer)
+  box decoding EXP (no int8 XNNPACK kernel)               -> ELU (a layer's own `int8_form()`,
+               e.g. mobilekit.detection.postprocess.DecodeDetections)
 """
 from mobilekit.keras import keras, layers, register, tf
 from mobilekit.layers.activations import HardSwish
@@ -218,6 +220,8 @@ def _delegable_layer(layer):
         return DelegableAveragePool(layer.pool_size, layer.strides, name=layer.name)
     if type(layer) is Shift:
         return DelegableShift(layer.kernel_size, name=layer.name)
+    if hasattr(layer, "int8_form"):  # e.g. FaceBoxes' box decoding (no int8 EXP in XNNPACK)
+        return layer.int8_form()
     return None
 
 

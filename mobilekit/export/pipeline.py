@@ -114,9 +114,11 @@ def _layout_entry(model, s2d_input):
 
 
 def check_float_decode_only(tflite, name):
-    """A QAT detector's int8 file may compute its box decoding in float (QAT gives the
-    network's tensors ranges, not the decode arithmetic after it); anything else in float
-    is the usual float-island error."""
+    """A detector's integer file may compute part of its box decoding in float: a QAT file
+    all of it (QAT gives the network's tensors ranges, not the decode arithmetic after it),
+    a PTQ file the ELU of its exp (the converter has no int8 ELU; XNNPACK runs the float
+    ELU and the QUANTIZE/DEQUANTIZE around it in the same partition as the int8 network).
+    Anything else in float is the usual float-island error."""
     from mobilekit.export.convert import FloatOpsError, describe_float_ops
     from mobilekit.export.report import analyze
 
@@ -280,7 +282,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
         model = inference_model(model)
     start = time.perf_counter()
     log(f"converting {name} to {quant} (io {io})")
-    float_decode = detector and qat and quant == "int8"
+    float_decode = detector and quant in ("int8", "int16x8")
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
                      allow_float_ops=allow_float_ops or float_decode, sparse=sparse,
                      s2d_input=s2d_input, calibration=calib_method, dense_quant=dense_quant,
