@@ -182,7 +182,7 @@ class Detector:
     a .tflite file; `detect` adds thresholding + NMS and maps boxes to image pixels."""
 
     def __init__(self, model=None, tflite_path=None, num_threads=1):
-        self.interpreter, self.layout = None, None
+        self.interpreter, self.layout, self.in_graph_nms = None, None, False
         if tflite_path is not None:
             from ai_edge_litert.interpreter import Interpreter
 
@@ -191,6 +191,8 @@ class Detector:
 
             self.interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
+            # A file with NMS in the graph (TFLite_Detection_PostProcess): 4 outputs.
+            self.in_graph_nms = len(self.interpreter.get_output_details()) == 4
             # A space-to-depth file (mobilekit.export.stem) takes rearranged images.
             self.layout = input_layout(read_metadata(tflite_path))
             shape = (self.layout["image_size"] if self.layout else
@@ -229,7 +231,8 @@ class Detector:
         return cls(model if input_hw is None else with_input_size(model, input_hw))
 
     def raw(self, batch):
-        """float32 [1, h, w, 3] in [-1, 1] -> (boxes [A, 4], scores [A]) normalised."""
+        """float32 [1, h, w, 3] in [-1, 1] -> (boxes [A, 4], scores [A]) normalised; for a
+        file with NMS in the graph, its detections (boxes [K, 4], scores [K]), best first."""
         if self.interpreter is None:
             boxes, scores = self._predict(tf.constant(batch, tf.float32))
             return np.asarray(boxes[0]), np.asarray(scores[0])
@@ -247,6 +250,11 @@ class Detector:
                             np.iinfo(inp["dtype"]).max).astype(inp["dtype"])
         it.set_tensor(inp["index"], batch)
         it.invoke()
+        if self.in_graph_nms:  # boxes, classes, scores, count; boxes (ymin, xmin, ymax, xmax)
+            boxes, _, scores, count = (it.get_tensor(d["index"])
+                                       for d in it.get_output_details())
+            n = int(count[0])
+            return boxes[0, :n][:, [1, 0, 3, 2]], scores[0, :n]
         outs = {}
         for d in it.get_output_details():
             value = it.get_tensor(d["index"])
@@ -267,6 +275,10 @@ class Detector:
         """(pixel boxes [K, 4] of the original image, scores [K]), best first. `batch` is
         `prepare(image)` when the caller already has it."""
         boxes, scores = self.raw(self.prepare(image) if batch is None else batch)
-        boxes, scores = select(boxes, scores, score_threshold, nms_iou, keep_top_k=keep_top_k)
+        if self.in_graph_nms:  # thresholds and IoU are the file's; a higher threshold applies
+            keep = scores > score_threshold
+            boxes, scores = np.asarray(boxes[keep], np.float64), np.asarray(scores[keep], np.float64)
+        else:
+            boxes, scores = select(boxes, scores, score_threshold, nms_iou, keep_top_k=keep_top_k)
         h, w = np.asarray(image).shape[:2]
         return to_pixels(boxes, w, h), scores
