@@ -49,7 +49,9 @@ def append_postprocess(tflite, anchors_cxcywh, options):
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
     graph = model.subgraphs[0]
-    encodings, scores = _pre_nms_outputs(graph)
+    # The op's kernel reads float or uint8 scores, not int8: an int8 file's two outputs go
+    # through DEQUANTIZE (XNNPACK runs it in the network's partition).
+    encodings, scores = (_as_float(model, graph, schema, t) for t in _pre_nms_outputs(graph))
     a = np.asarray(anchors_cxcywh, np.float32)
     if a.shape != (int(graph.tensors[encodings].shape[1]), 4):
         raise ValueError(f"{len(a)} anchors for {graph.tensors[encodings].shape[1]} boxes")
@@ -74,6 +76,34 @@ def append_postprocess(tflite, anchors_cxcywh, options):
     graph.outputs = outputs
     _rename_signature(model, graph, outputs)
     return model_to_bytes(model)
+
+
+def _as_float(model, graph, schema, index):
+    tensor = graph.tensors[index]
+    if tensor.type == schema.TensorType.FLOAT32:
+        return index
+    out = _add_tensor(model, graph, schema, f"{_text(tensor.name)}_float", None, tensor.shape)
+    op = schema.OperatorT()
+    op.opcodeIndex = _opcode(model, schema, schema.BuiltinOperator.DEQUANTIZE)
+    op.inputs, op.outputs = [index], [out]
+    graph.operators.append(op)
+    return out
+
+
+def _opcode(model, schema, builtin):
+    for i, code in enumerate(model.operatorCodes):
+        if code.builtinCode == builtin and not code.customCode:
+            return i
+    code = schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)
+    code.version = 2  # DEQUANTIZE of int8
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 def _pre_nms_outputs(graph):
