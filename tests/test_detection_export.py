@@ -253,3 +253,25 @@ def test_keras_detector_rebuilt_at_another_size(small, tmp_path):
     np.testing.assert_allclose(Detector(again).raw(x)[0], Detector(small).raw(x)[0], atol=1e-5)
     np.testing.assert_allclose(Detector.load(path, input_hw=HW).raw(x)[0],
                                Detector(small).raw(x)[0], atol=1e-5)
+
+
+def test_eval_detector_multiscale(small, tmp_path, exports):
+    """--scale runs each image at its own size times the scale (the official FDDB x3 / AFW x1
+    protocol): input sizes follow the images, the cost is reported; a .tflite is refused."""
+    from mobilekit.cli import cli
+
+    path = tmp_path / "faceboxes.keras"
+    small.save(path)
+    fddb = f"fddb:{SHARED / 'data' / 'faces' / 'fddb_sample'}"
+    res = CliRunner().invoke(cli, ["eval-detector", str(path), "--data", fddb, "--scale", "0.5",
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.output[res.output.index("{"):])
+    m = result["multiscale"]
+    assert result["input"] is None and m["scales"] == [0.5] and m["images"] == 7
+    assert m["seconds_per_image"] > 0 and m["macs_per_image"] > 0
+    assert all(side % 32 == 0 and side >= 128 for size in m["distinct_input_sizes"]
+               for side in size)
+    res = CliRunner().invoke(cli, ["eval-detector", str(exports[("fp32", False)][0]), "--data",
+                                   fddb, "--scale", "2"])
+    assert res.exit_code == 2 and "Keras detector" in res.output

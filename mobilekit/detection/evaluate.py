@@ -238,13 +238,15 @@ def run_detector(detector, samples, score_threshold=0.01, nms_iou=0.3):
     return detections, shapes
 
 
-def ignore_small(samples, shapes, input_hw, min_face):
+def ignore_small(samples, shapes, input_hw, min_face, scale=None):
     """Ignore masks that also drop faces under `min_face` px once the image is warped to the
-    network input (the faces training filtered out)."""
+    network input (the faces training filtered out); with `scale` (multi-scale inference,
+    no fixed input) at the image's size times the smallest scale."""
     out = []
     for s, (h, w) in zip(samples, shapes):
-        fw = (s.boxes[:, 2] - s.boxes[:, 0]) * input_hw[1] / w
-        fh = (s.boxes[:, 3] - s.boxes[:, 1]) * input_hw[0] / h
+        sx, sy = (scale, scale) if scale is not None else (input_hw[1] / w, input_hw[0] / h)
+        fw = (s.boxes[:, 2] - s.boxes[:, 0]) * sx
+        fh = (s.boxes[:, 3] - s.boxes[:, 1]) * sy
         out.append(s.ignore | (fw < min_face) | (fh < min_face))
     return out
 
@@ -257,10 +259,12 @@ def evaluate_detector(detector, spec, split="val", min_face=0, score_threshold=0
     kind, root = parse_spec(spec)
     samples = load_samples(spec, split)
     detections, shapes = run_detector(detector, samples, score_threshold, nms_iou)
-    ignore = ignore_small(samples, shapes, detector.input_hw, min_face)
+    ignore = ignore_small(samples, shapes, detector.input_hw, min_face,
+                          getattr(detector, "min_scale", None))
     ap = average_precision(detections, [(s.boxes, ig) for s, ig in zip(samples, ignore)])
     result = {"data": spec, "images": len(samples), "faces": ap["num_faces"],
-              "ap50": ap["ap"], "min_face": min_face, "input": list(detector.input_hw)}
+              "ap50": ap["ap"], "min_face": min_face,
+              "input": None if detector.input_hw is None else list(detector.input_hw)}
     if kind == "wider":
         result["wider"] = wider_protocol(detections, samples, root)
     if kind == "fddb":

@@ -199,7 +199,9 @@ class Detector:
                      self.interpreter.get_input_details()[0]["shape"][1:3])
             self.input_hw = tuple(int(side) for side in shape)
         else:
+            self.training_model = None  # the [loc, conf] form, where given (resizable)
             if len(model.outputs) == 2 and model.outputs[1].shape.rank == 3:
+                self.training_model = model
                 model = inference_model(model)
             self.model = model  # shares its layers (weights) with a training-form model
             self.input_hw = tuple(model.inputs[0].shape[1:3])
