@@ -275,3 +275,35 @@ def test_eval_detector_multiscale(small, tmp_path, exports):
     res = CliRunner().invoke(cli, ["eval-detector", str(exports[("fp32", False)][0]), "--data",
                                    fddb, "--scale", "2"])
     assert res.exit_code == 2 and "Keras detector" in res.output
+
+
+def test_classifier_standard_metadata(tmp_path):
+    """ImageClassifier-ready metadata: image input with its normalisation, a probability
+    output with labels.txt as TENSOR_AXIS_LABELS; the file still runs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.convert import convert
+    from mobilekit.export.tflite_metadata import (classifier_description,
+                                                  embed_standard_metadata,
+                                                  read_standard_metadata)
+
+    model = create_model("mobilenet_v1", alpha=0.25, resolution=32, num_classes=3)
+    desc = classifier_description("mobilenet_v1", (32, 32), [120.0, 110.0, 100.0],
+                                  [60.0, 61.0, 62.0], ["cat", "dog", "fox"])
+    data = embed_standard_metadata(convert(model, "fp32"), desc)
+    raw, files = read_standard_metadata(data)
+    assert files == {"labels.txt": b"cat\ndog\nfox\n"}
+    sub = _table(raw, _tables(raw, _table(raw, _deref(raw, 0))(3))[0])
+    out = _table(raw, _tables(raw, sub(3))[0])
+    assert _string(raw, out(0)) == "probability"
+    label_file = _table(raw, _tables(raw, out(6))[0])
+    assert _string(raw, label_file(0)) == "labels.txt" and raw[label_file(2)] == 2
+    path = tmp_path / "m.tflite"
+    path.write_bytes(data)
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    interp.invoke()
+    # Embedding again replaces the entry and the zip (one archive, no stale labels).
+    again = embed_standard_metadata(data, desc)
+    assert read_standard_metadata(again) == (raw, files)
+    assert again.count(b"PK\x05\x06") == 1 and again.count(b"cat\ndog\nfox\n") == 1

@@ -4,10 +4,14 @@ Choice: the *inference model* (`inference_model`) appends one registered layer,
 `DecodeDetections`, which holds the anchors as a constant (recomputed from its config, so
 the .keras file stays small) and outputs decoded corner boxes [N, A, 4] (normalised
 x1 y1 x2 y2) and face probabilities [N, A]. A .tflite converted from it (fp32 or int8)
-therefore gives boxes directly with builtin ops only (no TFLite_Detection_PostProcess
-custom op). Score thresholding, top-k and NMS run in NumPy (`nms`, `select`) - the same
-code for Keras and TFLite outputs, so both are post-processed identically; NMS on a few
+therefore gives boxes directly with builtin ops only, in forms every delegate takes (see
+DecodeDetections). Score thresholding, top-k and NMS run in NumPy (`nms`, `select`) - the
+same code for Keras and TFLite outputs, so both are post-processed identically; NMS on a few
 hundred candidates costs far less than the network.
+
+For apps, `nms_input_model` gives the pre-NMS form that mobilekit.export.nms completes with
+TFLite's TFLite_Detection_PostProcess op (`mobilekit export --nms`); `Detector` runs such
+files too (their NMS is the file's).
 """
 import numpy as np
 
