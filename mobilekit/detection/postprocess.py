@@ -35,7 +35,8 @@ class DecodeDetections(layers.Layer):
     and a LOGISTIC; no slice at all (a shrink-axis STRIDED_SLICE is refused by the GPU
     delegate, SOFTMAX and EXP have no int8 XNNPACK kernel). With d = loc:
 
-        s      = d * [.1 wa, .1 ha, 0, 0] + [cxa, cya, 0, 0] + exp(d * [0, 0, .2, .2]) * [0, 0, wa/2, ha/2]
+        s      = d * [.1 wa, .1 ha, 0, 0] + [cxa, cya, 0, 0]
+                 + exp(d * [0, 0, .2, .2]) * [0, 0, wa/2, ha/2]
                = [cx, cy, w/2, h/2]                     (exp(0) = 1 on the centre columns, times 0)
         boxes  = s @ [[1,0,1,0], [0,1,0,1], [-1,0,1,0], [0,-1,0,1]] = [x1, y1, x2, y2]
         scores = sigmoid(conf @ [-1, 1]) = softmax(conf)[..., 1]
@@ -132,7 +133,8 @@ class NmsInputs(layers.Layer):
 def nms_input_model(model):
     """Wrap a training-form FaceBoxes model into its pre-NMS form ([encodings, scores])."""
     if len(model.outputs) != 2:
-        raise ValueError(f"expected a detector with outputs [loc, conf]; got {len(model.outputs)} outputs")
+        raise ValueError(f"expected a detector with outputs [loc, conf]; "
+                         f"got {len(model.outputs)} outputs")
     enc, scores = NmsInputs(name="nms_inputs")(list(model.outputs))
     return keras.Model(model.inputs, [enc, scores], name=f"{model.name}_nms")
 
@@ -283,7 +285,8 @@ class Detector:
         boxes, scores = self.raw(self.prepare(image) if batch is None else batch)
         if self.in_graph_nms:  # thresholds and IoU are the file's; a higher threshold applies
             keep = scores > score_threshold
-            boxes, scores = np.asarray(boxes[keep], np.float64), np.asarray(scores[keep], np.float64)
+            boxes = np.asarray(boxes[keep], np.float64)
+            scores = np.asarray(scores[keep], np.float64)
         else:
             boxes, scores = select(boxes, scores, score_threshold, nms_iou, keep_top_k=keep_top_k)
         h, w = np.asarray(image).shape[:2]

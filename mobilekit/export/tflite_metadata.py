@@ -50,7 +50,8 @@ def detector_description(name, input_hw, mean, std, options, labels=("face",)):
         "name": name,
         "description": (f"Face detector ({name}) at {w}x{h} (WxH) with NMS in the graph "
                         f"(TFLite_Detection_PostProcess: score threshold "
-                        f"{options['nms_score_threshold']:g}, IoU {options['nms_iou_threshold']:g}, "
+                        f"{options['nms_score_threshold']:g}, "
+                        f"IoU {options['nms_iou_threshold']:g}, "
                         f"at most {options['max_detections']} detections)."),
         "version": "1", "author": "mobilekit", "license": "as the model's weights",
         "inputs": [image_input(mean, std)],
