@@ -14,8 +14,10 @@ pytestmark = pytest.mark.slow
 def tiny_model(name):
     from test_zoo_tflite import tiny
 
-    if name == "faceboxes":
-        return mobilekit.create_model(name, resolution=128)
+    if name == "faceboxes":  # the exported form: boxes decoded in the graph
+        from mobilekit.detection.postprocess import inference_model
+
+        return inference_model(mobilekit.create_model(name, resolution=128))
     return tiny(name)
 
 
@@ -46,8 +48,11 @@ def test_zoo_model_is_fully_on_the_gpu_and_agrees(name, tmp_path):
         num = compare_outputs(path, reference, res["outputs"], kind)
         worst = max(o["max_rel"] or 0.0 for o in num["outputs"])
         assert worst <= tolerance, (quant, num)
-        if kind == "classifier" and precision == "fp32":  # fp16 flips near-tied random logits
-            assert num["top1_agreement"] == 1.0, (quant, num)
+        if kind == "classifier":
+            if precision == "fp32":  # fp16 arithmetic flips near-tied random logits
+                assert num["top1_agreement"] == 1.0, (quant, num)
         else:
-            assert num["max_score_diff"] <= 0.02, (quant, num)
+            # The 0.02 bar holds for fp32 arithmetic here and for a trained model in
+            # fp16 (0.005, tests/test_detection_export.py); random weights in fp16: 0.033.
+            assert num["max_score_diff"] <= (0.02 if precision == "fp32" else 0.05), (quant, num)
             assert num["min_box_iou"] is None or num["min_box_iou"] >= 0.9, (quant, num)
