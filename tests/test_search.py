@@ -290,3 +290,28 @@ def test_tiny_search_files_consistent_and_resumes_after_kill(tmp_path):
     from mobilekit.io import load_keras
 
     assert model.count_params() == load_keras(run / "model.keras").count_params()
+
+
+@pytest.mark.slow
+def test_study_compares_the_edfs_of_two_settings(tmp_path):
+    from mobilekit.cli import cli
+
+    out = tmp_path / "study"
+    res = CliRunner().invoke(cli, ["search", "--study", "--space", "mbspace-tiny:se=on",
+                                   "--space", "mbspace-tiny:se=off", "--trials", "2",
+                                   "--epochs-per-trial", "1", "--resolution", "32",
+                                   "--data", "synthetic:train=8,val=4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    study = json.loads((out / "study.json").read_text())
+    for label, folder in (("mbspace-tiny:se=on", "mbspace-tiny__se-on"),
+                          ("mbspace-tiny:se=off", "mbspace-tiny__se-off")):
+        rows = _rows(out / folder / "trials.jsonl")
+        assert all(all(s["se"] == label.endswith("on")
+                       for s in r["point"]["kwargs"]["spec"]["stages"]) for r in rows)
+        assert study["edfs"][label] == sorted(r["error"] for r in rows)
+    c = study["comparisons"][0]
+    a, b = study["edfs"]["mbspace-tiny:se=on"], study["edfs"]["mbspace-tiny:se=off"]
+    assert c["n_a"] == len(a) == 2 and c["n_b"] == len(b) == 2
+    assert c["mean_error_diff_b_minus_a"] == pytest.approx(np.mean(b) - np.mean(a), abs=1e-6)
+    assert (out / "study_edf.png").read_bytes()[:4] == b"\x89PNG"
+    assert "mbspace-tiny:se=off vs mbspace-tiny:se=on: mean error" in res.output

@@ -85,7 +85,7 @@ def plot_pareto(trials, zoo_rows, chosen, path, settings):
     ax.set_ylabel(f"proxy val accuracy ({settings['epochs']} epoch(s))")
     ax.set_title("Accuracy vs latency")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     try:
         return _save(fig, path)
     finally:
