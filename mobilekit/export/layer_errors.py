@@ -108,8 +108,11 @@ def calibrated_model(model, samples, method="average", dense_quant="per-tensor")
     The clone is mobilekit's int8 form of `model` (mobilekit.export.delegable); ranges come
     from mobilekit's calibration `method` exactly as `convert(..., quant="int8")` sets them.
     """
+    from mobilekit.export.convert import NAIVE
     from mobilekit.export.delegable import delegable_clone
 
+    if method == NAIVE:  # the model as it is, the converter's own min/max ranges
+        return _calibrated(model, samples, method, "per-channel")
     return _calibrated(delegable_clone(model), samples, method, dense_quant)
 
 
@@ -131,17 +134,23 @@ def _input_sqnr(calibrated, images):
 
 
 def _calibrated(source, samples, method, dense_quant):
-    """calibrated_model of a network already in its int8 form."""
+    """calibrated_model of a network already in its int8 form (or, for method "naive",
+    of the network as the plain converter sees it, with the converter's own ranges)."""
     from mobilekit.export.calibration import calibration_hook
-    from mobilekit.export.convert import _converter, calibration_samples, input_spec
+    from mobilekit.export.convert import (NAIVE, _converter, calibration_samples, input_spec,
+                                          naive_converter)
     from mobilekit.keras import tf
 
     samples = calibration_samples(samples)
-    concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(
-        input_spec(source))
-    with calibration_hook(method):
+    if method == NAIVE:
+        converter, hook = naive_converter(source, samples), contextlib.nullcontext()
+    else:
+        concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(
+            input_spec(source))
         converter = _converter(concrete, "int8", samples, "float", False, False,
                                dense_quant=dense_quant)
+        hook = calibration_hook(method)
+    with hook:
         converter._experimental_calibrate_only = True  # noqa: SLF001 (the debugger's switch)
         return bytes(converter.convert()), source
 
@@ -348,11 +357,17 @@ def layer_errors(model, calib_images, images, method="average", dense_quant="per
     calib_images: calibration images (preprocessed like the model's inputs); images: the
     images compared on (a few dozen suffice). split: also run the weights-only /
     activations-only comparison. debugger_images: images for QuantizationDebugger's
-    layer-wise `rmse/scale` (0: skip it).
+    layer-wise `rmse/scale` (0: skip it). method: mobilekit's calibration of its int8 form,
+    or "naive" (mobilekit.export.convert.NAIVE: the plain converter's file, the model as it
+    is, the converter's own min/max ranges, Dense per channel).
     Returns (table, calibrated model bytes) - the second for mixed files
     (`quantize_calibrated(..., denylisted_nodes=...)`).
     """
+    from mobilekit.export.convert import NAIVE
+
     check_choice("dense_quant", dense_quant, ("per-tensor", "per-channel"))
+    if method == NAIVE:  # the plain converter quantizes Dense per channel
+        dense_quant = "per-channel"
     images = np.asarray(images, np.float32)
     calibrated, source = calibrated_model(model, calib_images, method, dense_quant)
     whole = quantize_calibrated(calibrated, dense_quant, verify="whole")
