@@ -50,6 +50,11 @@ BENCH_ROUNDS = 30
 BASELINES = ("mobilekit", "naive")
 NAIVE_LABEL = "naive int8 (plain converter: min/max ranges, fused HARD_SWISH, no delegable forms)"
 MOBILEKIT_LABEL = "mobilekit's int8 export (delegable forms, average calibration)"
+# Why no "k worst layers in int16x8" remedy: the converter has no such switch.
+INT16X8_NOTE = ("int16x8 is measured for the whole network only: the TFLite converter cannot "
+                "keep chosen layers in int16x8 (its quantizer takes one activation type for "
+                "the model; selective quantization, `denylisted_nodes`, keeps layers in "
+                "float), so the k worst layers are offered in float instead.")
 REMEDIES = ("average", "mse", "minmax", "bias_correction", "per_channel_dense", "float_1",
             "float_2", "float_3", "int16x8", "qat")
 QUANTIZABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
@@ -642,6 +647,7 @@ def _markdown(result, tflite_name, plots, best):
                      f"{'-' if row['int8_only'] is None else row['int8_only']} "
                      f"| {row['size_bytes'] / 1e3:.1f} | {row['latency_us'] / 1e3:.3f} | "
                      f"{'-' if change is None else f'{100 * change:+.1f} %'} |")
+    lines += ["", INT16X8_NOTE]
     tail = result.get("decode_tail")
     if tail and tail["ops"]:
         lines += ["", f"Box decoding in the file: {tail['ops']} int8 ops (rows `decode/...`), "
