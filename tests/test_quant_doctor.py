@@ -344,3 +344,57 @@ def test_naive_file_that_does_not_load_is_one_clear_error(naive_fault, tmp_path)
     output = _bad([str(naive_fault["unloadable"]), "--data", SPEC, "--baseline", "naive",
                    "--calib-samples", "64", "--eval-samples", "50"], tmp_path)
     assert "naive int8 file of hswish_unloadable does not run" in output and "HARD_SWISH" in output
+
+
+def test_given_file_compared_by_name_matches_the_debug_mode_table(naive_fault, tmp_path):
+    """--tflite FILE: a user's int8 file is scored as the baseline and its tensors compared
+    with the float model's by name; on the naive file this gives the quantizer debug mode's
+    numbers (--baseline naive), and on mobilekit's own int8-I/O export its numbers too."""
+    from mobilekit.export.convert import convert, convert_naive
+    from mobilekit.export.doctor import _float_references, diagnose
+    from mobilekit.export.layer_errors import file_layer_errors, layer_errors
+    from mobilekit.export.pipeline import dataset_samples
+    from mobilekit.io import load_keras
+
+    model = load_keras(naive_fault["fault"])
+    calib = dataset_samples(SPEC, 32, FAST["calib_samples"])  # the doctor's own images
+    path = tmp_path / "mine.tflite"
+    path.write_bytes(convert_naive(model, calib))
+    given = diagnose(str(naive_fault["fault"]), data=SPEC, tflite=str(path), **FAST)
+    rebuilt = diagnose(str(naive_fault["fault"]), data=SPEC, baseline="naive", **FAST)
+    assert given["baseline"]["label"] == "given file `mine.tflite`"
+    assert given["baseline"]["drop_points"] == rebuilt["baseline"]["drop_points"] > 5
+    assert given["ranked"][0] == "conv1" and given["baseline_kind"] == "file"
+    debug = {r["tensor"]: r["sqnr_db"] for r in rebuilt["layers"]}
+    shared = [r for r in given["layers"] if r["tensor"] in debug]
+    assert len(shared) >= 4
+    for row in shared:
+        assert row["sqnr_db"] == pytest.approx(debug[row["tensor"]], abs=0.01)
+    assert given["remedies"][0]["name"] == "average"
+    assert all(r["kind"] != "mixed" for r in given["remedies"])
+    x, _ = _arrays("val")
+    mine = file_layer_errors(convert(model, "int8", calib), _float_references(model), x[:16],
+                             [layer.name for layer in model.layers])
+    table, _ = layer_errors(model, calib, x[:16], split=False, debugger_images=0)
+    debug = {r["tensor"]: r["sqnr_db"] for r in table}
+    shared = [r for r in mine if r["tensor"] in debug]
+    assert len(shared) >= 4 and any(r["layer"] == "conv1" for r in shared)
+    for row in shared:
+        assert row["sqnr_db"] == pytest.approx(debug[row["tensor"]], abs=0.01)
+
+
+def test_given_file_bad_input(naive_fault, tmp_path):
+    from mobilekit.export.convert import convert
+    from mobilekit.io import load_keras
+    from mobilekit.keras import keras
+
+    fp32 = tmp_path / "fp32.tflite"
+    fp32.write_bytes(convert(load_keras(naive_fault["fault"]), "fp32"))
+    args = [str(naive_fault["fault"]), "--data", SPEC, "--eval-samples", "50"]
+    assert "has no quantized tensor" in _bad(args + ["--tflite", str(fp32)], tmp_path)
+    assert "no such file" in _bad(args + ["--tflite", str(tmp_path / "none.tflite")], tmp_path)
+    assert "not both" in _bad(args + ["--tflite", str(fp32), "--baseline", "naive"], tmp_path)
+    i = keras.layers.Input((16, 16, 3))
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(convert(keras.Model(i, keras.layers.Conv2D(4, 3)(i)), "fp32"))
+    assert "wrong image size" in _bad(args + ["--tflite", str(wrong)], tmp_path)

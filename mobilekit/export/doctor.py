@@ -12,6 +12,11 @@ is within `target_drop` points:
   output run in float, so its output is never rounded), the whole network in int16x8,
   QAT for a few epochs on the train split, and the calibration-size curve.
 
+The file diagnosed can also be the naive export (baseline="naive": the plain converter,
+its min/max ranges and fused HARD_SWISH) or a given integer .tflite (tflite=PATH, compared
+with the float model tensor by tensor by name); mobilekit's own export is then the first
+remedy.
+
 Every measured file gets its drop +/- SE, its size and its host latency (XNNPACK, one
 thread, mobilekit.bench.host.interleaved_medians: all files timed round-robin, so a load
 change on a shared host hits them alike). The result dict is what `write_report` puts in
@@ -66,7 +71,8 @@ PLOTS = {"layers": "layer_sqnr.png", "curve": "calibration_curve.png",
 def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAMPLES,
              target_drop=DEFAULT_TARGET_DROP, bench_rounds=BENCH_ROUNDS,
              layer_images=LAYER_IMAGES, curve_sizes=CURVE_SIZES, calib_method="average",
-             remedies=None, qat_epochs=QAT_EPOCHS, baseline="mobilekit", log=None):
+             remedies=None, qat_epochs=QAT_EPOCHS, baseline="mobilekit", tflite=None,
+             log=None):
     """Diagnose `source` (run directory or .keras); returns the result dict (module
     docstring) with the files' bytes under result["_files"] (name -> bytes).
 
@@ -78,6 +84,9 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     min/max ranges, fused HARD_SWISH, per-channel Dense; mobilekit.export.convert.NAIVE);
     for "naive" every calibration method is a remedy on mobilekit's form, "average" being
     mobilekit's default export, and `calib_method` only sets the calibration-size curve's.
+    tflite: a given integer .tflite of this model (path) to diagnose instead: scored as the
+    baseline, its layers compared by tensor name with a float conversion of the model
+    (layer_errors.file_layer_errors); remedies as for "naive", without the mixed files.
     """
     from mobilekit.errors import check_choice
     from mobilekit.export.calibration import CALIBRATION_METHODS
@@ -89,7 +98,9 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     start = time.perf_counter()
     check_choice("calib_method", calib_method, CALIBRATION_METHODS)
     check_choice("baseline", baseline, BASELINES)
-    naive = baseline == NAIVE
+    if tflite is not None and baseline != "mobilekit":
+        raise ValueError("give either --tflite FILE or --baseline naive, not both")
+    naive = baseline == NAIVE or tflite is not None
     for name in remedies or ():
         if name not in REMEDIES and not re.fullmatch(r"calib_[1-9][0-9]*", name):
             from mobilekit.errors import unknown_name
@@ -115,7 +126,11 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     model = task.net
     log(f"{task.count} images of {data} to score ({task.metric}); {len(calib)} to calibrate")
 
-    if naive:
+    if tflite is not None:
+        files = {"baseline": _given_file(tflite, model)}
+        base = _row("baseline", f"given file `{Path(tflite).name}`",
+                    {"calibration": "file", "tflite": str(tflite)})
+    elif naive:
         log("naive int8 export (plain converter: min/max ranges, no delegable forms) ...")
         files = {"baseline": convert_naive(model, calib)}
         base = _row("baseline", NAIVE_LABEL, {"calibration": NAIVE})
@@ -136,8 +151,14 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
                          "it") from exc
     log(f"int8 drop {baseline['drop_points']:.2f} +/- {baseline['drop_se_points']:.2f} points")
     log(f"per-layer error on {len(images)} images ...")
-    table, calibrated = layer_errors(model, calib, images,
-                                     method=NAIVE if naive else calib_method)
+    if tflite is not None:
+        from mobilekit.export.layer_errors import file_layer_errors
+
+        table, calibrated = file_layer_errors(files["baseline"], _float_references(model),
+                                              images, _layer_names(model)), None
+    else:
+        table, calibrated = layer_errors(model, calib, images,
+                                         method=NAIVE if naive else calib_method)
     ranked = [row for row in table.ranked() if row["op"] not in ("QUANTIZE", "DEQUANTIZE")]
     rows = []
     if baseline["drop_points"] > target_drop:
@@ -149,13 +170,16 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
                "size": task.size, "mean": task.mean, "std": task.std,
                "qat_epochs": qat_epochs, "method": calib_method,
                "dense_quant": "per-channel" if naive else "per-tensor"}
+        if calibrated is None:  # a given file: no calibrated model to float layers of
+            plan = [row for row in plan if row["kind"] != "mixed"]
         rows = _try_remedies(_selected(plan, remedies), job, score, files, target_drop, log)
     _measure_files(files, [baseline] + rows, bench_rounds)
     recommended = _recommend(baseline, rows, target_drop)
     result = {"model": name, "source": str(source), "task": task.kind, "metric": task.metric,
               "data": data, "images": task.count, "num_classes": task.num_classes,
               "float_score": task.float_score, "calib_samples": len(calib),
-              "calib_method": NAIVE if naive else calib_method, "baseline_kind": baseline,
+              "calib_method": NAIVE if naive else calib_method,
+              "baseline_kind": "file" if tflite is not None else baseline,
               "target_drop": target_drop,
               "baseline": baseline, "layers": table.to_dicts(),
               "ranked": [row["layer"] for row in ranked[:10]], "remedies": rows,
@@ -388,6 +412,60 @@ def _check_model(model, name, detector):
                          "int8 has no weights to round and nothing to diagnose")
 
 
+def _given_file(path, model):
+    """The bytes of a given integer .tflite of `model`, checked: it loads, takes the model's
+    input shape and holds quantized tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.convert import input_spec
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--tflite {path}: no such file")
+    data = path.read_bytes()
+    try:
+        interp = Interpreter(model_content=data)
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--tflite {path} does not load in LiteRT: "
+                         f"{str(exc).splitlines()[0]}") from exc
+    shape = tuple(int(d) for d in interp.get_input_details()[0]["shape"])
+    if shape != tuple(input_spec(model).shape):
+        raise ValueError(f"--tflite {path} takes input {shape}; the model takes "
+                         f"{tuple(input_spec(model).shape)}: wrong image size or another model")
+    if not any(np.issubdtype(d["dtype"], np.integer) and
+               len(d["quantization_parameters"]["scales"]) for d in interp.get_tensor_details()):
+        raise ValueError(f"--tflite {path} has no quantized tensor: nothing for int8 to hurt")
+    return data
+
+
+def _float_references(model):
+    """fp32 TFLite bytes of `model` as it is and in mobilekit's int8 form (a given file may
+    come from either; file_layer_errors keeps the one whose names match)."""
+    from mobilekit.export.convert import naive_converter
+    from mobilekit.export.delegable import delegable_clone
+
+    files = []
+    for source in (model, delegable_clone(model)):
+        converter = naive_converter(source, [])
+        converter.optimizations, converter.representative_dataset = [], None
+        files.append(bytes(converter.convert()))
+    return files
+
+
+def _layer_names(model):
+    from mobilekit.export.pipeline import _all_layers
+
+    return [layer.name for layer in _all_layers(model)]
+
+
+def _file_io(tflite):
+    from ai_edge_litert.interpreter import Interpreter
+
+    dtype = Interpreter(model_content=tflite).get_input_details()[0]["dtype"]
+    return {np.int8: "int8", np.uint8: "uint8", np.int16: "int16"}.get(dtype, "float")
+
+
 def _has_dense(model):
     from mobilekit.export.pipeline import _all_layers
 
@@ -597,6 +675,8 @@ def _recommended_file(result):
     quant = "int16x8" if row["kind"] == "int16x8" else "int8"
     io = ("float" if row["kind"] in ("mixed", "int16x8")
           or row["settings"].get("calibration") == "naive" else "int8")
+    if row["settings"].get("calibration") == "file":
+        io = _file_io(result["_files"][name])
     meta = build_metadata(result["model"], quant, result["input_size"],
                           labels=result.get("class_names"), mean=result["mean"],
                           std=result["std"], io=io, qat=False,
