@@ -41,8 +41,8 @@ from mobilekit.cli.common import echo_json
               help="Folder for quant_doctor.md/.json, plots and the recommended .tflite.")
 @click.option("--json", "as_json", is_flag=True, default=False,
               help="Print the JSON report instead of the summary.")
-def quant_doctor(model, data, calib_samples, calib_method, baseline, tflite, eval_samples, target_drop,
-                 remedies, qat_epochs, bench_rounds, out, as_json):
+def quant_doctor(model, data, calib_samples, calib_method, baseline, tflite, eval_samples,
+                 target_drop, remedies, qat_epochs, bench_rounds, out, as_json):
     """Find the layers int8 hurts in MODEL (a run directory or a .keras classifier),
     measure each remedy (drop vs float +/- SE on the same images, host latency, size) and
     write the recommended .tflite with its export report.
