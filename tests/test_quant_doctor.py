@@ -170,7 +170,8 @@ def test_healthy_model_needs_no_remedy(models, tmp_path):
     assert report["no_remedy_needed"] and report["remedies"] == []
     assert report["summary"].endswith("no remedy needed")
     assert report["baseline"]["drop_points"] <= report["target_drop"] == 1.0
-    assert (out / "healthy_int8_doctor.tflite").is_file() and (out / "quant_doctor.md").is_file()
+    assert (out / "healthy_int8_doctor.tflite").is_file()
+    assert "cannot keep chosen layers in int16x8" in (out / "quant_doctor.md").read_text()
 
 
 def _bad(args, tmp_path):
@@ -262,3 +263,138 @@ def test_faceboxes_ap50_and_decode_tail(tmp_path):
     assert "Box decoding in the file" in (out / "quant_doctor.md").read_text()
     assert json.loads((out / "faceboxes_int8_doctor.json").read_text())["eval"]["metric"] == \
         "AP50"
+
+
+@pytest.fixture(scope="module")
+def naive_fault(tmp_path_factory):
+    """{"fault", "unloadable": .keras path}: the tiny CNN with a hard-swish after conv1,
+    trained, then one conv1 channel made dead (a large negative bias, conv2 no longer
+    reading it). Hard-swish maps it to 0 in float, but the plain converter's min/max range of
+    conv1's output reaches the bias and leaves the live channels a step or two (MobileNetV3-
+    Large's head shows the same: values down to -500 before a hard-swish). TFLite's int8
+    HARD_SWISH takes an input range at most 128x its output range: "fault" sits at 3/4 of
+    that bound, "unloadable" beyond it (the naive file fails to load)."""
+    from mobilekit.keras import keras
+    from mobilekit.layers.activations import HardSwish
+
+    L = keras.layers
+    x, y = _arrays("train")
+    keras.utils.set_random_seed(0)
+    i = L.Input((32, 32, 3), name="input")
+    h = HardSwish(name="conv1_act")(L.Conv2D(8, 3, strides=2, padding="same",
+                                              name="conv1")(i))
+    h = L.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="conv2")(h)
+    h = L.GlobalAveragePooling2D(name="pool")(h)
+    model = keras.Model(i, L.Dense(4, name="logits")(h), name="hswish")
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=40, batch_size=32, verbose=0)
+    c1, c2 = model.get_layer("conv1"), model.get_layer("conv2")
+    w1, w2 = c1.get_weights(), c2.get_weights()
+    live = np.delete(keras.Model(i, c1.output)(x).numpy(), 5, axis=-1)
+    top = float((live * np.clip(live + 3, 0, 6) / 6).max())  # hard-swish's largest output
+    # HARD_SWISH's input range limit (128x the output's), less the live values' own span.
+    bound = 128 * (top + 0.375) - float(live.max() - live.min())
+    w2[0][:, :, 5, :] = 0
+    c2.set_weights(w2)
+    folder = tmp_path_factory.mktemp("naive")
+    paths = {}
+    for name, bias in (("fault", -0.75 * bound), ("unloadable", -2 * bound)):
+        w1[1][5] = bias
+        c1.set_weights(w1)
+        paths[name] = folder / f"hswish_{name}.keras"
+        model.save(paths[name])
+    return paths
+
+
+def test_naive_file_diagnosed_and_cured_by_mobilekit_export(naive_fault):
+    """--baseline naive: the plain converter's file (fused HARD_SWISH, its own min/max) is
+    the one scored and compared layer by layer; mobilekit's export is the first remedy."""
+    from mobilekit.export.convert import NAIVE, convert_naive
+    from mobilekit.export.doctor import diagnose
+    from mobilekit.export.layer_errors import calibrated_model, quantize_calibrated
+    from mobilekit.export.pipeline import tflite_predict
+    from mobilekit.export.report import analyze
+    from mobilekit.io import load_keras
+
+    result = diagnose(str(naive_fault["fault"]), data=SPEC, baseline="naive", **FAST)
+    base = result["baseline"]
+    assert base["settings"] == {"calibration": NAIVE} and result["calib_method"] == NAIVE
+    assert base["drop_points"] > 5  # the dead channel's range hurts the naive file
+    assert result["ranked"][0] == "conv1"
+    conv1 = next(r for r in result["layers"] if r["layer"] == "conv1")
+    assert conv1["activations_sqnr_db"] < 10 < conv1["weights_sqnr_db"]
+    assert any(r["op"] == "HARD_SWISH" for r in result["layers"])  # the fused op, diagnosed
+    first = result["remedies"][0]
+    assert first["name"] == "average" and first["label"].startswith("mobilekit")
+    assert first["drop_points"] <= result["target_drop"] and result["recommended"] == "average"
+    ops = {name: set(analyze(tflite)["ops"]) for name, tflite in result["_files"].items()}
+    assert "HARD_SWISH" in ops["baseline"] and "HARD_SWISH" not in ops["average"]
+    # The layer table describes the file scored: the debugger's quantization of the naive
+    # calibration gives the naive file's outputs exactly.
+    model = load_keras(naive_fault["fault"])
+    x, _ = _arrays("val")
+    calibrated, _ = calibrated_model(model, x[:64], NAIVE)
+    np.testing.assert_array_equal(tflite_predict(quantize_calibrated(calibrated, "per-channel"),
+                                                 x[:16]),
+                                  tflite_predict(convert_naive(model, x[:64]), x[:16]))
+
+
+def test_naive_file_that_does_not_load_is_one_clear_error(naive_fault, tmp_path):
+    output = _bad([str(naive_fault["unloadable"]), "--data", SPEC, "--baseline", "naive",
+                   "--calib-samples", "64", "--eval-samples", "50"], tmp_path)
+    assert "naive int8 file of hswish_unloadable does not run" in output and "HARD_SWISH" in output
+
+
+def test_given_file_compared_by_name_matches_the_debug_mode_table(naive_fault, tmp_path):
+    """--tflite FILE: a user's int8 file is scored as the baseline and its tensors compared
+    with the float model's by name; on the naive file this gives the quantizer debug mode's
+    numbers (--baseline naive), and on mobilekit's own int8-I/O export its numbers too."""
+    from mobilekit.export.convert import convert, convert_naive
+    from mobilekit.export.doctor import _float_references, diagnose
+    from mobilekit.export.layer_errors import file_layer_errors, layer_errors
+    from mobilekit.export.pipeline import dataset_samples
+    from mobilekit.io import load_keras
+
+    model = load_keras(naive_fault["fault"])
+    calib = dataset_samples(SPEC, 32, FAST["calib_samples"])  # the doctor's own images
+    path = tmp_path / "mine.tflite"
+    path.write_bytes(convert_naive(model, calib))
+    given = diagnose(str(naive_fault["fault"]), data=SPEC, tflite=str(path), **FAST)
+    rebuilt = diagnose(str(naive_fault["fault"]), data=SPEC, baseline="naive", **FAST)
+    assert given["baseline"]["label"] == "given file `mine.tflite`"
+    assert given["baseline"]["drop_points"] == rebuilt["baseline"]["drop_points"] > 5
+    assert given["ranked"][0] == "conv1" and given["baseline_kind"] == "file"
+    debug = {r["tensor"]: r["sqnr_db"] for r in rebuilt["layers"]}
+    shared = [r for r in given["layers"] if r["tensor"] in debug]
+    assert len(shared) >= 4
+    for row in shared:
+        assert row["sqnr_db"] == pytest.approx(debug[row["tensor"]], abs=0.01)
+    assert given["remedies"][0]["name"] == "average"
+    assert all(r["kind"] != "mixed" for r in given["remedies"])
+    x, _ = _arrays("val")
+    mine = file_layer_errors(convert(model, "int8", calib), _float_references(model), x[:16],
+                             [layer.name for layer in model.layers])
+    table, _ = layer_errors(model, calib, x[:16], split=False, debugger_images=0)
+    debug = {r["tensor"]: r["sqnr_db"] for r in table}
+    shared = [r for r in mine if r["tensor"] in debug]
+    assert len(shared) >= 4 and any(r["layer"] == "conv1" for r in shared)
+    for row in shared:
+        assert row["sqnr_db"] == pytest.approx(debug[row["tensor"]], abs=0.01)
+
+
+def test_given_file_bad_input(naive_fault, tmp_path):
+    from mobilekit.export.convert import convert
+    from mobilekit.io import load_keras
+    from mobilekit.keras import keras
+
+    fp32 = tmp_path / "fp32.tflite"
+    fp32.write_bytes(convert(load_keras(naive_fault["fault"]), "fp32"))
+    args = [str(naive_fault["fault"]), "--data", SPEC, "--eval-samples", "50"]
+    assert "has no quantized tensor" in _bad(args + ["--tflite", str(fp32)], tmp_path)
+    assert "no such file" in _bad(args + ["--tflite", str(tmp_path / "none.tflite")], tmp_path)
+    assert "not both" in _bad(args + ["--tflite", str(fp32), "--baseline", "naive"], tmp_path)
+    i = keras.layers.Input((16, 16, 3))
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(convert(keras.Model(i, keras.layers.Conv2D(4, 3)(i)), "fp32"))
+    assert "wrong image size" in _bad(args + ["--tflite", str(wrong)], tmp_path)

@@ -16,6 +16,15 @@ from mobilekit.cli.common import echo_json
               default="average", show_default=True,
               help="Calibration of the int8 file diagnosed (as `mobilekit export "
                    "--calib-method`); the other methods are tried as remedies.")
+@click.option("--baseline", type=click.Choice(["mobilekit", "naive"]), default="mobilekit",
+              show_default=True,
+              help="The int8 file diagnosed: mobilekit's export, or the naive one (plain "
+                   "TFLiteConverter, Optimize.DEFAULT + representative dataset: its min/max "
+                   "ranges, fused HARD_SWISH); then mobilekit's export is the first remedy.")
+@click.option("--tflite", "tflite", type=click.Path(dir_okay=False), default=None,
+              show_default="none: the doctor exports the file itself",
+              help="Diagnose this integer .tflite of MODEL (e.g. your own converter's): "
+                   "scored against MODEL, its tensors compared with MODEL's by name.")
 @click.option("--eval-samples", type=int, default=500, show_default=True,
               help="Validation images float and int8 are scored on, image by image.")
 @click.option("--target-drop", type=float, default=1.0, show_default=True,
@@ -32,8 +41,8 @@ from mobilekit.cli.common import echo_json
               help="Folder for quant_doctor.md/.json, plots and the recommended .tflite.")
 @click.option("--json", "as_json", is_flag=True, default=False,
               help="Print the JSON report instead of the summary.")
-def quant_doctor(model, data, calib_samples, calib_method, eval_samples, target_drop,
-                 remedies, qat_epochs, bench_rounds, out, as_json):
+def quant_doctor(model, data, calib_samples, calib_method, baseline, tflite, eval_samples,
+                 target_drop, remedies, qat_epochs, bench_rounds, out, as_json):
     """Find the layers int8 hurts in MODEL (a run directory or a .keras classifier),
     measure each remedy (drop vs float +/- SE on the same images, host latency, size) and
     write the recommended .tflite with its export report.
@@ -44,6 +53,8 @@ def quant_doctor(model, data, calib_samples, calib_method, eval_samples, target_
       mobilekit quant-doctor model.keras --data synthetic --eval-samples 300 --out doc
       mobilekit quant-doctor runs/train/mobilenet_v3_large --target-drop 0.5 --json
       mobilekit quant-doctor runs/train/shiftnet --calib-method minmax --remedies mse,qat
+      mobilekit quant-doctor runs/train/mobilenet_v3_small --baseline naive
+      mobilekit quant-doctor model.keras --data synthetic --tflite model_int8.tflite
     """
     from pathlib import Path
 
@@ -52,7 +63,8 @@ def quant_doctor(model, data, calib_samples, calib_method, eval_samples, target_
     log = (lambda msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
     result = diagnose(model, data=data, calib_samples=calib_samples,
                       eval_samples=eval_samples, target_drop=target_drop,
-                      calib_method=calib_method, qat_epochs=qat_epochs,
+                      calib_method=calib_method, baseline=baseline, tflite=tflite,
+                      qat_epochs=qat_epochs,
                       remedies=None if remedies is None else [
                           r.strip() for r in remedies.split(",") if r.strip()],
                       bench_rounds=bench_rounds, log=log)

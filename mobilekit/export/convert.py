@@ -122,6 +122,31 @@ def _converter(concrete, quant, samples, io, qat, float_fallback, sparse=False,
     return converter
 
 
+# The doctor's "naive" int8: what most tutorials do (tf.lite.TFLiteConverter, Optimize.DEFAULT
+# and a representative dataset, nothing else). The converter's own min/max calibration, its
+# fused HARD_SWISH (no delegable forms), per-channel Dense, float I/O, float fallback.
+NAIVE = "naive"
+
+
+def naive_converter(model, samples):
+    """The plain converter of `model` (static batch 1) calibrating on `samples`."""
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        input_spec(model))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _representative(samples)
+    return converter
+
+
+def convert_naive(model, representative_data):
+    """Int8 bytes of `model` exported the naive way (NAIVE above): the file to diagnose
+    when a user's own export went wrong."""
+    samples = calibration_samples(representative_data)
+    if not samples:
+        raise ValueError("representative_data yielded no samples")
+    return _run_converter(naive_converter(model, samples))
+
+
 def _run_converter(converter):
     try:
         return converter.convert()

@@ -12,6 +12,11 @@ is within `target_drop` points:
   output run in float, so its output is never rounded), the whole network in int16x8,
   QAT for a few epochs on the train split, and the calibration-size curve.
 
+The file diagnosed can also be the naive export (baseline="naive": the plain converter,
+its min/max ranges and fused HARD_SWISH) or a given integer .tflite (tflite=PATH, compared
+with the float model tensor by tensor by name); mobilekit's own export is then the first
+remedy.
+
 Every measured file gets its drop +/- SE, its size and its host latency (XNNPACK, one
 thread, mobilekit.bench.host.interleaved_medians: all files timed round-robin, so a load
 change on a shared host hits them alike). The result dict is what `write_report` puts in
@@ -47,6 +52,14 @@ QAT_EPOCHS = 2
 QAT_LR = 1e-4
 QAT_RANGE_SAMPLES = 256
 BENCH_ROUNDS = 30
+BASELINES = ("mobilekit", "naive")
+NAIVE_LABEL = "naive int8 (plain converter: min/max ranges, fused HARD_SWISH, no delegable forms)"
+MOBILEKIT_LABEL = "mobilekit's int8 export (delegable forms, average calibration)"
+# Why no "k worst layers in int16x8" remedy: the converter has no such switch.
+INT16X8_NOTE = ("int16x8 is measured for the whole network only: the TFLite converter cannot "
+                "keep chosen layers in int16x8 (its quantizer takes one activation type for "
+                "the model; selective quantization, `denylisted_nodes`, keeps layers in "
+                "float), so the k worst layers are offered in float instead.")
 REMEDIES = ("average", "mse", "minmax", "bias_correction", "per_channel_dense", "float_1",
             "float_2", "float_3", "int16x8", "qat")
 QUANTIZABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
@@ -58,23 +71,36 @@ PLOTS = {"layers": "layer_sqnr.png", "curve": "calibration_curve.png",
 def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAMPLES,
              target_drop=DEFAULT_TARGET_DROP, bench_rounds=BENCH_ROUNDS,
              layer_images=LAYER_IMAGES, curve_sizes=CURVE_SIZES, calib_method="average",
-             remedies=None, qat_epochs=QAT_EPOCHS, log=None):
+             remedies=None, qat_epochs=QAT_EPOCHS, baseline="mobilekit", tflite=None,
+             log=None):
     """Diagnose `source` (run directory or .keras); returns the result dict (module
     docstring) with the files' bytes under result["_files"] (name -> bytes).
 
     calib_method: the calibration of the int8 file diagnosed (the export's --calib-method;
     the others become remedies). remedies: names of `remedy_plan` rows to try (None: all,
     in the plan's order). qat_epochs: epochs of the QAT remedy on the train split.
+    baseline: the int8 file diagnosed: "mobilekit" (mobilekit's export with `calib_method`)
+    or "naive" (the plain converter's: Optimize.DEFAULT + representative dataset, its
+    min/max ranges, fused HARD_SWISH, per-channel Dense; mobilekit.export.convert.NAIVE);
+    for "naive" every calibration method is a remedy on mobilekit's form, "average" being
+    mobilekit's default export, and `calib_method` only sets the calibration-size curve's.
+    tflite: a given integer .tflite of this model (path) to diagnose instead: scored as the
+    baseline, its layers compared by tensor name with a float conversion of the model
+    (layer_errors.file_layer_errors); remedies as for "naive", without the mixed files.
     """
     from mobilekit.errors import check_choice
     from mobilekit.export.calibration import CALIBRATION_METHODS
-    from mobilekit.export.convert import convert
+    from mobilekit.export.convert import NAIVE, convert, convert_naive
     from mobilekit.export.layer_errors import layer_errors
     from mobilekit.export.pipeline import RANDOM_DATA, resolve_source
 
     log = log or (lambda msg: None)
     start = time.perf_counter()
     check_choice("calib_method", calib_method, CALIBRATION_METHODS)
+    check_choice("baseline", baseline, BASELINES)
+    if tflite is not None and baseline != "mobilekit":
+        raise ValueError("give either --tflite FILE or --baseline naive, not both")
+    naive = baseline == NAIVE or tflite is not None
     for name in remedies or ():
         if name not in REMEDIES and not re.fullmatch(r"calib_[1-9][0-9]*", name):
             from mobilekit.errors import unknown_name
@@ -100,29 +126,61 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     model = task.net
     log(f"{task.count} images of {data} to score ({task.metric}); {len(calib)} to calibrate")
 
-    log(f"int8 export ({calib_method} calibration, per-tensor Dense) ...")
-    files = {"baseline": convert(model, "int8", calib, calibration=calib_method)}
-    baseline = dict(_row("baseline", f"int8 ({calib_method} calibration)",
-                         {"calibration": calib_method}), **score(files["baseline"]))
+    if tflite is not None:
+        files = {"baseline": _given_file(tflite, model)}
+        base = _row("baseline", f"given file `{Path(tflite).name}`",
+                    {"calibration": "file", "tflite": str(tflite)})
+    elif naive:
+        log("naive int8 export (plain converter: min/max ranges, no delegable forms) ...")
+        files = {"baseline": convert_naive(model, calib)}
+        base = _row("baseline", NAIVE_LABEL, {"calibration": NAIVE})
+    else:
+        log(f"int8 export ({calib_method} calibration, per-tensor Dense) ...")
+        files = {"baseline": convert(model, "int8", calib, calibration=calib_method)}
+        base = _row("baseline", f"int8 ({calib_method} calibration)",
+                    {"calibration": calib_method})
+    try:
+        baseline = dict(base, **score(files["baseline"]))
+    except RuntimeError as exc:  # LiteRT refuses a kernel (e.g. HARD_SWISH's range limit)
+        if not naive:
+            raise
+        raise ValueError(f"the naive int8 file of {name} does not run in LiteRT: "
+                         f"{str(exc).splitlines()[0]} - its min/max ranges are wider than "
+                         "the kernel takes; mobilekit's export (`mobilekit export --quant "
+                         "int8`: delegable forms, ranges without dead zones) avoids "
+                         "it") from exc
     log(f"int8 drop {baseline['drop_points']:.2f} +/- {baseline['drop_se_points']:.2f} points")
     log(f"per-layer error on {len(images)} images ...")
-    table, calibrated = layer_errors(model, calib, images, method=calib_method)
+    if tflite is not None:
+        from mobilekit.export.layer_errors import file_layer_errors
+
+        table, calibrated = file_layer_errors(files["baseline"], _float_references(model),
+                                              images, _layer_names(model)), None
+    else:
+        table, calibrated = layer_errors(model, calib, images,
+                                         method=NAIVE if naive else calib_method)
     ranked = [row for row in table.ranked() if row["op"] not in ("QUANTIZE", "DEQUANTIZE")]
     rows = []
     if baseline["drop_points"] > target_drop:
         plan = remedy_plan(ranked, has_dense=_has_dense(model), calib_count=len(calib),
-                           curve_sizes=curve_sizes, calib_method=calib_method,
+                           curve_sizes=curve_sizes,
+                           calib_method=NAIVE if naive else calib_method,
                            qat=not detector)
         job = {"model": model, "calib": calib, "calibrated": calibrated, "data": data,
                "size": task.size, "mean": task.mean, "std": task.std,
-               "qat_epochs": qat_epochs, "method": calib_method}
+               "qat_epochs": qat_epochs, "method": calib_method,
+               "dense_quant": "per-channel" if naive else "per-tensor"}
+        if calibrated is None:  # a given file: no calibrated model to float layers of
+            plan = [row for row in plan if row["kind"] != "mixed"]
         rows = _try_remedies(_selected(plan, remedies), job, score, files, target_drop, log)
     _measure_files(files, [baseline] + rows, bench_rounds)
     recommended = _recommend(baseline, rows, target_drop)
     result = {"model": name, "source": str(source), "task": task.kind, "metric": task.metric,
               "data": data, "images": task.count, "num_classes": task.num_classes,
               "float_score": task.float_score, "calib_samples": len(calib),
-              "calib_method": calib_method, "target_drop": target_drop,
+              "calib_method": NAIVE if naive else calib_method,
+              "baseline_kind": "file" if tflite is not None else baseline,
+              "target_drop": target_drop,
               "baseline": baseline, "layers": table.to_dicts(),
               "ranked": [row["layer"] for row in ranked[:10]], "remedies": rows,
               "recommended": recommended["name"],
@@ -166,7 +224,8 @@ def _try_remedies(plan, job, score, files, target_drop, log):
 
 def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES,
                 calib_method="average", qat=True):
-    """Remedies in the order the worst layer suggests, then the rest (each once)."""
+    """Remedies in the order the worst layer suggests, then the rest (each once). For a
+    naive file (calib_method "naive") mobilekit's default export comes first."""
     worst = ranked[0] if ranked else {}
     catalogue = {
         "average": ("calibration", "average calibration", {"calibration": "average"}),
@@ -177,7 +236,10 @@ def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES
         "int16x8": ("int16x8", "int16x8 activations", {}),
         "qat": ("qat", "QAT fine-tuning", {}),
     }
-    del catalogue[calib_method]  # the diagnosed file's own method
+    if calib_method == "naive":  # every method is a change of form and ranges
+        catalogue["average"] = ("calibration", MOBILEKIT_LABEL, {"calibration": "average"})
+    else:
+        del catalogue[calib_method]  # the diagnosed file's own method
     for k in FLOAT_LAYERS:
         layers = [row["layer"] for row in ranked[:k]]
         if len(layers) == k:
@@ -189,14 +251,14 @@ def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES
         del catalogue["per_channel_dense"]
     if not qat:  # detectors: QAT belongs to `mobilekit train --qat` (its loss, its data)
         del catalogue["qat"]
-    first = []
+    first = ["average"] if calib_method == "naive" else []
     if worst.get("dominant") == "weights":
-        first = (["per_channel_dense", "bias_correction"] if worst["op"] == "FULLY_CONNECTED"
-                 else ["bias_correction", "per_channel_dense"])
+        first += (["per_channel_dense", "bias_correction"] if worst["op"] == "FULLY_CONNECTED"
+                  else ["bias_correction", "per_channel_dense"])
     elif worst.get("clip_rate", 0) > 0.01:
-        first = ["minmax", "mse"]
+        first += ["minmax", "mse"]
     elif worst:
-        first = ["mse", "average", "float_1"]
+        first += ["mse", "average", "float_1"]
     # Cheap conversions first, then mixed files, int16x8, training (QAT) last.
     order = first + ["average", "mse", "bias_correction", "per_channel_dense", "float_1",
                      "float_2", "float_3", "int16x8", "minmax", "qat"]
@@ -241,7 +303,8 @@ def _build(remedy, job):
             nodes.add(tensor)
             nodes.update(consumers.get(tensor, []))
         remedy["settings"] = dict(settings, float_nodes=sorted(nodes))
-        return quantize_calibrated(calibrated, denylisted_nodes=sorted(nodes))
+        return quantize_calibrated(calibrated, job.get("dense_quant", "per-tensor"),
+                                   denylisted_nodes=sorted(nodes))
     if remedy["kind"] == "int16x8":
         return convert(model, "int16x8", calib)
     if remedy["kind"] == "qat":
@@ -347,6 +410,60 @@ def _check_model(model, name, detector):
     if not any(type(layer).__name__ in QUANTIZABLE for layer in _all_layers(model)):
         raise ValueError(f"{name} has no quantizable layer ({', '.join(QUANTIZABLE)}): "
                          "int8 has no weights to round and nothing to diagnose")
+
+
+def _given_file(path, model):
+    """The bytes of a given integer .tflite of `model`, checked: it loads, takes the model's
+    input shape and holds quantized tensors."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.convert import input_spec
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--tflite {path}: no such file")
+    data = path.read_bytes()
+    try:
+        interp = Interpreter(model_content=data)
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"--tflite {path} does not load in LiteRT: "
+                         f"{str(exc).splitlines()[0]}") from exc
+    shape = tuple(int(d) for d in interp.get_input_details()[0]["shape"])
+    if shape != tuple(input_spec(model).shape):
+        raise ValueError(f"--tflite {path} takes input {shape}; the model takes "
+                         f"{tuple(input_spec(model).shape)}: wrong image size or another model")
+    if not any(np.issubdtype(d["dtype"], np.integer) and
+               len(d["quantization_parameters"]["scales"]) for d in interp.get_tensor_details()):
+        raise ValueError(f"--tflite {path} has no quantized tensor: nothing for int8 to hurt")
+    return data
+
+
+def _float_references(model):
+    """fp32 TFLite bytes of `model` as it is and in mobilekit's int8 form (a given file may
+    come from either; file_layer_errors keeps the one whose names match)."""
+    from mobilekit.export.convert import naive_converter
+    from mobilekit.export.delegable import delegable_clone
+
+    files = []
+    for source in (model, delegable_clone(model)):
+        converter = naive_converter(source, [])
+        converter.optimizations, converter.representative_dataset = [], None
+        files.append(bytes(converter.convert()))
+    return files
+
+
+def _layer_names(model):
+    from mobilekit.export.pipeline import _all_layers
+
+    return [layer.name for layer in _all_layers(model)]
+
+
+def _file_io(tflite):
+    from ai_edge_litert.interpreter import Interpreter
+
+    dtype = Interpreter(model_content=tflite).get_input_details()[0]["dtype"]
+    return {np.int8: "int8", np.uint8: "uint8", np.int16: "int16"}.get(dtype, "float")
 
 
 def _has_dense(model):
@@ -556,7 +673,10 @@ def _recommended_file(result):
     row = result["baseline"] if name == "baseline" else next(
         r for r in result["remedies"] if r["name"] == name)
     quant = "int16x8" if row["kind"] == "int16x8" else "int8"
-    io = "float" if row["kind"] in ("mixed", "int16x8") else "int8"
+    io = ("float" if row["kind"] in ("mixed", "int16x8")
+          or row["settings"].get("calibration") == "naive" else "int8")
+    if row["settings"].get("calibration") == "file":
+        io = _file_io(result["_files"][name])
     meta = build_metadata(result["model"], quant, result["input_size"],
                           labels=result.get("class_names"), mean=result["mean"],
                           std=result["std"], io=io, qat=False,
@@ -590,7 +710,8 @@ def _markdown(result, tflite_name, plots, best):
              f"int8 {result['metric']} on the same images, ± their standard error ("
              + ("from the images only one of them gets right" if result["task"] == "classifier"
                 else "paired bootstrap over the images; box decoding included")
-             + f"). Recommended file: `{tflite_name}`. Run time "
+             + f"). File diagnosed: {b['label']}. Recommended file: `{tflite_name}`. "
+             "Run time "
              f"{result['seconds']:.0f} s.", "", "## Remedies", "",
              "| remedy | drop (points) | float-only / int8-only images | size KB | "
              "latency ms | latency vs int8 |", "|---|---|---|---|---|---|"]
@@ -606,6 +727,7 @@ def _markdown(result, tflite_name, plots, best):
                      f"{'-' if row['int8_only'] is None else row['int8_only']} "
                      f"| {row['size_bytes'] / 1e3:.1f} | {row['latency_us'] / 1e3:.3f} | "
                      f"{'-' if change is None else f'{100 * change:+.1f} %'} |")
+    lines += ["", INT16X8_NOTE]
     tail = result.get("decode_tail")
     if tail and tail["ops"]:
         lines += ["", f"Box decoding in the file: {tail['ops']} int8 ops (rows `decode/...`), "

@@ -108,8 +108,11 @@ def calibrated_model(model, samples, method="average", dense_quant="per-tensor")
     The clone is mobilekit's int8 form of `model` (mobilekit.export.delegable); ranges come
     from mobilekit's calibration `method` exactly as `convert(..., quant="int8")` sets them.
     """
+    from mobilekit.export.convert import NAIVE
     from mobilekit.export.delegable import delegable_clone
 
+    if method == NAIVE:  # the model as it is, the converter's own min/max ranges
+        return _calibrated(model, samples, method, "per-channel")
     return _calibrated(delegable_clone(model), samples, method, dense_quant)
 
 
@@ -131,17 +134,23 @@ def _input_sqnr(calibrated, images):
 
 
 def _calibrated(source, samples, method, dense_quant):
-    """calibrated_model of a network already in its int8 form."""
+    """calibrated_model of a network already in its int8 form (or, for method "naive",
+    of the network as the plain converter sees it, with the converter's own ranges)."""
     from mobilekit.export.calibration import calibration_hook
-    from mobilekit.export.convert import _converter, calibration_samples, input_spec
+    from mobilekit.export.convert import (NAIVE, _converter, calibration_samples, input_spec,
+                                          naive_converter)
     from mobilekit.keras import tf
 
     samples = calibration_samples(samples)
-    concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(
-        input_spec(source))
-    with calibration_hook(method):
+    if method == NAIVE:
+        converter, hook = naive_converter(source, samples), contextlib.nullcontext()
+    else:
+        concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(
+            input_spec(source))
         converter = _converter(concrete, "int8", samples, "float", False, False,
                                dense_quant=dense_quant)
+        hook = calibration_hook(method)
+    with hook:
         converter._experimental_calibrate_only = True  # noqa: SLF001 (the debugger's switch)
         return bytes(converter.convert()), source
 
@@ -348,11 +357,17 @@ def layer_errors(model, calib_images, images, method="average", dense_quant="per
     calib_images: calibration images (preprocessed like the model's inputs); images: the
     images compared on (a few dozen suffice). split: also run the weights-only /
     activations-only comparison. debugger_images: images for QuantizationDebugger's
-    layer-wise `rmse/scale` (0: skip it).
+    layer-wise `rmse/scale` (0: skip it). method: mobilekit's calibration of its int8 form,
+    or "naive" (mobilekit.export.convert.NAIVE: the plain converter's file, the model as it
+    is, the converter's own min/max ranges, Dense per channel).
     Returns (table, calibrated model bytes) - the second for mixed files
     (`quantize_calibrated(..., denylisted_nodes=...)`).
     """
+    from mobilekit.export.convert import NAIVE
+
     check_choice("dense_quant", dense_quant, ("per-tensor", "per-channel"))
+    if method == NAIVE:  # the plain converter quantizes Dense per channel
+        dense_quant = "per-channel"
     images = np.asarray(images, np.float32)
     calibrated, source = calibrated_model(model, calib_images, method, dense_quant)
     whole = quantize_calibrated(calibrated, dense_quant, verify="whole")
@@ -425,3 +440,84 @@ def _scale_of(interp, name):
         if detail["name"] == name and len(detail["quantization_parameters"]["scales"]):
             return float(detail["quantization_parameters"]["scales"][0])
     return None
+
+
+def _plain_name(name):
+    """A tensor name without the model instance's prefix ("mnv3_1/conv/Relu" -> "conv/Relu"
+    in each ';' part): a file converted in another process may number the model otherwise."""
+    return ";".join(part.split("/", 1)[-1] for part in name.split(";"))
+
+
+def _named_outputs(interp):
+    """[(op name, output detail, [input details])] of every op, in graph order."""
+    ops = interp._get_ops_details()  # noqa: SLF001 (as QuantizationDebugger reads them)
+    detail = {d["index"]: d for d in interp.get_tensor_details()}
+    return [(op["op_name"], detail[o], [detail[i] for i in op["inputs"] if i in detail])
+            for op in ops for o in op["outputs"] if o in detail]
+
+
+def file_layer_errors(tflite, references, images, layer_names=()):
+    """LayerTable of a given integer .tflite (bytes) against float TFLite `references` of the
+    same network: every quantized op output is compared with the float tensor of the same
+    name (instance prefix dropped) on `images`, the reference matching most names being used.
+    A QUANTIZE output stands for its float input, a tensor read by a DEQUANTIZE for its float
+    output. No weights-only / activations-only split and no rmse/step (the file brings no
+    calibration to rebuild them from); "added" is as in `layer_errors`.
+    """
+    from mobilekit.train.evaluate import quantize
+
+    images = np.asarray(images, np.float32)
+    quant = _interpreter(tflite)
+    outputs = _named_outputs(quant)
+    # An int8 output read by a DEQUANTIZE is named like the float output after it.
+    dequantized = {ins[0]["index"]: _plain_name(out["name"]) for op, out, ins in outputs
+                   if op == "DEQUANTIZE" and ins}
+    pairs, best = [], None
+    for reference in references:
+        ref = _interpreter(reference)
+        floats = {_plain_name(d["name"]): d for d in ref.get_tensor_details()}
+        found = []
+        for op, out, ins in outputs:
+            if not len(out["quantization_parameters"]["scales"]) or op == "DEQUANTIZE":
+                continue
+            name = _plain_name(ins[0]["name"] if op == "QUANTIZE" else out["name"])
+            name = name if name in floats else dequantized.get(out["index"], name)
+            if name in floats:
+                found.append((out, floats[name], op))
+        if best is None or len(found) > len(pairs):
+            pairs, best = found, ref
+    if not pairs:
+        raise ValueError("no quantized tensor of the file matches a tensor of the float "
+                         "model: is it an integer export of this model?")
+    quant_in, ref_in = quant.get_input_details()[0], best.get_input_details()[0]
+    stats = {q["index"]: _Moments() for q, _, _ in pairs}
+    rounded = _Moments()  # the input's own int8 rounding (integer-input files)
+    for image in images:
+        fed = quantize(image[None], quant_in)
+        rounded.add(image.astype(np.float64), _dequantize(fed, quant_in)[0])
+        quant.set_tensor(quant_in["index"], fed)
+        best.set_tensor(ref_in["index"], image[None])
+        quant.invoke()
+        best.invoke()
+        for q, f, _ in pairs:
+            stats[q["index"]].add(best.get_tensor(f["index"]).astype(np.float64),
+                                  _dequantize(quant.get_tensor(q["index"]), q), _int_range(q))
+    inputs_of, _, weights = graph_links(tflite)
+    by_name = {q["name"]: q["index"] for q, _, _ in pairs}
+    sqnr = {q["index"]: stats[q["index"]].sqnr_db() for q, _, _ in pairs}
+    rows = []
+    for position, (q, f, op) in enumerate(pairs):
+        before = [sqnr[by_name[i]] for i in inputs_of.get(q["name"], []) if i in by_name]
+        base = min(before) if before else rounded.sqnr_db()
+        if op in _DATA_MOVES or op == "QUANTIZE":  # no error of their own to add
+            base = sqnr[q["index"]]
+        fused = _layer_names(f["name"], weights.get(q["name"], []), list(layer_names))
+        rows.append({"index": position, "tensor": q["name"], "fused": fused, "op": op,
+                     "sqnr_db": round(sqnr[q["index"]], 2),
+                     "added_db": round(max(0.0, base - sqnr[q["index"]]), 2),
+                     "rel_rmse": stats[q["index"]].rel_rmse(),
+                     "clip_rate": stats[q["index"]].clipped / max(stats[q["index"]].values, 1),
+                     "weights_sqnr_db": None, "activations_sqnr_db": None, "dominant": None,
+                     "rmse_steps": None, "layer": _short_name(fused, f["name"], op)})
+    return LayerTable(rows)
+
