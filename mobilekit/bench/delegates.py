@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilekit.bench.gpu import NO_GPU, PRECISIONS, run_gpu
+from mobilekit.bench.gpu import NO_GPU, PRECISIONS, delegated_nodes, run_gpu
+from mobilekit.bench.host import node_count
 from mobilekit.errors import check_choice
 
 __all__ = ["delegate_report", "verdict", "REPORT_DELEGATES"]
@@ -141,16 +142,15 @@ def _delegate_row(path, delegate, precision, inputs, reference, kind, threads):
         row["static"] = _gpu_static(path)
         if not res["ok"]:
             return row
-        total = _node_total(reference, path)
-        row["delegated_nodes"] = {"full": total, "none": 0}.get(res["accelerated"], res["gpu_ops"])
-        row["total_nodes"] = total
+        total = node_count(path)
+        row["delegated_nodes"], row["total_nodes"] = delegated_nodes(res, total), total
         outputs = res["outputs"]
         row["disagreement"] = bool(row["static"]["compatible"]) != (res["accelerated"] == "full")
     else:
         from mobilekit.export.report import xnnpack_partitions
 
         partitions, delegated, left = xnnpack_partitions(Path(path).read_bytes())
-        total = _node_total(reference, path)
+        total = node_count(path)
         row.update(delegated_nodes=delegated, total_nodes=total, partitions=partitions,
                    fallback_ops=[{"op": op, "reason": f"{n} node(s) not taken by XNNPACK"}
                                  for op, n in left.items()])
@@ -159,14 +159,6 @@ def _delegate_row(path, delegate, precision, inputs, reference, kind, threads):
     row["numerics"] = compare_outputs(path, reference, outputs, kind)
     row["ok"] = True
     return row
-
-
-def _node_total(reference, path):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    return len(Interpreter(model_path=str(path), experimental_op_resolver_type=kind)
-               ._get_ops_details())
 
 
 def _gpu_static(path):

@@ -31,7 +31,7 @@ import numpy as np
 from mobilekit.bench.gpu_log import SETUP_HINT, parse_adapter, parse_gpu_log
 from mobilekit.errors import check_choice
 
-__all__ = ["run_gpu", "missing_gpu_pieces", "PRECISIONS", "NO_GPU"]
+__all__ = ["run_gpu", "missing_gpu_pieces", "delegated_nodes", "PRECISIONS", "NO_GPU"]
 
 NO_GPU = "no GPU accelerator available"
 PRECISIONS = ("fp16", "fp32")
@@ -62,6 +62,11 @@ def run_gpu(model, precision="fp16", threads=1, inputs=None, bench=None, timeout
         command = list(worker or [sys.executable, "-m", "mobilekit.bench.gpu_worker"])
         code, log = _spawn(command + [req_path, res_path], timeout)
         return _result(code, log, res_path, request["outputs"], timeout)
+
+
+def delegated_nodes(result, total):
+    """Original nodes the GPU took, from a `run_gpu` result and the graph's node count."""
+    return {"full": total, "none": 0}.get(result["accelerated"], result["gpu_ops"])
 
 
 def missing_gpu_pieces():

@@ -48,7 +48,8 @@ from mobilekit.bench.gpu import NO_GPU
 from mobilekit.bench.schema import delegation_state, empty_result, model_fields
 from mobilekit.errors import check_choice
 
-__all__ = ["run_host", "interleaved_medians", "interleaved_times", "HOST_DELEGATES", "NO_GPU", "litert_version"]
+__all__ = ["run_host", "interleaved_medians", "interleaved_times", "node_count",
+           "HOST_DELEGATES", "NO_GPU", "litert_version"]
 
 HOST_DELEGATES = ("xnnpack", "cpu", "gpu")
 RUNTIME = "litert"
@@ -228,7 +229,7 @@ def _delegation(path, delegate, ops):
 
 def _run_gpu(path, delegate, threads, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs,
              gpu_precision="fp16"):
-    from mobilekit.bench.gpu import run_gpu
+    from mobilekit.bench.gpu import delegated_nodes, run_gpu
 
     bench = {"warmup_runs": warmup_runs, "warmup_min_secs": warmup_min_secs,
              "num_runs": num_runs, "min_secs": min_secs, "max_secs": max_secs}
@@ -238,15 +239,16 @@ def _run_gpu(path, delegate, threads, warmup_runs, warmup_min_secs, num_runs, mi
         raise RuntimeError(res["error"])
     if res["timing"] is None:
         raise RuntimeError("GPU worker returned no timing")
-    total = _node_count(path)
-    delegated = {"full": total, "none": 0}.get(res["accelerated"], res["gpu_ops"])
+    total = node_count(path)
+    delegated = delegated_nodes(res, total)
     return {**res["timing"], "init_us": res["init_us"], "delegated_nodes": delegated,
             "total_nodes": total, "delegation": delegation_state(delegated, total),
             "fallback_ops": res["fallback_ops"], "gpu_adapter": res["adapter"],
             "memory_init_mb": None, "memory_overall_mb": None}
 
 
-def _node_count(path):
+def node_count(path):
+    """Original nodes of the model's first subgraph (no delegate applied)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
