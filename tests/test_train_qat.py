@@ -1,6 +1,6 @@
 """`mobilekit train --qat --from RUN`: QAT fine-tune of a float run, saved, reloaded, full int8."""
 from mobilekit.export.pipeline import export
-from mobilekit.io import load_keras
+from mobilekit.loading import load_keras
 from mobilekit.train import trainer
 
 DATA = "synthetic:train=16,val=8,classes=4"

@@ -106,7 +106,7 @@ def test_keras_save_load_round_trip(tmp_path, name, kwargs):
 
 
 def test_load_keras_needs_no_prior_imports(tmp_path):
-    """mobilekit.io.load_keras registers every custom layer itself: a fresh process that
+    """mobilekit.loading.load_keras registers every custom layer itself: a fresh process that
     imports nothing else loads a model full of them (hard-swish, SE, shift)."""
     import subprocess
     import sys
@@ -115,7 +115,7 @@ def test_load_keras_needs_no_prior_imports(tmp_path):
     for name in ("mobilenet_v3_small", "shiftnet"):
         paths.append(str(tmp_path / f"{name}.keras"))
         mobilekit.create_model(name, alpha=0.25, resolution=32, num_classes=3).save(paths[-1])
-    code = ("import sys; from mobilekit.io import load_keras\n"
+    code = ("import sys; from mobilekit.loading import load_keras\n"
             "for p in sys.argv[1:]: print(load_keras(p).name)")
     result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True,
                             text=True)

@@ -139,7 +139,7 @@ class Detector:
             raise FileNotFoundError(f"detector model not found: {path}")
         if path.suffix == ".tflite":
             return cls(tflite_path=path, num_threads=num_threads)
-        from mobilekit.io import load_keras
+        from mobilekit.loading import load_keras
 
         return cls(load_keras(path))  # QAT runs included
 

@@ -291,7 +291,7 @@ def _build(config, data):
 
 def init_weights(model, source):
     """Start from the best model of a run (or a .keras file) of the same architecture."""
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
     from mobilekit.train.rundir import BEST
 
     source = Path(source)
@@ -378,7 +378,7 @@ def save_model(model, path):
     os.replace(tmp, path)
     if any("Quantize" in type(layer).__name__ for layer in model.layers):
         # tf_keras cannot reload a QAT .keras (QuantizeLayer variables go missing), so QAT
-        # runs also keep their weights; mobilekit.io.load_keras rebuilds from config.json.
+        # runs also keep their weights; mobilekit.loading.load_keras rebuilds from config.json.
         weights = path.with_name(f"{path.stem}.weights.h5")
         tmp = weights.with_name(f".{weights.stem}.{os.getpid()}.tmp.weights.h5")
         model.save_weights(tmp)
