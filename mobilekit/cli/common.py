@@ -10,6 +10,12 @@ def echo_json(obj):
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
+def echo_next(command):
+    """The natural next command (train -> export -> bench), on stderr so stdout stays data."""
+    if command:
+        click.echo(f"next: {command}", err=True)
+
+
 def parse_model_kwargs(alpha=None, resolution=None, options=()):
     """Collect --alpha/--resolution/--option key=value into create_model kwargs."""
     kwargs = {}

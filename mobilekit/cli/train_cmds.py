@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from mobilekit.cli.common import echo_json, parse_model_kwargs
+from mobilekit.cli.common import echo_json, echo_next, parse_model_kwargs
 
 FROM_RECIPE = "card recipe, else built-in"
 
@@ -114,6 +114,7 @@ def train(model, alpha, resolution, options, out, resume, **settings):
         metrics = trainer.train(config, run_dir)
     click.echo(f"Run directory: {run_dir}")
     echo_json(metrics)
+    echo_next(f"mobilekit export {run_dir} --quant int8")
 
 
 def _is_detector(model, resume):
@@ -155,6 +156,7 @@ def _train_detector(model, alpha, resolution, options, out, resume, settings):
         metrics = train_detector(model_name=model, out=str(run_dir), **kwargs)
     click.echo(f"Run directory: {run_dir}")
     echo_json(metrics)
+    echo_next(f"mobilekit export {run_dir} --quant int8")
 
 
 def _config_for_resume(config):
