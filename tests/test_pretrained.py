@@ -201,3 +201,48 @@ def test_freeze_needs_pretrained_weights():
         trainer.resolve_config("mobilenet_v1", freeze_epochs=1)
     with pytest.raises(ValueError, match=r"freeze_epochs must be an integer in \[0, epochs=3\]"):
         trainer.resolve_config("mobilenet_v1", weights="imagenet", freeze_epochs=4, epochs=3)
+
+
+def test_cards_list_exactly_the_published_files():
+    from mobilekit.zoo.registry import get_card, list_models
+
+    with_weights = set()
+    for name in list_models():
+        try:
+            card = get_card(name).get("pretrained")
+        except FileNotFoundError:
+            card = None
+        if card is None:
+            with pytest.raises(ValueError, match=f"no published Keras weights for {name}"):
+                imagenet_file(name)
+            continue
+        with_weights.add(name)
+        grid = [(a, r, False) for a in card["alphas"] for r in card["resolutions"] or [224]]
+        grid += [(a, 224, True) for a in card.get("minimalistic_alphas", [])]
+        files = {imagenet_file(name, a, r, m).file_name for a, r, m in grid}
+        assert len(files) == len(grid)  # one published file per listed combination
+        assert all(imagenet_file(name, a, r, m).file_hash is not None
+                   for a, r, m in grid) == card["file_hash"].startswith("md5")
+    assert with_weights == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
+                            "mobilenet_v3_small", "efficientnet_b0", "efficientnet_b1",
+                            "efficientnet_b2", "efficientnet_b3"}
+
+
+def test_cli_offline_and_unpublished_errors(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mobilekit.cli import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(URL_ENV, "http://127.0.0.1:9")  # nothing listens on the discard port
+    result = CliRunner().invoke(cli, ["train", "--model", "mobilenet_v1", "--alpha", "0.25",
+                                      "--weights", "imagenet", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "mobilenet_2_5_224_tf.h5" in error[0]
+    assert "http://127.0.0.1:9/tensorflow/keras-applications/mobilenet/" in error[0]
+    assert str(tmp_path / ".keras" / "models" / "mobilenet_2_5_224_tf.h5") in error[0]
+    result = CliRunner().invoke(cli, ["train", "--model", "shufflenet_v2", "--weights",
+                                      "imagenet", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "Error: no published Keras weights for shufflenet_v2" in result.output
