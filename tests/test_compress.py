@@ -304,6 +304,7 @@ def _invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow  # ~45 s of pruning fine-tune; the library prune tests stay fast
 def test_cli_prune_writes_a_run_directory(run_dir):
     out = run_dir.parent / "pruned"
     result = _invoke("compress", "prune", run_dir, "--sparsity", "0.6", "--epochs", "1",

@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 from mobilekit.errors import check_choice, check_range
@@ -369,12 +370,12 @@ def _build_phase(config, student, fit_model, phase):
 
     if phase["trainable"] == "head":
         head = [layer for layer in student.layers if layer.weights][-1]
-        _FROZEN[id(student)] = [layer for layer in student.layers
-                                if layer.trainable and layer is not head]
-        for layer in _FROZEN[id(student)]:
+        _FROZEN[student] = [layer for layer in student.layers
+                            if layer.trainable and layer is not head]
+        for layer in _FROZEN[student]:
             layer.trainable = False  # a frozen BatchNorm also runs in inference mode
     else:
-        for layer in _FROZEN.pop(id(student), []):
+        for layer in _FROZEN.pop(student, []):
             layer.trainable = True
     first = phase["first_epoch"] == 1
     schedule = make_schedule(config["schedule"], phase["lr"] * config["num_replicas"],
@@ -392,7 +393,8 @@ def _build_phase(config, student, fit_model, phase):
     return optimizer
 
 
-_FROZEN = {}  # id(student) -> the layers the head phase froze (and the next one unfreezes)
+# student -> the layers its head phase froze (and the next phase unfreezes).
+_FROZEN = weakref.WeakKeyDictionary()
 
 
 def init_weights(model, source):
@@ -465,7 +467,7 @@ def _restore(run_dir, student, optimizer, scope, chief, with_optimizer=True):
         # Killed before the first epoch ended: nothing to restore, start from scratch.
         return 0, {"history": [], "best": None, "best_epoch": 0}
     with scope:
-        trackables = {"model": student, "optimizer": optimizer} if with_optimizer else {"model": student}
+        trackables = {"model": student, **({"optimizer": optimizer} if with_optimizer else {})}
         state = rundir.restore_checkpoint(ckpt, trackables)
     if chief:
         rundir.write_history(run_dir, state["history"])
