@@ -6,17 +6,22 @@
 # OUT_DIR/results.tsv:   model  delegate  threads  exit_code  log (relative to OUT_DIR)
 # The host pulls OUT_DIR and parses the logs (mobilekit bench-parse, or
 # mobilekit.bench.benchmark_model.read_sweep). See android_bench/README.md.
+# Lines go to OUT_DIR/results.tsv.partial as runs finish; it becomes results.tsv at the end.
+# Interrupted (Ctrl-C, kill, hang-up): the running benchmark is ended, the finished lines stay,
+# and the command that continues is printed. -R (RESUME=1) continues a killed or interrupted
+# sweep in OUT_DIR: configurations already in its results are skipped.
 #
 # Usage:
 #   run_sweep.sh [-b BENCHMARK_MODEL] [-d DELEGATES] [-t THREADS] [-o OUT_DIR] [-m CPU_MASK]
 #                [-r NUM_RUNS] [-w WARMUP_RUNS] [-s MIN_SECS] [-n REPEATS] [-c COOLDOWN_SECS]
-#                MODEL.tflite...
+#                [-R] MODEL.tflite...
 # Every option can also come from the environment variable named in capitals above.
 # Example (from the host):
 #   adb push android_bench/run_sweep.sh /data/local/tmp/mobilekit/
 #   adb shell sh /data/local/tmp/mobilekit/run_sweep.sh -d "cpu xnnpack gpu" -t "1 4" \
 #       -m f0 /data/local/tmp/mobilekit/mnv2.tflite /data/local/tmp/mobilekit/mnv3s.tflite
 #   adb pull /data/local/tmp/mobilekit/sweep ./sweep
+# Over a flaky cable, detach it from adb:  adb shell 'nohup sh .../run_sweep.sh ... &'
 
 BENCHMARK_MODEL=${BENCHMARK_MODEL:-/data/local/tmp/mobilekit/benchmark_model}
 DELEGATES=${DELEGATES:-"cpu xnnpack"}
@@ -29,6 +34,15 @@ MIN_SECS=${MIN_SECS:-1}
 REPEATS=${REPEATS:-1}
 COOLDOWN=${COOLDOWN:-0}
 EXTRA_FLAGS=${EXTRA_FLAGS:-}
+RESUME=${RESUME:-0}
+
+quote() {  # one shell word, single-quoted
+    printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"
+}
+args_text=""
+for arg in "$@"; do
+    args_text="$args_text $(quote "$arg")"
+done
 
 usage() {
     sed -n '2,/^$/s/^# \{0,1\}//p' "$0" >&2
@@ -40,7 +54,7 @@ die() {
     exit 2
 }
 
-while getopts 'b:d:t:o:m:r:w:s:n:c:h' opt; do
+while getopts 'b:d:t:o:m:r:w:s:n:c:Rh' opt; do
     case $opt in
         b) BENCHMARK_MODEL=$OPTARG ;;
         d) DELEGATES=$OPTARG ;;
@@ -52,6 +66,7 @@ while getopts 'b:d:t:o:m:r:w:s:n:c:h' opt; do
         s) MIN_SECS=$OPTARG ;;
         n) REPEATS=$OPTARG ;;
         c) COOLDOWN=$OPTARG ;;
+        R) RESUME=1 ;;
         *) usage ;;
     esac
 done
@@ -89,12 +104,13 @@ for d in $DELEGATES; do
     delegate_flag "$d" >/dev/null || die "unknown delegate '$d'; accepted: cpu, xnnpack, gpu, nnapi"
 done
 
-# Pin to the CPUs in CPU_MASK (hex, e.g. f0 = cpus 4-7) when given.
-maybe_taskset() {
+# Pin to the CPUs in CPU_MASK (hex, e.g. f0 = cpus 4-7) when given. Only ever called as a
+# background job: the exec makes the job's pid the benchmark's, so a trap can end it.
+exec_pinned() {
     if [ -n "$CPU_MASK" ]; then
-        taskset "$CPU_MASK" "$@"
+        exec taskset "$CPU_MASK" "$@"
     else
-        "$@"
+        exec "$@"
     fi
 }
 
@@ -107,14 +123,42 @@ mkdir -p "$OUT_DIR/logs" || die "cannot create '$OUT_DIR/logs'"
 results="$OUT_DIR/results.tsv"
 partial="$results.partial"
 tab=$(printf '\t')
-printf '# model%sdelegate%sthreads%sexit_code%slog\n' "$tab" "$tab" "$tab" "$tab" > "$partial" \
-    || die "cannot write '$partial'"
+if [ "$RESUME" = 1 ] && [ ! -f "$partial" ] && [ -f "$results" ]; then
+    mv -f "$results" "$partial" || die "cannot rename '$results' to '$partial'"
+fi
+if [ "$RESUME" = 1 ] && [ -f "$partial" ]; then
+    echo "resuming: $(grep -vc '^#' "$partial") run(s) already in $partial" >&2
+else
+    printf '# model%sdelegate%sthreads%sexit_code%slog\n' "$tab" "$tab" "$tab" "$tab" > "$partial" \
+        || die "cannot write '$partial'"
+fi
+
+done_before() {  # is this run's log already recorded (a resumed sweep)?
+    cut -f5 "$partial" | grep -Fqx "$1"
+}
+
+# Ctrl-C / kill / hang-up: end the running benchmark (a background job ignores SIGINT, so it
+# is killed here), keep the finished lines and say how to continue.
+child=
+interrupted() {
+    if [ -n "$child" ]; then
+        kill -9 "$child" 2>/dev/null
+        wait "$child" 2>/dev/null
+    fi
+    echo "run_sweep.sh: interrupted ($1) after $done_runs of $total runs; finished lines are in $partial" >&2
+    echo "resume with: sh $(quote "$0") -R$args_text" >&2
+    exit 130
+}
+trap 'interrupted INT' INT
+trap 'interrupted TERM' TERM
+trap 'interrupted HUP' HUP
 
 count_words() { echo $#; }
 # shellcheck disable=SC2086
 total=$(( $# * $(count_words $DELEGATES) * $(count_words $THREADS) * REPEATS ))
 
 n=0
+done_runs=0
 for model in "$@"; do
     stem=$(safe_name "$model")
     for delegate in $DELEGATES; do
@@ -124,17 +168,31 @@ for model in "$@"; do
             while [ "$rep" -le "$REPEATS" ]; do
                 n=$((n + 1))
                 log="logs/${stem}__${delegate}__t${threads}__r${rep}.log"
+                if done_before "$log"; then
+                    echo "[$n/$total] $stem $delegate t$threads r$rep: done before, skipped" >&2
+                    done_runs=$((done_runs + 1))
+                    rep=$((rep + 1))
+                    continue
+                fi
                 # EXTRA_FLAGS is split into words on purpose: one flag per word.
+                # In the background so that a trap can end it at once.
                 # shellcheck disable=SC2086
-                maybe_taskset "$BENCHMARK_MODEL" "--graph=$model" "$dflag" \
+                exec_pinned "$BENCHMARK_MODEL" "--graph=$model" "$dflag" \
                     "--num_threads=$threads" "--num_runs=$NUM_RUNS" \
                     "--warmup_runs=$WARMUP_RUNS" "--min_secs=$MIN_SECS" $EXTRA_FLAGS \
-                    > "$OUT_DIR/$log" 2>&1
+                    > "$OUT_DIR/$log" 2>&1 &
+                child=$!
+                wait "$child"
                 rc=$?
+                child=
                 printf '%s\t%s\t%s\t%s\t%s\n' "$model" "$delegate" "$threads" "$rc" "$log" >> "$partial"
+                done_runs=$((done_runs + 1))
                 echo "[$n/$total] $stem $delegate t$threads r$rep: exit $rc" >&2
                 if [ "$n" -lt "$total" ] && [ "$COOLDOWN" != 0 ]; then
-                    sleep "$COOLDOWN"
+                    sleep "$COOLDOWN" &
+                    child=$!
+                    wait "$child"
+                    child=
                 fi
                 rep=$((rep + 1))
             done

@@ -1,6 +1,10 @@
 """android_bench/run_sweep.sh under a POSIX sh with a stand-in benchmark_model, and read_sweep."""
+import os
+import shlex
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,11 @@ for arg in "$@"; do
     esac
     echo "ARG: $arg"
 done
+echo "$graph $threads" >> "$(dirname "$0")/calls.txt"
+if [ "$threads" = 4 ] && [ -f "$(dirname "$0")/slow" ]; then
+    echo $$ > "$(dirname "$0")/slow.pid"
+    exec sleep 120
+fi
 echo "INFO: STARTING!"
 echo "INFO: Num threads: [$threads]"
 echo "INFO: Loaded model $graph"
@@ -134,3 +143,59 @@ def test_sweep_needs_existing_models(sweep_env, tmp_path):
     assert proc.returncode == 2 and "model '" in proc.stderr and "does not exist" in proc.stderr
     proc = sweep(["-b", bench], env, tmp_path)
     assert proc.returncode == 2 and "no model given" in proc.stderr
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(sweep_env, tmp_path):
+    bench, models, env = sweep_env
+    (bench.parent / "slow").touch()   # the run with 4 threads hangs until it is killed
+    out = tmp_path / "out"
+    args = ["-b", bench, "-d", "cpu", "-t", "1 4", "-o", out, "-r", "20", *models]
+    proc = subprocess.Popen(["sh", str(SCRIPT), *map(str, args)], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    pid_file = bench.parent / "slow.pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C in the terminal running the sweep
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert not _alive(int(pid_file.read_text())), "the benchmark outlived the sweep"
+    partial = out / "results.tsv.partial"
+    assert [line.split("\t")[2] for line in partial.read_text().splitlines()[1:]] == ["1"]
+    assert not (out / "results.tsv").exists()
+    assert "interrupted (INT) after 1 of 4 runs" in err
+    resume = err.strip().splitlines()[-1]
+    assert resume.startswith("resume with: sh ")
+    command = shlex.split(resume[len("resume with: "):])
+    assert command == ["sh", str(SCRIPT), "-R", *map(str, args)]
+
+    (bench.parent / "slow").unlink()
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "done before, skipped" in done.stderr
+    lines = (out / "results.tsv").read_text().splitlines()[1:]
+    assert [(line.split("\t")[0], line.split("\t")[2]) for line in lines] == \
+        [(str(models[0]), "1"), (str(models[0]), "4"), (str(models[1]), "1"),
+         (str(models[1]), "4")]
+    # the first configuration ran once; the interrupted one twice (abandoned, then measured)
+    calls = (bench.parent / "calls.txt").read_text().splitlines()
+    assert calls.count(f"{models[0]} 1") == 1 and calls.count(f"{models[0]} 4") == 2
+    assert [r["ok"] for r in read_sweep(out)] == [True] * 4
+    # a resumed sweep that was complete does nothing more
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0 and len((bench.parent / "calls.txt").read_text().splitlines()) \
+        == len(calls)
+    assert (out / "results.tsv").read_text().splitlines()[1:] == lines

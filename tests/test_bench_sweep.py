@@ -121,6 +121,38 @@ def test_bad_sweep_arguments(models, tmp_path):
         run_sweep([models[0]], "host", ["cpu"], [0], out_dir=tmp_path)
 
 
+def test_host_sweep_interrupted_then_resumed_measures_each_configuration_once(models, tmp_path):
+    from mobilekit.bench.resume import config_key
+    from mobilekit.bench.sweep import SweepInterrupted
+
+    def stop_after_two(index, total, row):
+        if index == 2:
+            raise KeyboardInterrupt   # Ctrl-C arrives as the second row is being recorded
+
+    with pytest.raises(SweepInterrupted) as stop:
+        run_sweep(list(models), "host", ["cpu"], [1, 2], out_dir=tmp_path, on_row=stop_after_two,
+                  **FAST)
+    assert (stop.value.done, stop.value.total) == (2, 4)
+    _, csv_rows = read_csv(tmp_path / "results.csv")
+    assert [(c["model_path"].rsplit("/", 1)[-1], c["threads"]) for c in csv_rows] == \
+        [("a.tflite", "1"), ("a.tflite", "2")]
+    assert (tmp_path / "results.md").read_text().count("| ok") == 2
+    started = []
+    rows = run_sweep(list(models), "host", ["cpu"], [1, 2], out_dir=tmp_path, resume=True,
+                     on_start=lambda *args, **kw: started.append(args[3:5]), **FAST)
+    assert started == [("cpu", 1), ("cpu", 2)]   # only b's two configurations ran
+    assert [(r["model_path"].rsplit("/", 1)[-1], r["threads"]) for r in rows] == \
+        [("a.tflite", 1), ("a.tflite", 2), ("b.tflite", 1), ("b.tflite", 2)]
+    assert len({config_key(r) for r in rows}) == 4 and all(r["ok"] for r in rows)
+    assert len(read_jsonl(tmp_path / "results.jsonl")) == 4
+    assert all(r["flags"] == rows[0]["flags"] and r["attempts"] == 1 for r in rows)
+    # other settings are other configurations: nothing is skipped
+    again = run_sweep([models[0]], "host", ["cpu"], [1], out_dir=tmp_path, resume=True,
+                      **dict(FAST, num_runs=4))
+    assert len(again) == 5
+    assert [r["inference_count"] for r in again if "num_runs=4" in r["flags"]] == [4]
+
+
 def test_local_target_without_binary_is_an_error_row(models, tmp_path, monkeypatch):
     monkeypatch.delenv("MOBILEKIT_BENCHMARK_MODEL", raising=False)
     rows = run_sweep([models[0]], "local", ["xnnpack"], [1], out_dir=tmp_path, **FAST)

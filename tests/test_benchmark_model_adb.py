@@ -21,13 +21,39 @@ from mobilekit.bench import benchmark_model as bm
 from mobilekit.bench.schema import DEVICE_KEYS, RESULT_KEYS
 
 FAKE_ADB = r'''
-import hashlib, json, os, shlex, sys
+import fcntl, hashlib, json, os, shlex, signal, subprocess, sys, time
 
 CFG = json.load(open(os.environ["FAKE_ADB_CONFIG"]))
-STATE_PATH = os.environ["FAKE_ADB_STATE"]
-STATE = json.load(open(STATE_PATH)) if os.path.exists(STATE_PATH) else {
-    "files": dict(CFG.get("remote_files", {})), "logcat": [], "polls": 0}
+STATE_DIR = os.environ["FAKE_ADB_STATE"]
 OPS = {";", "&&", "||", "|", "&", "(", ")", "$", "`", "<", ">", ">>"}
+SERIAL = None   # the device this call talks to (its own folder of files and state)
+
+
+def state_path(serial):
+    return os.path.join(STATE_DIR, f"{serial}.json")
+
+
+def load(serial):
+    try:
+        with open(state_path(serial)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {"files": dict(CFG.get("remote_files", {})), "logcat": [], "polls": 0, "runs": 0}
+
+
+def update(serial, change):
+    # read-modify-write under a lock: several adb calls (one per phone, a kill during a run)
+    # may touch the same device at once
+    os.makedirs(STATE_DIR, exist_ok=True)
+    with open(os.path.join(STATE_DIR, f"{serial}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = load(serial)
+        result = change(state)
+        tmp = state_path(serial) + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(state, f)
+        os.replace(tmp, state_path(serial))
+        return result
 
 
 def record(**entry):
@@ -37,7 +63,7 @@ def record(**entry):
 
 def finish(out="", rc=0):
     sys.stdout.write(out)
-    json.dump(STATE, open(STATE_PATH, "w"))
+    sys.stdout.flush()
     sys.exit(rc)
 
 
@@ -47,14 +73,74 @@ def tokens(command):
     return list(lex)
 
 
+def fault(serial):
+    return CFG.get("faults", {}).get(serial, {})
+
+
+def status(serial):
+    # the listed state, or how a faulty device looks now ("missing": unplugged)
+    listed = {s: st for s, st, _ in CFG["devices"]}
+    if serial not in listed:
+        return "missing"
+    lost_at = load(serial).get("lost_at")
+    back = fault(serial).get("back_after_s")
+    if lost_at is not None and (back is None or time.time() - lost_at < back):
+        return fault(serial).get("lost_as", "missing")
+    return listed[serial]
+
+
+def lose(state):
+    state["lost_at"] = time.time()
+    state["dropped"] = True
+    if fault(SERIAL).get("wipe_on_loss"):   # e.g. an emulator that came back wiped
+        state["files"] = {}
+
+
 def bench_log(argv):
     flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
     graph = flags.get("graph", "")
-    if graph not in STATE["files"]:
+    files = load(SERIAL)["files"]
+    if graph not in files:
         return f"ERROR: Could not open '{graph}'.\nFailed to mmap model {graph}\n", 1
+    if files[graph].get("truncated"):
+        return f"ERROR: Could not open '{graph}'.\nThe model is not a valid Flatbuffer buffer\n", 1
     text = CFG["bench_log"].replace("{graph}", graph).replace(
         "{threads}", flags.get("num_threads", "-1")).replace("{num_runs}", flags.get("num_runs", "50"))
     return text, CFG.get("bench_rc", 0)
+
+
+def run_benchmark(args, pidfile):
+    f = fault(SERIAL)
+    state = load(SERIAL)
+    lost_after = f.get("lost_after_runs")
+    if lost_after is not None and not state.get("dropped") and state["runs"] == lost_after \
+            and f.get("mid_run"):
+        sys.stdout.write("INFO: STARTING!\nINFO: Loaded model\n")
+        sys.stdout.flush()
+        update(SERIAL, lose)
+        sys.exit(255)   # the transport vanished mid-run: adb says nothing, exits 255
+    started = time.time()
+    if CFG.get("slow_run_s") and state["runs"] >= CFG.get("slow_from_run", 0):
+        # the remote benchmark is a process of its own on the phone (adbd starts it in its
+        # own session): killing this adb client does not end it
+        proc = subprocess.Popen(["sleep", str(CFG["slow_run_s"])], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if pidfile:
+            update(SERIAL, lambda st: st["files"].__setitem__(pidfile, {"pid": proc.pid}))
+        with open(os.path.join(STATE_DIR, "remote_pids.txt"), "a") as out:
+            out.write(f"{proc.pid}\n")
+        proc.wait()
+    text, rc = bench_log(args)
+    with open(os.path.join(STATE_DIR, "runs.jsonl"), "a") as out:
+        out.write(json.dumps({"serial": SERIAL, "start": started, "end": time.time()}) + "\n")
+
+    def counted(st):
+        st["runs"] += 1
+        if lost_after is not None and not st.get("dropped") and st["runs"] >= lost_after \
+                and not f.get("mid_run"):
+            lose(st)
+    update(SERIAL, counted)
+    finish(text, rc)
 
 
 def shell(command):
@@ -63,9 +149,22 @@ def shell(command):
     if not toks:
         finish("", 0)
     name, args = toks[0], toks[1:]
-    files = STATE["files"]
+    files = load(SERIAL)["files"]
+    pidfile = None
+    if name == "sh" and args[:1] == ["-c"] and "kill" in args[1]:   # end the remote group
+        pid = files.get(args[3], {}).get("pid")
+        update(SERIAL, lambda st: st["files"].pop(args[3], None))
+        if pid:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        finish()
+    if name == "sh" and args[:1] == ["-c"] and "exec" in args[1]:    # pid file, then exec
+        pidfile, name, args = args[3], args[4], args[5:]
+        update(SERIAL, lambda st: st["files"].__setitem__(pidfile, {"pid": os.getpid()}))
     if name == "getprop":
-        props = CFG["props"]
+        props = CFG.get("props_by_serial", {}).get(SERIAL, CFG["props"])
         if args:
             finish(props.get(args[0], "") + "\n")
         finish("".join(f"[{k}]: [{v}]\n" for k, v in sorted(props.items())))
@@ -81,28 +180,31 @@ def shell(command):
     if name == "chmod":
         mode, path = args
         if path in files:
-            files[path]["mode"] = mode
+            update(SERIAL, lambda st: st["files"][path].__setitem__("mode", mode))
         elif path != "/data/local/tmp/mobilekit":
             finish(f"chmod: {path}: No such file or directory\n", 1)
         finish()
     if name == "taskset":
-        STATE["taskset"] = args[0]
+        update(SERIAL, lambda st: st.__setitem__("taskset", args[0]))
         name, args = args[1], args[2:]
     if name in files and "elf" in files[name]:
         if files[name].get("mode") != "755":
             finish(f"/system/bin/sh: {name}: can't execute: Permission denied\n", 126)
-        finish(*bench_log(args))
+        run_benchmark(args, pidfile)
     if name == "pm":
         finish("package:/data/app/org.tensorflow.lite.benchmark/base.apk\n"
                if CFG.get("apk_installed", True) else "")
     if name == "am" and args[0] == "start":
         apk_args = args[args.index("--es") + 2]
         text, _ = bench_log(apk_args.split())
-        STATE["logcat"] = ["01-02 03:04:05.678  4321  4321 I tflite_BenchmarkModelActivity: "
-                           f"Running TensorFlow Lite benchmark with args: {apk_args}"] + [
-            f"01-02 03:04:05.{i:03d}  4321  4350 I tflite  : {line}"
-            for i, line in enumerate(text.splitlines())]
-        STATE["polls"] = 0
+
+        def started(st):
+            st["logcat"] = ["01-02 03:04:05.678  4321  4321 I tflite_BenchmarkModelActivity: "
+                            f"Running TensorFlow Lite benchmark with args: {apk_args}"] + [
+                f"01-02 03:04:05.{i:03d}  4321  4350 I tflite  : {line}"
+                for i, line in enumerate(text.splitlines())]
+            st["polls"] = 0
+        update(SERIAL, started)
         finish("Starting: Intent { cmp=org.tensorflow.lite.benchmark/.BenchmarkModelActivity "
                "(has extras) }\n")
     if name in ("am", "pkill"):
@@ -110,48 +212,78 @@ def shell(command):
     finish(f"/system/bin/sh: {name}: inaccessible or not found\n", 127)
 
 
+def push(local, remote):
+    if CFG.get("push_fails"):
+        finish(f"adb: error: failed to copy '{local}' to '{remote}': remote couldn't create "
+               "file: Read-only file system\n", 1)
+    data = open(local, "rb").read()
+    entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if data[:4] == b"\x7fELF":
+        entry["elf"] = True
+
+    def store(st):
+        if fault(SERIAL).get("truncate_push_once") and not st.get("truncated_once"):
+            st["truncated_once"] = True   # the cable dropped mid-copy; adb still said "pushed"
+            half = data[: len(data) // 2]
+            entry.update(size=len(half), sha256=hashlib.sha256(half).hexdigest(), truncated=True)
+        st["files"][remote] = entry
+    update(SERIAL, store)
+    finish(f"{local}: 1 file pushed, 0 skipped. 40.1 MB/s ({len(data)} bytes in 0.001s)\n")
+
+
 def main():
+    global SERIAL
     argv = sys.argv[1:]
     if argv[:2] == ["devices", "-l"]:
         record()
-        lines = [f"{s:<22} {state} {info}".rstrip() for s, state, info in CFG["devices"]]
+        lines = []
+        for s, _, info in CFG["devices"]:
+            state = status(s)
+            if state != "missing":
+                lines.append(f"{s:<22} {state} {info}".rstrip())
         finish("List of devices attached\n" + "".join(l + "\n" for l in lines) + "\n")
     serial = None
     if argv[0] == "-s":
         serial, argv = argv[1], argv[2:]
-    states = {s: state for s, state, _ in CFG["devices"]}
-    if serial is None and len(states) != 1:
+    listed = [s for s, _, _ in CFG["devices"] if status(s) != "missing"]
+    if serial is None and len(listed) != 1:
         record()
-        finish("error: more than one device/emulator\n" if states else
+        finish("error: more than one device/emulator\n" if listed else
                "error: no devices/emulators found\n", 1)
-    serial = serial or next(iter(states))
-    if serial not in states:
+    SERIAL = serial = serial or listed[0]
+    if argv[0] == "wait-for-device":
         record()
-        finish(f"error: device '{serial}' not found\n", 1)
-    if states[serial] != "device":
+        while status(serial) != "device":
+            time.sleep(0.05)
+        finish()
+    state = status(serial)
+    if argv[0] == "get-state":
         record()
-        finish(f"error: device {states[serial]}\n", 1)
+        if state == "missing":
+            finish(f"error: device '{serial}' not found\n", 1)
+        finish(f"{state}\n" if state in ("device", "offline") else f"error: device {state}\n",
+               0 if state in ("device", "offline") else 1)
+    if state == "missing":
+        record()
+        finish(f"adb: device '{serial}' not found\n", 1)
+    if state != "device":
+        record()
+        finish(f"error: device {state}\n", 1)
     if argv[0] == "shell":
         shell(" ".join(argv[1:]))   # adb joins its arguments with spaces
     record()
     if argv[0] == "push":
-        local, remote = argv[1], argv[2]
-        if CFG.get("push_fails"):
-            finish(f"adb: error: failed to copy '{local}' to '{remote}': remote couldn't create "
-                   "file: Read-only file system\n", 1)
-        data = open(local, "rb").read()
-        entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        if data[:4] == b"\x7fELF":
-            entry["elf"] = True
-        STATE["files"][remote] = entry
-        finish(f"{local}: 1 file pushed, 0 skipped. 40.1 MB/s ({len(data)} bytes in 0.001s)\n")
+        push(argv[1], argv[2])
     if argv[0] == "logcat":
         if "-c" in argv:
-            STATE["logcat"] = []
+            update(SERIAL, lambda st: st.__setitem__("logcat", []))
             finish()
-        STATE["polls"] += 1
-        lines = STATE["logcat"]
-        if STATE["polls"] < CFG.get("apk_ready_after", 1):
+
+        def polled(st):
+            st["polls"] += 1
+            return st["polls"], list(st["logcat"])
+        polls, lines = update(SERIAL, polled)
+        if polls < CFG.get("apk_ready_after", 1):
             lines = lines[: len(lines) // 2]   # the benchmark is still running
         finish("--------- beginning of main\n" + "".join(
             l + "\n" for l in lines if " tflite  :" in l))
@@ -240,7 +372,7 @@ class FakeDevice:
         self.dir.mkdir()
         self.config = {"devices": [PIXEL], "props": dict(PIXEL_PROPS), "bench_log": OK_LOG}
         self.log = self.dir / "calls.jsonl"
-        self.state = self.dir / "state.json"
+        self.state = self.dir / "state"   # one JSON file per serial: each phone its own folder
         adb = self.dir / "adb"
         adb.write_text(f"#!{sys.executable} -S\n{FAKE_ADB}")
         adb.chmod(0o755)
@@ -270,8 +402,19 @@ class FakeDevice:
         found = [c for c in self.calls() if "tokens" in c]
         return [c for c in found if first is None or c["tokens"][:1] == [first]]
 
-    def files(self):
-        return json.loads(self.state.read_text())["files"] if self.state.exists() else {}
+    def runs(self, serial=None):
+        """The benchmark command lines that reached a device (the pid-file wrapper removed)."""
+        found = [c for c in self.shells("sh") if "exec" in c["tokens"][2]]
+        return [dict(c, tokens=c["tokens"][5:]) for c in found
+                if serial is None or c["argv"][:2] == ["-s", serial]]
+
+    def files(self, serial=PIXEL[0]):
+        path = self.state / f"{serial}.json"
+        return json.loads(path.read_text())["files"] if path.exists() else {}
+
+    def remote_pids(self):
+        path = self.state / "remote_pids.txt"
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 @pytest.fixture
@@ -378,7 +521,7 @@ def test_adb_run_pushes_fingerprints_and_parses(device, model, arm64_binary, tmp
                       ["push", str(arm64_binary), f"{REMOTE}/{arm64_binary.name}"]]
     assert device.files()[f"{REMOTE}/{arm64_binary.name}"]["mode"] == "755"
     assert [c["tokens"] for c in device.shells("mkdir")] == [["mkdir", "-p", "-m", "755", REMOTE]]
-    bench = device.shells(f"{REMOTE}/{arm64_binary.name}")
+    bench = device.runs()
     assert len(bench) == 1 and bench[0]["argv"][:3] == ["-s", PIXEL[0], "shell"]
     assert bench[0]["tokens"][1:] == bm.build_flags(f"{REMOTE}/{model.name}", "xnnpack", 4)
     log = Path(row["raw_log_path"])
@@ -423,7 +566,7 @@ def test_hostile_model_names_arrive_as_one_argument(device, tmp_path, arm64_bina
     remote = f"{REMOTE}/{name}"
     assert ["push", str(model), remote] in device.pushes()
     assert all(c["operators"] == [] for c in device.shells()), device.shells()
-    bench = device.shells(f"{REMOTE}/{arm64_binary.name}")[0]
+    bench = device.runs()[0]
     assert f"--graph={remote}" in bench["tokens"]
     assert shlex.quote(f"--graph={remote}") in bench["remote"]
 
@@ -492,7 +635,7 @@ def test_failed_delegate_gives_not_ok_row(device, model, arm64_binary, tmp_path,
 def test_taskset_mask_prefixes_the_remote_command(device, model, arm64_binary, tmp_path):
     row = run(model, arm64_binary, tmp_path, cpu_mask="f0")
     assert row["ok"] is True
-    bench = device.shells("taskset")
+    bench = device.runs()
     assert len(bench) == 1 and bench[0]["tokens"][:3] == ["taskset", "f0", f"{REMOTE}/{arm64_binary.name}"]
     with pytest.raises(ValueError, match="hex CPU mask"):
         run(model, arm64_binary, tmp_path, cpu_mask="big")

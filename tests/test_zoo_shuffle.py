@@ -109,7 +109,8 @@ def test_group_conv_rejects_bad_arguments():
 
 
 def test_shufflenet_v1_first_unit_not_grouped():
-    model = create_model("shufflenet_v1", groups=3, alpha=0.5, resolution=32, num_classes=5)
+    model = create_model("shufflenet_v1", groups=3, alpha=0.5, resolution=32, num_classes=5,
+                         group_conv_impl="native")
     first = model.get_layer("stage2_unit1_gconv1")
     assert first.groups == 1 and first.kernel.shape == (1, 1, 12, 30)
     assert model.get_layer("stage2_unit1_gconv2").groups == 3
@@ -119,6 +120,16 @@ def test_shufflenet_v1_first_unit_not_grouped():
     assert model.get_layer("stage2_unit1_concat").output.shape[-1] == 120
     assert model.get_layer("stage2_unit1_gconv2").output.shape[-1] == 108
     assert model.output.shape[-1] == 5
+
+
+def test_default_group_conv_splits_only_where_the_gpu_delegate_crashes():
+    # 0.5x: stage 2 has 10 / 36 channels per group (crash on the GPU delegate: split form);
+    # stage 3 has 20 / 80 (native grouped CONV_2D).
+    model = create_model("shufflenet_v1", groups=3, alpha=0.5, resolution=32, num_classes=5)
+    assert model.get_layer("stage2_unit1_gconv2_concat") is not None
+    assert model.get_layer("stage3_unit2_gconv1").groups == 3
+    full = create_model("shufflenet_v1", groups=3, alpha=1.0, resolution=32, num_classes=5)
+    assert all(type(l).__name__ != "ChannelSplit" for l in full.layers)
 
 
 def test_bad_groups_and_alpha_name_accepted_values():

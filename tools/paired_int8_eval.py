@@ -12,7 +12,6 @@ Example:
 """
 import argparse
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 
 def paired_top1(run_dir, tflite, spec):
     from mobilekit.data import load_dataset
-    from mobilekit.train.evaluate import keras_backend, resolve_model, tflite_backend
+    from mobilekit.train.evaluate import keras_backend, paired_drop, resolve_model, tflite_backend
 
     keras_file, config = resolve_model(run_dir)
     if config is None:
@@ -34,12 +33,7 @@ def paired_top1(run_dir, tflite, spec):
         batch, labels = images.numpy(), labels.numpy()
         hits_float.append(float_predict(batch).argmax(-1) == labels)
         hits_int8.append(int8_predict(batch).argmax(-1) == labels)
-    a, b = np.concatenate(hits_float), np.concatenate(hits_int8)
-    n, float_only, int8_only = len(a), int((a & ~b).sum()), int((b & ~a).sum())
-    return {"data": spec, "images": n, "float_top1": float(a.mean()), "int8_top1": float(b.mean()),
-            "drop_points": 100 * (float_only - int8_only) / n,
-            "drop_se_points": 100 * math.sqrt(float_only + int8_only) / n,
-            "float_only": float_only, "int8_only": int8_only}
+    return {"data": spec, **paired_drop(np.concatenate(hits_float), np.concatenate(hits_int8))}
 
 
 def main():

@@ -16,7 +16,7 @@ Public API (all keyword arguments after `threads` have the defaults shown):
             peak_memory=False, gpu_precision_loss=True, extra_flags=(),
             serial=None, cpu_mask=None, apk=False, adb_path=None, adb=None,
             log_dir="bench_logs", timeout=600.0, apk_poll_interval=1.0,
-            progress=True) -> dict
+            progress=True, cancel=None) -> dict
 
     read_sweep(out_dir, serial=None, device=None) -> list[dict]   # android_bench/run_sweep.sh output
     resolve_binary(path=None) -> Path          # explicit path, else $MOBILEKIT_BENCHMARK_MODEL
@@ -29,7 +29,12 @@ another ABI or OS than the target, cpu_mask with apk=True, no adb executable) ra
 ValueError / FileNotFoundError. Everything that goes wrong on the device or during the run
 (no device, offline, unauthorized, several devices without a serial, push failure, crash,
 failed delegate, timeout) becomes a row with ok=False and `error` set, so one bad
-configuration never aborts a sweep.
+configuration never aborts a sweep. When the cause is the device itself (unplugged, offline,
+unauthorized, adb's own error mid-run, or `adb get-state` no longer saying `device` after a
+failure), the error reads `device_lost: <adb's words>` (mobilekit.bench.device_health) and never
+blames benchmark_model. A timeout, Ctrl-C or `cancel` ends the benchmark's process group on the
+device too (its pid is recorded in REMOTE_PIDFILE): no orphan benchmark is left on the phone.
+Pushes are checked afterwards (size + sha256): a truncated copy is pushed again.
 
 `adb` may be an `Adb` instance shared across the runs of a sweep: it remembers the selected
 device, its fingerprint and what was already pushed, so each configuration costs one run.
@@ -49,6 +54,8 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
+from mobilekit.bench.device_health import (Cancelled, adb_trouble, device_lost_error,
+                                            get_state, is_lost_state)
 from mobilekit.bench.schema import DELEGATES, DEVICE_KEYS, empty_result, file_sha256, model_fields
 from mobilekit.errors import check_range, unknown_name
 
@@ -58,6 +65,17 @@ APK_PACKAGE = "org.tensorflow.lite.benchmark"
 APK_ACTIVITY = f"{APK_PACKAGE}/.BenchmarkModelActivity"
 RUNTIME = "benchmark_model"
 RUNTIME_APK = "benchmark_model_apk"
+# The remote benchmark records its pid (it execs, so the pid is benchmark_model's) so that a
+# timeout or Ctrl-C can end its process group on the device: killing the local adb client
+# leaves the remote process running.
+REMOTE_PIDFILE = f"{REMOTE_DIR}/.benchmark.pid"
+_REMOTE_RUN = 'echo "$$" > "$1"; shift; exec "$@"'
+# pgid read before the kill; the group is ended only when it is not the killer's own (a device
+# whose adbd does not start shells in their own session must never see adbd's group killed).
+_REMOTE_KILL = ('p=$(cat "$1" 2>/dev/null); rm -f "$1"; [ -n "$p" ] || exit 0; '
+                'g=$(ps -o pgid= -p "$p" 2>/dev/null | tr -dc 0-9); '
+                'me=$(ps -o pgid= -p "$$" 2>/dev/null | tr -dc 0-9); kill -9 "$p" 2>/dev/null; '
+                'if [ -n "$g" ] && [ "$g" != "$me" ]; then kill -9 -"$g" 2>/dev/null; fi; exit 0')
 
 # ---------------------------------------------------------------- binary + ELF
 
@@ -226,11 +244,12 @@ class _Progress:
             self.dirty = False
 
 
-def _stream(cmd, log_path, on_line, timeout):
+def _stream(cmd, log_path, on_line, timeout, cancel=None):
     """Run cmd, teeing stdout+stderr into log_path and on_line. Returns (rc, text, timed_out).
 
     The child gets its own process group so a timeout (or Ctrl-C) also ends what a wrapper
     script started; the log is written to `<log>.partial` and renamed when the run ends.
+    `cancel` (a threading.Event) set by another thread ends the child and raises Cancelled.
     """
     lines = []
     partial = Path(f"{log_path}.partial")
@@ -251,9 +270,7 @@ def _stream(cmd, log_path, on_line, timeout):
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            timed_out = _wait(proc, timeout, cancel)
         finally:
             if proc.poll() is None:
                 _kill_group(proc)
@@ -261,6 +278,28 @@ def _stream(cmd, log_path, on_line, timeout):
             proc.stdout.close()
     os.replace(partial, log_path)
     return proc.returncode, "".join(lines), timed_out
+
+
+def _wait(proc, timeout, cancel):
+    """Wait for proc; True when `timeout` passed first; Cancelled when `cancel` is set."""
+    if cancel is None:
+        try:
+            proc.wait(timeout=timeout)
+            return False
+        except subprocess.TimeoutExpired:
+            return True
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while proc.poll() is None:
+        if cancel.is_set():
+            raise Cancelled()
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return True
+        try:
+            proc.wait(timeout=0.1 if left is None else min(0.1, left))
+        except subprocess.TimeoutExpired:
+            pass
+    return False
 
 
 def _kill_group(proc):
@@ -332,6 +371,10 @@ def _finish_row(base, text, rc, timed_out, timeout, what):
         error = f"{what} exited with code {rc}: {reason}"
     elif not parsed.get("ok") or adb_error:
         error = reason
+    if error is None:  # a gpu/nnapi row is ok only when the log shows that delegate applied
+        from mobilekit.bench.parse import delegate_not_applied
+
+        error = delegate_not_applied(row["delegate"], text)
     row["ok"] = error is None
     row["error"] = error
     return row
@@ -407,6 +450,10 @@ def _host_device():
 
 class AdbError(RuntimeError):
     """adb or the device failed; run_adb turns it into an ok=False row."""
+
+
+class DeviceLost(AdbError):
+    """The chosen device is not there (unplugged, offline, unauthorized): a `device_lost` row."""
 
 
 _STATE_HINTS = {
@@ -517,7 +564,7 @@ class Adb:
         if self.requested:
             match = [d for d in devices if d[0] == self.requested]
             if not match:
-                raise AdbError(f"device {self.requested!r} not found; connected: {listing}")
+                raise DeviceLost(f"device {self.requested!r} not found; connected: {listing}")
             serial, state, _ = match[0]
         elif not devices:
             raise AdbError("no Android device found (`adb devices -l` lists none): connect a phone "
@@ -527,7 +574,7 @@ class Adb:
         else:
             serial, state, _ = devices[0]
         if state != "device":
-            raise AdbError(f"device {serial!r} cannot be used: "
+            raise DeviceLost(f"device {serial!r} cannot be used: "
                            f"{_STATE_HINTS.get(state, f'its state is {state!r}')}")
         self.serial = serial
         return serial
@@ -552,6 +599,11 @@ class Adb:
                 "android_version": first("ro.build.version.release"),
                 "fingerprint": first("ro.build.fingerprint")}
 
+    def known_fingerprint(self):
+        """The fingerprint if getprop was already read in this session, else None (no adb call:
+        for rows of a device that is gone)."""
+        return self.fingerprint() if self._props is not None else None
+
     def abilist(self):
         p = self.props()
         if p.get("ro.product.cpu.abilist"):
@@ -559,6 +611,32 @@ class Adb:
         return [p[k] for k in ("ro.product.cpu.abi", "ro.product.cpu.abi2") if p.get(k)]
 
     # -- files
+    def forget_pushes(self):
+        """After the device came back: check (size + hash) and re-push files before use."""
+        self._pushed.clear()
+        self._dirs.clear()
+
+    def remote_check(self, remote, size, digest):
+        """None when the remote file has `size` bytes and (where sha256sum exists) `digest`;
+        else what was found (text). A device without stat cannot be checked: None."""
+        rc, out = self.shell(["stat", "-c", "%s", remote], check=False)
+        if rc != 0 and re.search(r"inaccessible or not found|: not found", out):
+            return None
+        if rc != 0 or out.strip() != str(size):
+            return f"{out.strip() or 'no file'} bytes" if rc == 0 else _last_line(out)
+        rc, out = self.shell(["sha256sum", remote], check=False)
+        match = re.match(r"\s*([0-9a-f]{64})\b", out)
+        if not (rc == 0 and match):
+            return None
+        return None if match.group(1) == digest else f"sha256 {match.group(1)[:12]}"
+
+    def end_remote_benchmark(self):
+        """End the benchmark started by run_adb on the device (its process group), if any."""
+        try:
+            self.shell(["sh", "-c", _REMOTE_KILL, "sh", REMOTE_PIDFILE], check=False, timeout=30)
+        except AdbError:
+            pass   # the device is gone: nothing left running there to end
+
     def remote_sha256(self, remote, size):
         """sha256 of a remote file if it exists with `size` bytes, else None (also when
         the device lacks stat / sha256sum)."""
@@ -570,19 +648,31 @@ class Adb:
         return match.group(1) if rc == 0 and match else None
 
     def push(self, local, remote, mode=None):
-        """Push unless the device already has the same bytes. Returns True when pushed."""
+        """Push unless the device already has the same bytes. Returns True when pushed.
+
+        A push is checked afterwards (size, and sha256 where the device has sha256sum): a
+        cable that drops mid-copy can leave a truncated file while adb reports success.
+        """
         local = Path(local)
         digest = file_sha256(local)
         if self._pushed.get(remote) == digest:
             return False
-        pushed = self.remote_sha256(remote, local.stat().st_size) != digest
+        size = local.stat().st_size
+        pushed = self.remote_sha256(remote, size) != digest
         if pushed:
             remote_dir = str(Path(remote).parent)
             if remote_dir not in self._dirs:
                 # 755: the benchmark APK runs as another user and must reach the model
                 self.shell(["mkdir", "-p", "-m", "755", remote_dir])
                 self._dirs.add(remote_dir)
-            self.run(["push", str(local), remote], timeout=max(self.timeout, 600))
+            for attempt in (1, 2):
+                self.run(["push", str(local), remote], timeout=max(self.timeout, 600))
+                found = self.remote_check(remote, size, digest)
+                if found is None:
+                    break
+                if attempt == 2:
+                    raise AdbError(f"push of {local.name} to {remote} left a different file "
+                                   f"twice ({found}; expected {size} bytes, sha256 {digest[:12]})")
         if mode is not None:
             self.shell(["chmod", mode, remote])
         self._pushed[remote] = digest
@@ -596,8 +686,14 @@ def run_adb(model_path, binary=None, delegate="xnnpack", threads=1, *, num_runs=
             warmup_runs=1, min_secs=None, op_profiling=False, peak_memory=False,
             gpu_precision_loss=True, extra_flags=(), serial=None, cpu_mask=None, apk=False,
             adb_path=None, adb=None, log_dir="bench_logs", timeout=600.0, apk_poll_interval=1.0,
-            progress=True):
-    """Benchmark a .tflite file on an Android device through adb; one result row."""
+            progress=True, cancel=None):
+    """Benchmark a .tflite file on an Android device through adb; one result row.
+
+    A failure that is the device's (gone, offline, adb's own error) gives an error starting
+    `device_lost: ` with adb's words. `cancel` (threading.Event) set by another thread
+    abandons the run: its process group on the device is ended and Cancelled is raised;
+    Ctrl-C (KeyboardInterrupt) in the calling thread does the same.
+    """
     model_path = _check_model(model_path)
     if cpu_mask is not None:
         cpu_mask = str(cpu_mask)
@@ -639,29 +735,58 @@ def run_adb(model_path, binary=None, delegate="xnnpack", threads=1, *, num_runs=
         base["raw_log_path"] = str(log_path)
         adb.push(model_path, remote_model, mode="644" if apk else None)   # the APK is another user
         if apk:
-            return _run_apk(adb, base, flags, log_path, timeout, apk_poll_interval)
+            return _run_apk(adb, base, flags, log_path, timeout, apk_poll_interval, cancel)
         remote_binary = f"{REMOTE_DIR}/{binary.name}"
         adb.push(binary, remote_binary, mode="755")
         argv = (["taskset", cpu_mask] if cpu_mask else []) + [remote_binary, *flags]
-        cmd = [adb.exe, "-s", base["serial"], "shell", adb.shell_command(argv)]
+        wrapped = ["sh", "-c", _REMOTE_RUN, "sh", REMOTE_PIDFILE, *argv]
+        cmd = [adb.exe, "-s", base["serial"], "shell", adb.shell_command(wrapped)]
         show = _Progress(progress, f"{base['serial']} {model_path.name} {delegate} t{threads}")
         try:
-            rc, text, timed_out = _stream(cmd, log_path, show, timeout)
+            rc, text, timed_out = _stream(cmd, log_path, show, timeout, cancel)
+        except KeyboardInterrupt:   # Ctrl-C or Cancelled: no orphan benchmark on the phone
+            adb.end_remote_benchmark()
+            raise
         finally:
             show.close()
-        if timed_out:   # killing local adb may leave the remote process running
-            adb.shell(["pkill", "-f", remote_binary], check=False, timeout=30)
-        return _finish_row(base, text, rc, timed_out, timeout, "benchmark_model")
+        if timed_out:   # killing local adb leaves the remote process running
+            adb.end_remote_benchmark()
+        row = _finish_row(base, text, rc, timed_out, timeout, "benchmark_model")
+        return row if row["ok"] else _name_device_trouble(adb, row, text)
+    except DeviceLost as exc:
+        return dict(base, ok=False, error=device_lost_error(exc))
     except AdbError as exc:
-        return dict(base, ok=False, error=str(exc))
+        return _name_device_trouble(adb, dict(base, ok=False, error=str(exc)), str(exc))
     except OSError as exc:
         return dict(base, ok=False, error=f"adb failed: {exc}")
+
+
+def _name_device_trouble(adb, row, text):
+    """A failed row whose cause is the device (adb's complaint in the output, or a device
+    that is no longer in the `device` state) says `device_lost: <adb's words>`."""
+    words = adb_trouble(text)
+    state, state_words = get_state(adb.exe, row["serial"]) if row.get("serial") else (None, None)
+    if not words and not is_lost_state(state):
+        return row
+    said = [w for w in (words, is_lost_state(state) and state_words and
+                        f"get-state: {state_words}") if w]
+    if not said:
+        said = [f"adb could not reach {row.get('serial')!r} ({state})"]
+    return dict(row, ok=False, error=device_lost_error("; ".join(said)))
 
 
 _APK_DONE = re.compile(r"Inference timings in us|Average inference timings")
 _APK_FAILED = re.compile(r"Benchmarking failed|Failed to initialize|Failed to apply|"
                          r"Failed to allocate|Error: |Didn't find op")
-def _run_apk(adb, base, flags, log_path, timeout, poll_interval):
+def _run_apk(adb, base, flags, log_path, timeout, poll_interval, cancel=None):
+    try:
+        return _run_apk_once(adb, base, flags, log_path, timeout, poll_interval, cancel)
+    except KeyboardInterrupt:   # Ctrl-C or Cancelled: stop the Activity before leaving
+        adb.shell(["am", "force-stop", APK_PACKAGE], check=False, timeout=30)
+        raise
+
+
+def _run_apk_once(adb, base, flags, log_path, timeout, poll_interval, cancel):
     _, out = adb.shell(["pm", "path", APK_PACKAGE], check=False)
     if "package:" not in out:
         return dict(base, ok=False, error=(
@@ -679,11 +804,14 @@ def _run_apk(adb, base, flags, log_path, timeout, poll_interval):
             break
         if time.monotonic() >= deadline:
             break
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
         time.sleep(poll_interval)
     adb.shell(["am", "force-stop", APK_PACKAGE], check=False)
     _write_log(log_path, raw)
     timed_out = not (_APK_DONE.search(raw) or _APK_FAILED.search(raw))
-    return _finish_row(base, raw, 0, timed_out, timeout, "benchmark APK")   # parser strips logcat prefixes
+    row = _finish_row(base, raw, 0, timed_out, timeout, "benchmark APK")
+    return row if row["ok"] else _name_device_trouble(adb, row, raw)   # parser strips logcat prefixes
 
 
 # ---------------------------------------------------------------- on-device sweeps

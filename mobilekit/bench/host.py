@@ -12,9 +12,13 @@ Delegates:
   xnnpack  the interpreter's default resolver (XNNPACK applied by default)
   cpu      BUILTIN_WITHOUT_DEFAULT_DELEGATES: the reference TFLite kernels, no delegate
   gpu      LiteRT's CompiledModel API with the GPU accelerator (CPU fallback for unsupported
-           ops); where no GPU accelerator can be created the row is `ok: False` with
-           error "no GPU accelerator available: ...". Delegation fields stay None (LiteRT
-           does not say which ops the GPU took). Not verified on a machine with a GPU.
+           ops), in a worker process that never imports TensorFlow (mobilekit.bench.gpu:
+           a crash there is an `ok: False` row naming the signal). Where no GPU accelerator
+           can be created the row is `ok: False` with error "no GPU accelerator available:
+           ...", naming the missing piece. Delegation comes from the delegate's own log;
+           `gpu_adapter` names the adapter, and `software: true` (Mesa's lavapipe) marks
+           CPU-emulated timings that are never GPU figures. `gpu_precision` fp16 (the
+           delegate's default) or fp32 (enforce_f32).
 
 Field notes:
   init_us            Interpreter construction + allocate_tensors (delegates are applied there)
@@ -32,7 +36,6 @@ Field notes:
                      `--target local` with benchmark_model and op profiling for a breakdown.
 """
 import os
-import re
 import resource
 import statistics
 import sys
@@ -41,29 +44,33 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilekit.bench.gpu import NO_GPU
 from mobilekit.bench.schema import delegation_state, empty_result, model_fields
 from mobilekit.errors import check_choice
 
 __all__ = ["run_host", "interleaved_medians", "HOST_DELEGATES", "NO_GPU", "litert_version"]
 
 HOST_DELEGATES = ("xnnpack", "cpu", "gpu")
-NO_GPU = "no GPU accelerator available"
 RUNTIME = "litert"
 _MAX_ERROR_CHARS = 500
 
 
 def run_host(model_path, delegate="xnnpack", threads=1, warmup_runs=1, warmup_min_secs=0.5,
-             num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False):
-    """Benchmark `model_path` in process; one result row (times in µs)."""
+             num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False, gpu_precision="fp16"):
+    """Benchmark `model_path` in process (gpu: in a worker); one result row (times in µs)."""
     _check_args(delegate, threads, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
+    check_choice("gpu_precision", gpu_precision, ("fp16", "fp32"))
     row = empty_result(model_path=os.fspath(model_path), target="host", device=_device(),
                        runtime=RUNTIME, runtime_version=litert_version(), delegate=delegate,
                        threads=threads, warmup_runs=warmup_runs, num_runs=num_runs)
     try:
         row.update(model_fields(model_path))
-        runner = _run_gpu if delegate == "gpu" else _run_interpreter
-        row.update(runner(Path(model_path), delegate, threads, warmup_runs, warmup_min_secs,
-                          num_runs, min_secs, max_secs))
+        if delegate == "gpu":
+            row.update(_run_gpu(Path(model_path), delegate, threads, warmup_runs,
+                                warmup_min_secs, num_runs, min_secs, max_secs, gpu_precision))
+        else:
+            row.update(_run_interpreter(Path(model_path), delegate, threads, warmup_runs,
+                                        warmup_min_secs, num_runs, min_secs, max_secs))
         row["peak_memory_mb"] = _peak_rss_mb()
         row["ok"], row["error"] = True, None
     except Exception as exc:  # a bad model or runtime failure is a result, not a crash
@@ -211,42 +218,32 @@ def _delegation(path, delegate, ops):
 # ---------------------------------------------------------------- CompiledModel (gpu)
 
 
-def _run_gpu(path, delegate, threads, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs):
-    try:
-        from ai_edge_litert.compiled_model import CompiledModel
-        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-        from ai_edge_litert.options import CpuOptions, Options
-    except ImportError as exc:
-        raise RuntimeError(f"{NO_GPU}: this ai_edge_litert has no CompiledModel API ({exc})")
-    options = Options(hardware_accelerators=HardwareAccelerator.GPU | HardwareAccelerator.CPU,
-                      cpu_options=CpuOptions(num_threads=threads))
-    rss0 = _rss_mb()
-    t0 = time.perf_counter_ns()
-    with _captured_stderr() as log:
-        try:
-            model = CompiledModel.from_file(str(path), options=options)
-        except Exception:  # LiteRT raises RuntimeError when no GPU backend/adapter loads
-            model = None
-    if model is None:
-        raise RuntimeError(f"{NO_GPU}: {_gpu_reason(log.text)}")
-    signature = next(iter(model.get_signature_list()), "serving_default")
-    names = model.get_signature_list().get(signature, {})
-    inputs = {n: model.create_input_buffer_by_name(signature, n) for n in names.get("inputs", [])}
-    outputs = {n: model.create_output_buffer_by_name(signature, n) for n in names.get("outputs", [])}
-    init_us = (time.perf_counter_ns() - t0) / 1000.0
-    rss_init = _rss_mb()
-    rng = np.random.default_rng(0)
-    details = model.get_input_tensor_details(signature)
-    for name, buffer in inputs.items():
-        detail = details.get(name, {})
-        buffer.write(_random_array(detail.get("dtype", "float32"), detail.get("shape", [1]), rng))
-    fields = _measure(lambda: model.run_by_name(signature, inputs, outputs), warmup_runs,
-                      warmup_min_secs, num_runs, min_secs, max_secs)
-    # Delegation stays unknown: node counts are not exposed, and is_fully_accelerated()
-    # counts the CPU (XNNPACK) accelerator too, so it cannot say what the GPU took.
-    fields.update(init_us=round(init_us, 3),
-                  **_memory_growth(rss0, rss_init, _rss_mb()))
-    return fields
+def _run_gpu(path, delegate, threads, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs,
+             gpu_precision="fp16"):
+    from mobilekit.bench.gpu import run_gpu
+
+    bench = {"warmup_runs": warmup_runs, "warmup_min_secs": warmup_min_secs,
+             "num_runs": num_runs, "min_secs": min_secs, "max_secs": max_secs}
+    res = run_gpu(path, precision=gpu_precision, threads=threads, bench=bench,
+                  timeout=max_secs * 2 + 120)
+    if not res["ok"]:
+        raise RuntimeError(res["error"])
+    if res["timing"] is None:
+        raise RuntimeError("GPU worker returned no timing")
+    total = _node_count(path)
+    delegated = {"full": total, "none": 0}.get(res["accelerated"], res["gpu_ops"])
+    return {**res["timing"], "init_us": res["init_us"], "delegated_nodes": delegated,
+            "total_nodes": total, "delegation": delegation_state(delegated, total),
+            "fallback_ops": res["fallback_ops"], "gpu_adapter": res["adapter"],
+            "memory_init_mb": None, "memory_overall_mb": None}
+
+
+def _node_count(path):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=kind)
+    return len(interpreter._get_ops_details())
 
 
 # ---------------------------------------------------------------- helpers
@@ -295,43 +292,6 @@ def _device():
         return None
 
 
-class _captured_stderr:
-    """Collect what native code writes to fd 2 (LiteRT logs there, bypassing sys.stderr)."""
-
-    def __enter__(self):
-        import tempfile
-
-        self.text = ""
-        sys.stderr.flush()
-        self._file = tempfile.TemporaryFile(mode="w+b")
-        self._saved = os.dup(2)
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc):
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        self._file.seek(0)
-        self.text = self._file.read().decode("utf-8", "replace")
-        self._file.close()
-        return False
-
-
-_GPU_REASON = ("No adapters found", "Failed to initialize", "not be loaded", "Couldn't load",
-               "ERROR")
-
-
-def _gpu_reason(log):
-    """The most telling line of LiteRT's GPU log (e.g. WebGPU 'No adapters found')."""
-    lines = [" ".join(line.split()) for line in log.splitlines() if line.strip()]
-    for needle in _GPU_REASON:
-        for line in lines:
-            if needle in line and "litert_compiled_model.h" not in line:
-                # Drop the logger's "ERROR: [file.cc:359] " prefix; the message is the reason.
-                return re.sub(r"^(?:[A-Z]+:\s*)?(?:\[[\w./-]+:\d+\]\s*)?", "", line)[:_MAX_ERROR_CHARS]
-    return "LiteRT could not create a GPU compiled model"
-
-
 def _first_line(exc):
     lines = [line.strip(" └") for line in str(exc).splitlines() if line.strip(" └")]
     return " / ".join(lines)[:_MAX_ERROR_CHARS] or type(exc).__name__
@@ -339,6 +299,6 @@ def _first_line(exc):
 
 def _error_text(exc):
     text = str(exc)
-    if text.startswith(NO_GPU):
+    if text.startswith((NO_GPU, "GPU ")):  # the GPU runner's messages are complete sentences
         return text[:_MAX_ERROR_CHARS]
     return f"{type(exc).__name__}: {_first_line(exc)}"[:_MAX_ERROR_CHARS]

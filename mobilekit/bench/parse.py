@@ -15,9 +15,10 @@ import math
 import os
 import re
 
+from mobilekit.bench.gpu_log import parse_gpu_log
 from mobilekit.bench.schema import DELEGATES, delegation_state, empty_result
 
-__all__ = ["parse_log", "parse_log_file", "parse_log_with_details"]
+__all__ = ["parse_log", "parse_log_file", "parse_log_with_details", "delegate_not_applied"]
 
 _NUM = r"[-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf)"
 
@@ -169,6 +170,7 @@ class _State:
         self.explicit = []         # (delegate name, "complete"|"partial"|"none")
         self.replacing = []        # (delegate name, n, m or None, subgraph key)
         self.gpu_split = None
+        self.gpu = {}              # mobilekit.bench.gpu_log.parse_gpu_log of the run
         self.xnnpack_created = False
         self.ran = False
         self.in_litert = False
@@ -181,11 +183,52 @@ class _State:
 
 def _parse(text):
     state = _State()
-    for raw in _last_run([line[:_MAX_LINE_CHARS] for line in text.splitlines()]):
+    lines = _last_run([line[:_MAX_LINE_CHARS] for line in text.splitlines()])
+    for raw in lines:
         body, is_error = _strip_prefixes(raw)
         state.lines.append((body.strip(), is_error))
         _read_line(state, body)
+    state.gpu = parse_gpu_log("\n".join(lines))
     return _build(state)
+
+
+_UNCONSUMED = re.compile(r"Unconsumed cmdline flags?:\s*(.*)$", re.M)
+_EVIDENCE = {
+    # Release builds never print the interpreter's VERBOSE "Replacing N out of M node(s)";
+    # the delegates' own lines are the evidence that they were applied.
+    "gpu": re.compile(r"Created TensorFlow Lite delegate for GPU|Created \d*[1-9]\d* GPU delegate "
+                      r"kernels|executed by the delegate|operations will run on the GPU|"
+                      r"Replacing \d+ .*node\(s\) with delegate \(TfLiteGpuDelegate|"
+                      r"(?:Explicitly applied|Though) GPU delegate"),
+    "nnapi": re.compile(r"Created TensorFlow Lite delegate for NNAPI|Replacing \d+ .*node\(s\) "
+                        r"with delegate \(TfLiteNnapiDelegate|(?:Explicitly applied|Though) NNAPI delegate"),
+}
+_GPU_FAILURE = re.compile(r"No GPU detected|Failed to apply GPU delegate|"
+                          r"TfLiteGpuDelegate Init: [^\n]*|OpenGL-based API disabled")
+
+
+def delegate_not_applied(delegate, text):
+    """Why a `gpu` / `nnapi` run did not use that delegate (None when the log shows it did,
+    or for other delegates): unconsumed flags (a benchmark_model built without it), the
+    delegate's own failure lines, or no line at all saying it was applied."""
+    if delegate not in _EVIDENCE:
+        return None
+    text = _as_text(text)
+    m = _UNCONSUMED.search(text)
+    if m:
+        flags = [f for f in m.group(1).split() if f.startswith(f"--use_{delegate}")
+                 or f.startswith(f"--{delegate}_")]
+        if flags:
+            return (f"this benchmark_model has no {delegate.upper()} delegate (unconsumed flags: "
+                    f"{' '.join(m.group(1).split())}); its timings would be CPU timings")
+    if delegate == "gpu":
+        failure = _GPU_FAILURE.search(text)
+        if failure:
+            return f"GPU delegate not applied: {failure.group(0).strip()}"
+    if not _EVIDENCE[delegate].search(text):
+        return (f"no line in the log shows the {delegate.upper()} delegate applied; the "
+                "timings cannot be taken for its")
+    return None
 
 
 def _last_run(lines):
@@ -412,6 +455,10 @@ def _build(state):
                 "memory_init_mb", "memory_overall_mb", "peak_memory_mb"):
         row[key] = f.get(key)
     row.update(_delegation(state))
+    if row["delegate"] == "gpu":
+        row["fallback_ops"] = state.gpu.get("fallback_ops") or []
+        if row["delegation"] is None and state.gpu.get("executed"):
+            row["delegation"] = state.gpu["executed"]
     profile = _op_profile(state)
     row["op_profile"] = profile["summary_by_node_type"]
     row["ok"], row["error"] = _outcome(state, row)
@@ -586,8 +633,11 @@ def _top_row(table):
 def _outcome(state, row):
     """(ok, error): a run is ok when it produced an inference average and nothing fatal."""
     fatal = any(_FATAL.search(text) for text, _ in state.lines)
-    if row["inference_avg_us"] is not None and not fatal:
+    missing = delegate_not_applied(row["delegate"], "\n".join(t for t, _ in state.lines))
+    if row["inference_avg_us"] is not None and not fatal and not missing:
         return True, None
+    if missing and row["inference_avg_us"] is not None and not fatal:
+        return False, missing
     return False, _error_text(state) or "no benchmark result in the log (no timing summary line)"
 
 

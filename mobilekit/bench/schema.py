@@ -22,8 +22,10 @@ RESULT_KEYS = (
     # runtime
     "runtime", "runtime_version", "delegate", "threads", "warmup_runs", "num_runs",
 ) + TIMING_KEYS + MEMORY_KEYS + (
-    "delegated_nodes", "total_nodes", "delegation", "op_profile",
+    "delegated_nodes", "total_nodes", "delegation", "fallback_ops", "gpu_adapter", "op_profile",
     "ok", "error", "raw_log_path", "timestamp",
+    # sweep bookkeeping: measurement settings (resume key), runs started, failed tries/waits
+    "flags", "attempts", "attempt_log",
 )
 
 DEVICE_KEYS = ("manufacturer", "model", "board", "soc", "abi", "android_version", "fingerprint")

@@ -7,19 +7,29 @@ and its error; the sweep always goes on.
 
 Files in the output directory:
   results.jsonl  one row per line, appended and flushed as each configuration finishes
-                 (an existing file from an earlier sweep is first renamed results.<time>.jsonl)
-  results.csv    the same rows and columns (the result schema), written at the end
-  results.md     the human table (ms, FPS, speed-up, GMAC/s, size, delegation, status)
+                 (an existing file from an earlier sweep is first renamed results.<time>.jsonl,
+                 unless the sweep resumes it: then the new rows are appended)
+  results.csv    one row per configuration (the result schema), written at the end, also
+                 after Ctrl-C
+  results.md     the human table (ms, FPS, speed-up, GMAC/s, size, delegation, status); one
+                 section per device when rows come from several
+
+Resuming (mobilekit.bench.resume), several phones and device loss (mobilekit.bench.fleet):
+see run_sweep. Host and local configurations never run concurrently (they would share cores).
 """
 import json
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
-from mobilekit.bench.schema import DELEGATES, RESULT_KEYS, empty_result
+from mobilekit.bench import resume as resume_mod
+from mobilekit.bench.schema import DELEGATES, RESULT_KEYS, empty_result, file_sha256, model_fields
 from mobilekit.errors import check_choice, unknown_name
-from mobilekit.report.writers import append_jsonl, write_csv, write_markdown_table
+from mobilekit.report.tables import format_table
+from mobilekit.report.writers import (_md_cell, append_jsonl, write_atomic, write_csv,
+                                      write_markdown_table)
 
 __all__ = ["TARGETS", "run_sweep", "export_report_info", "summary_table", "write_summary",
            "delegates_for"]
@@ -42,41 +52,206 @@ def delegates_for(target):
 def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, warmup_runs=1,
               warmup_min_secs=0.5, num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False,
               benchmark_binary=None, serial=None, cpu_mask=None, apk=False, adb_path=None,
-              out_dir="bench_results", on_start=None, on_row=None):
-    """Run the matrix; return the rows. Writes results.jsonl as it goes, then .csv and .md.
+              out_dir="bench_results", on_start=None, on_row=None, resume=False, retries=1,
+              wait_device=60.0, on_note=None):
+    """Run the matrix; return the table rows. Writes results.jsonl as it goes, then .csv and .md.
 
-    on_start(index, total, model, delegate, threads) and on_row(index, total, row) are
-    optional progress callbacks.
+    on_start(index, total, model, delegate, threads, serial=None), on_row(index, total, row)
+    and on_note(text) are optional progress callbacks.
+
+    resume: keep out_dir/results.jsonl and skip the configurations it already measured
+    (mobilekit.bench.resume); the tables then cover every row. adb only: `serial` is one
+    serial, "A,B,C" or "all" (one worker per device, in parallel); retries / wait_device:
+    see mobilekit.bench.fleet. Host and local configurations always run one after another.
+
+    Ctrl-C (KeyboardInterrupt): the current configuration is abandoned (ended on the device
+    too), the tables are written for the rows done and SweepInterrupted is raised.
     """
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ValueError(f"retries must be an integer >= 0; got {retries!r}")
+    if wait_device is None or not wait_device >= 0:
+        raise ValueError(f"wait_device must be a number of seconds >= 0; got {wait_device!r}")
     configs = _configs(models, target, delegates, threads)
     out_dir = Path(out_dir)
-    jsonl = _fresh_jsonl(out_dir / JSONL)
-    run_one = _runner(target, warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs,
-                      num_runs=num_runs, min_secs=min_secs,
-                      max_secs=max_secs, op_profiling=op_profiling, binary=benchmark_binary,
-                      serial=serial, cpu_mask=cpu_mask, apk=apk, adb_path=adb_path,
-                      log_dir=out_dir / "logs")
-    rows = []
-    for index, (model, delegate, n_threads) in enumerate(configs, 1):
+    previous = resume_mod.load_previous(out_dir) if resume else []
+    flags = resume_mod.sweep_flags(target, warmup_runs=warmup_runs,
+                                   warmup_min_secs=warmup_min_secs, num_runs=num_runs,
+                                   min_secs=min_secs, max_secs=max_secs,
+                                   op_profiling=op_profiling, cpu_mask=cpu_mask, apk=apk)
+    serials = [None]
+    if target == "adb":
+        from mobilekit.bench.fleet import resolve_serials
+        serials = resolve_serials(serial, adb_path)
+    hashes = {m: _sha256_or_none(m) for m in dict.fromkeys(c[0] for c in configs)}
+    stale = []
+    if resume:
+        for path, old, new in resume_mod.changed_models(previous, hashes):
+            stale.append((path, old))
+            _say(on_note, f"{Path(path).name} changed since it was measured in {out_dir / JSONL} "
+                          f"(sha256 {old[:12]} then, {new[:12]} now): measuring it again")
+    done = resume_mod.measured_keys(previous)
+    plans = {s: [c for c in configs
+                 if _planned_key(c, hashes, target, s, flags) not in done] for s in serials}
+    total = sum(len(p) for p in plans.values())
+    if resume:
+        skipped = len(configs) * len(serials) - total
+        _say(on_note, f"resume: {skipped} of {len(configs) * len(serials)} configurations "
+                      f"already measured in {out_dir / JSONL}; {total} to measure")
+    jsonl = out_dir / JSONL
+    if resume:
+        jsonl.touch()
+    else:
+        _fresh_jsonl(jsonl)
+    new_rows, counter, lock = [], [0], threading.Lock()
+
+    def emit(row):
+        with lock:
+            row = dict(row, flags=list(flags))
+            append_jsonl(jsonl, row)
+            new_rows.append(row)
+            counter[0] += 1
+            if on_row:
+                on_row(counter[0], total, row)
+
+    def start(config, device_serial=None):
         if on_start:
-            on_start(index, len(configs), model, delegate, n_threads)
-        row = _safe_run(run_one, model, target, delegate, n_threads, warmup_runs, num_runs)
-        append_jsonl(jsonl, row)
-        rows.append(row)
-        if on_row:
-            on_row(index, len(configs), row)
+            on_start(min(counter[0] + 1, total), total, *config, serial=device_serial)
+
+    common = dict(warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs, num_runs=num_runs,
+                  min_secs=min_secs, max_secs=max_secs, op_profiling=op_profiling,
+                  binary=benchmark_binary, cpu_mask=cpu_mask, apk=apk, adb_path=adb_path,
+                  log_dir=out_dir / "logs")
+    interrupted = False
+    try:
+        if target == "adb":
+            _run_adb_devices(serials, plans, target, common, retries, wait_device, emit, start,
+                             on_note)
+        else:
+            run_one = _runner(target, **common)
+            for model, delegate, n_threads in plans[None]:
+                start((model, delegate, n_threads))
+                row = _safe_run(run_one, model, target, delegate, n_threads, warmup_runs,
+                                num_runs)
+                emit(dict(row, attempts=1, attempt_log=[]))
+    except KeyboardInterrupt:
+        interrupted = True
+    rows = resume_mod.table_rows(previous + new_rows, stale)
+    order = {config: i for i, config in enumerate(configs)}   # tables in configuration order
+    rows.sort(key=lambda r: order.get((r.get("model_path"), r.get("delegate"), r.get("threads")),
+                                      len(order)))
     write_summary(rows, out_dir)
+    if interrupted:
+        raise SweepInterrupted(rows, len(new_rows), total, out_dir)
     return rows
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a sweep early; the tables hold the rows done. Resume with resume=True."""
+
+    def __init__(self, rows, done, total, out_dir):
+        super().__init__(f"sweep interrupted after {done} of {total} configurations")
+        self.rows, self.done, self.total, self.out_dir = rows, done, total, Path(out_dir)
+
+
+def _say(on_note, text):
+    if on_note:
+        on_note(text)
+
+
+def _sha256_or_none(path):
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
+
+
+def _planned_key(config, hashes, target, serial, flags):
+    model, delegate, threads = config
+    return resume_mod.config_key({"model_path": model, "model_sha256": hashes.get(model),
+                                  "target": target, "serial": serial, "delegate": delegate,
+                                  "threads": threads, "flags": flags})
+
+
+def _run_adb_devices(serials, plans, target, common, retries, wait_device, emit, start, on_note):
+    """One worker per device (mobilekit.bench.fleet), each with its own adb session."""
+    from mobilekit.bench import benchmark_model as bm
+    from mobilekit.bench.fleet import run_devices
+
+    binary = common["binary"] or os.environ.get(bm.ENV_BINARY) or None
+    extra = (f"--warmup_min_secs={common['warmup_min_secs']:g}",
+             f"--max_secs={common['max_secs']:g}")
+
+    def run_one(config, adb, cancel):
+        model, delegate, threads = config
+        return _safe_run(lambda m, d, t: bm.run_adb(
+            m, binary, d, t, num_runs=common["num_runs"], warmup_runs=common["warmup_runs"],
+            min_secs=common["min_secs"], op_profiling=common["op_profiling"],
+            extra_flags=extra, serial=adb.requested, cpu_mask=common["cpu_mask"],
+            apk=common["apk"], adb=adb, log_dir=common["log_dir"], cancel=cancel,
+            progress=len(serials) == 1),   # several phones: no interleaved status lines
+            model, target, delegate, threads, common["warmup_runs"], common["num_runs"])
+
+    def lost_row(config, serial, adb, error):
+        model, delegate, threads = config
+        fields = {"model_path": model}
+        if os.path.isfile(model):
+            fields = model_fields(model)
+        device = adb.known_fingerprint()
+        return empty_result(**fields, target=target, serial=serial, device=device,
+                            runtime=bm.RUNTIME_APK if common["apk"] else bm.RUNTIME,
+                            delegate=delegate, threads=threads,
+                            warmup_runs=common["warmup_runs"], num_runs=common["num_runs"],
+                            ok=False, error=error)
+
+    run_devices({s: plans[s] for s in serials}, run_one, adb_path=common["adb_path"],
+                retries=retries, wait_device=wait_device, emit=emit, cancel=threading.Event(),
+                on_start=start, on_note=on_note, lost_row=lost_row)
+
+
 def write_summary(rows, out_dir):
-    """results.csv (schema columns) and results.md (human table), both atomic."""
+    """results.csv (schema columns) and results.md (human table, one per device), atomic."""
     out_dir = Path(out_dir)
     write_csv(out_dir / CSV, rows, columns=RESULT_KEYS)
-    headers, cells, notes = summary_table(rows)
-    write_markdown_table(out_dir / MARKDOWN, headers, cells, title="mobilekit bench results",
-                         notes=notes)
+    groups = device_groups(rows)
+    if len(groups) <= 1:
+        headers, cells, notes = summary_table(rows)
+        write_markdown_table(out_dir / MARKDOWN, headers, cells, title="mobilekit bench results",
+                             notes=notes)
+    else:
+        write_atomic(out_dir / MARKDOWN, markdown_by_device(groups))
     return out_dir / CSV, out_dir / MARKDOWN
+
+
+def device_groups(rows):
+    """[(title, rows)] per device, ordered by serial."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(row.get("serial"), []).append(row)
+    return [(device_title(serial, groups[serial]), groups[serial])
+            for serial in sorted(groups, key=lambda s: (s is not None, str(s)))]
+
+
+def device_title(serial, rows):
+    """`SERIAL: Google Pixel 7 (GS201), Android 14` from the rows' device fingerprint."""
+    device = next((r["device"] for r in rows if isinstance(r.get("device"), dict)), None) or {}
+    name = " ".join(str(device[k]) for k in ("manufacturer", "model") if device.get(k))
+    if device.get("soc"):
+        name += f" ({device['soc']})"
+    if device.get("android_version"):
+        name += f", Android {device['android_version']}"
+    label = serial or rows[0].get("target") or "?"
+    return f"{label}: {name.strip()}" if name.strip() else str(label)
+
+
+def markdown_by_device(groups):
+    """The markdown document with one section (table + notes) per device."""
+    parts = ["# mobilekit bench results\n"]
+    for title, group in groups:
+        headers, cells, notes = summary_table(group)
+        cells = [[None if c is None else _md_cell(c) for c in row] for row in cells]
+        parts.append(f"## {title}\n\n" + format_table(headers, cells, markdown=True) + "\n\n"
+                     + "".join(f"- {n}\n" for n in notes))
+    return "\n".join(parts)
 
 
 # ---------------------------------------------------------------- configurations
@@ -114,8 +289,8 @@ def _fresh_jsonl(path):
 
 
 def _runner(target, *, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs, op_profiling,
-            binary, serial, cpu_mask, apk, adb_path, log_dir):
-    """A function (model, delegate, threads) -> row for the target."""
+            binary, log_dir, **_adb_only):
+    """A function (model, delegate, threads) -> row for the host or local target."""
     if target == "host":
         from mobilekit.bench.host import run_host
 
@@ -126,15 +301,9 @@ def _runner(target, *, warmup_runs, warmup_min_secs, num_runs, min_secs, max_sec
 
     binary = binary or os.environ.get(bm.ENV_BINARY) or None
     extra = (f"--warmup_min_secs={warmup_min_secs:g}", f"--max_secs={max_secs:g}")
-    common = dict(num_runs=num_runs, warmup_runs=warmup_runs, min_secs=min_secs,
-                  op_profiling=op_profiling, extra_flags=extra, log_dir=log_dir)
-    if target == "local":
-        return lambda model, delegate, threads: bm.run_local(model, binary, delegate, threads,
-                                                             **common)
-    adb = bm.Adb(adb_path, serial)  # one device session (selection, pushes) for the sweep
-    return lambda model, delegate, threads: bm.run_adb(
-        model, binary, delegate, threads, serial=serial, cpu_mask=cpu_mask, apk=apk,
-        adb_path=adb_path, adb=adb, **common)
+    return lambda model, delegate, threads: bm.run_local(
+        model, binary, delegate, threads, num_runs=num_runs, warmup_runs=warmup_runs,
+        min_secs=min_secs, op_profiling=op_profiling, extra_flags=extra, log_dir=log_dir)
 
 
 def _safe_run(run_one, model, target, delegate, threads, warmup_runs, num_runs):

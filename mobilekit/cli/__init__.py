@@ -16,13 +16,17 @@ COMMANDS = {
     "bench-parse": "mobilekit.cli.bench_parse:bench_parse",
     "compress": "mobilekit.cli.compress_cmds:compress",
     "data": "mobilekit.cli.train_cmds:data",
+    "delegates": "mobilekit.cli.delegates_cmd:delegates",
     "detect": "mobilekit.cli.detect_cmds:detect",
     "eval": "mobilekit.cli.train_cmds:eval_cmd",
     "eval-detector": "mobilekit.cli.detect_cmds:eval_detector",
     "export": "mobilekit.cli.export_cmds:export",
+    "latency-model": "mobilekit.cli.search_cmds:latency_model",
     "models": "mobilekit.cli.zoo_cmds:models",
     "profile": "mobilekit.cli.zoo_cmds:profile",
+    "quant-doctor": "mobilekit.cli.doctor_cmd:quant_doctor",
     "quickstart": "mobilekit.cli.quickstart_cmd:quickstart",
+    "search": "mobilekit.cli.search_cmds:search",
     "train": "mobilekit.cli.train_cmds:train",
 }
 

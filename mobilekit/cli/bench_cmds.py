@@ -38,17 +38,50 @@ def _accuracies(items):
     return out
 
 
-def _progress_start(index, total, model, delegate, threads):
-    click.echo(f"[{index}/{total}] {os.path.basename(model)} {delegate} t{threads} ...", err=True)
+def _progress_start(index, total, model, delegate, threads, serial=None):
+    where = f"{serial} " if serial else ""
+    click.echo(f"[{index}/{total}] {where}{os.path.basename(model)} {delegate} t{threads} ...",
+               err=True)
 
 
 def _progress_row(index, total, row):
+    where = f"{row['serial']} " if row.get("target") == "adb" and row.get("serial") else ""
+    tries = f" after {row['attempts']} attempts" if (row.get("attempts") or 0) > 1 else ""
     if row["ok"]:
         median = row["inference_median_us"]
-        click.echo(f"[{index}/{total}]   median {median / 1000:.2f} ms "
-                   f"({row['inference_count']} runs)", err=True)
+        click.echo(f"[{index}/{total}]   {where}median {median / 1000:.2f} ms "
+                   f"({row['inference_count']} runs){tries}", err=True)
     else:
-        click.echo(f"[{index}/{total}]   FAILED: {row['error']}", err=True)
+        click.echo(f"[{index}/{total}]   {where}FAILED{tries}: {row['error']}", err=True)
+
+
+def _note(text):
+    click.echo(f"Note: {text}", err=True)
+
+
+def resume_command(ctx):
+    """The command line that continues this sweep: the same arguments plus --resume."""
+    import shlex
+
+    words = ["mobilekit", ctx.info_name]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in value]
+            continue
+        flag = max(param.opts, key=len)
+        if param.name in ("resume", "out_dir"):
+            continue
+        if param.is_flag:
+            if value:
+                words.append(flag)
+        elif param.multiple:
+            for item in value:
+                words += [flag, str(item)]
+        elif value is not None and value != param.default:
+            words += [flag, str(value)]
+    words += ["--out", str(ctx.params["out_dir"]), "--resume"]
+    return shlex.join(words)
 
 
 @click.command("bench")
@@ -75,13 +108,25 @@ def _progress_row(index, total, row):
               show_default="$MOBILEKIT_BENCHMARK_MODEL",
               help="benchmark_model binary for --target local/adb.")
 @click.option("--serial", default=None, show_default="the only device",
-              help="adb device serial.")
+              help="adb device serial, a comma-separated list (A,B,C) or `all`: one worker per "
+                   "device, all in parallel (never two benchmarks on one phone).")
+@click.option("--retries", type=int, default=1, show_default=True,
+              help="adb: run a configuration this many more times when its failure is the "
+                   "device (device_lost), after it is back.")
+@click.option("--wait-device", type=float, default=60.0, show_default=True,
+              help="adb: seconds to wait (adb wait-for-device) for a lost device to come back "
+                   "before a configuration; missing files are re-pushed (size + sha256 check). "
+                   "0: do not wait.")
 @click.option("--cpu-mask", default=None, show_default="none",
               help="adb: run under `taskset MASK` (hex, e.g. f0 for big cores).")
 @click.option("--apk", is_flag=True, default=False, show_default="off",
               help="adb: use the benchmark APK (an Activity) instead of the native binary.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench_results",
               show_default=True, help="Directory for results.jsonl/.csv/.md, logs and plots.")
+@click.option("--resume", is_flag=True, default=False, show_default="off",
+              help="Continue the sweep in --out: skip the configurations its results.jsonl "
+                   "already measured (same model sha256, target, serial, delegate, threads and "
+                   "settings; failed ones run again) and write the tables over all rows.")
 @click.option("--plots", is_flag=True, default=False, show_default="off",
               help="Also write PNG plots (needs matplotlib: pip install 'mobilekit[plot]').")
 @click.option("--accuracy", "accuracy", multiple=True, default=(), show_default="from X.json",
@@ -90,8 +135,8 @@ def _progress_row(index, total, row):
               help="Print the result rows as JSON instead of the table.")
 @click.pass_context
 def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs, num_runs,
-          min_secs, max_secs, op_profiling, benchmark_binary, serial, cpu_mask, apk, out_dir,
-          plots, accuracy, as_json):
+          min_secs, max_secs, op_profiling, benchmark_binary, serial, retries, wait_device,
+          cpu_mask, apk, out_dir, resume, plots, accuracy, as_json):
     """Benchmark MODELS (.tflite) for every delegate x thread count; write results to --out.
 
     A configuration that fails becomes a row with its error; the sweep goes on (exit code 1
@@ -99,15 +144,29 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
     appended to results.jsonl as they finish; results.csv and results.md (median/avg ms,
     FPS, speed-up, GMAC/s when the export report X.json gives MACs) are written at the end.
 
+    Host and local configurations never run concurrently with each other (they would share
+    the host's cores); only --target adb with several serials runs in parallel, one worker
+    per phone, and results.md then has one table per device. A row whose failure is the
+    phone (unplugged, offline) says `device_lost: <adb's words>`. Ctrl-C abandons the
+    current configuration (ending it on the phone too), writes the tables for the rows done
+    and prints the command that resumes the sweep (exit code 130).
+
     \b
     Examples:
       mobilekit bench a.tflite b.tflite --delegate xnnpack,cpu --threads 1,2,4
       mobilekit bench m.tflite --target local --benchmark-binary ./linux_x86-64_benchmark_model
       mobilekit bench m.tflite --target adb --serial R58M --cpu-mask f0 --threads 1,4
       mobilekit bench a.tflite b.tflite --plots --accuracy a=0.70 --accuracy b=0.72
+      mobilekit bench *.tflite --target adb --serial all --retries 2 --wait-device 300 --out zoo
+      mobilekit bench *.tflite --target adb --serial all --out zoo --resume
     """
-    from mobilekit.bench.sweep import run_sweep, summary_table
+    from mobilekit.bench.sweep import SweepInterrupted, device_groups, run_sweep, summary_table
     from mobilekit.report.tables import format_table
+
+    if retries < 0:   # ValueError: the group prints one `Error:` line, exit code 2
+        raise ValueError(f"--retries must be an integer >= 0; got {retries}")
+    if not wait_device >= 0:
+        raise ValueError(f"--wait-device must be seconds >= 0; got {wait_device}")
 
     accuracies = _accuracies(accuracy)
     if plots:
@@ -116,12 +175,22 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
     if op_profiling and target == "host":
         click.echo("Note: the in-process host runner has no per-operator profiler; op_profile "
                    "stays empty (use --target local with a benchmark_model binary).", err=True)
-    rows = run_sweep(list(models), target, _split(delegates, "delegate"), _threads(threads),
-                     warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs,
-                     num_runs=num_runs, min_secs=min_secs,
-                     max_secs=max_secs, op_profiling=op_profiling,
-                     benchmark_binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask,
-                     apk=apk, out_dir=out_dir, on_start=_progress_start, on_row=_progress_row)
+    try:
+        rows = run_sweep(list(models), target, _split(delegates, "delegate"), _threads(threads),
+                         warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs,
+                         num_runs=num_runs, min_secs=min_secs,
+                         max_secs=max_secs, op_profiling=op_profiling,
+                         benchmark_binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask,
+                         apk=apk, out_dir=out_dir, on_start=_progress_start,
+                         on_row=_progress_row, resume=resume, retries=retries,
+                         wait_device=wait_device, on_note=_note)
+    except SweepInterrupted as stop:
+        click.echo(f"\nInterrupted: {stop.done} of {stop.total} configurations measured this "
+                   f"time; the current one was abandoned. Tables for {len(stop.rows)} rows: "
+                   f"{os.path.join(out_dir, 'results.csv')}, "
+                   f"{os.path.join(out_dir, 'results.md')}", err=True)
+        click.echo(f"Resume with:\n  {resume_command(ctx)}", err=True)
+        ctx.exit(130)
     written = [os.path.join(out_dir, n) for n in ("results.jsonl", "results.csv", "results.md")]
     if plots:
         from mobilekit.report.plots import write_plots
@@ -130,8 +199,12 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
     if as_json:
         echo_json(rows)
     else:
-        headers, cells, _ = summary_table(rows)
-        click.echo(format_table(headers, cells))
+        groups = device_groups(rows)
+        for title, group in groups:
+            headers, cells, _ = summary_table(group)
+            if len(groups) > 1:
+                click.echo(f"\n{title}")
+            click.echo(format_table(headers, cells))
         click.echo(f"wrote {', '.join(written)}", err=True)
     if not any(row["ok"] for row in rows):
         ctx.exit(1)

@@ -85,7 +85,7 @@ def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threa
 
 
 @click.command("eval-detector")
-@click.argument("model_path", metavar="MODEL")
+@click.argument("model_path", metavar="[MODEL]", required=False)
 @click.option("--data", "spec", required=True,
               help="wider:ROOT, fddb:ROOT or xml:FILE_OR_DIR (see mobilekit.detection.data).")
 @click.option("--split", default="val", help="WIDER FACE split (train or val).")
@@ -93,35 +93,67 @@ def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threa
               help="Ignore faces smaller than this at the model input (px).")
 @click.option("--score-threshold", type=float, default=0.01, help="Detections kept for the PR curve.")
 @click.option("--nms-iou", type=float, default=0.3, help="NMS IoU threshold.")
+@click.option("--matching", type=click.Choice(["voc", "coco"]), default="voc",
+              help="ap50 matching: voc = PASCAL devkit (each detection takes the face it overlaps "
+                   "most; taken twice -> FP); coco = best still-unmatched face (higher in crowds).")
+@click.option("--fddb-roc", "fddb_roc", type=click.Path(file_okay=False), default=None,
+              help="FDDB: write DiscROC.txt and ContROC.txt (the official format) in this "
+                   "folder (default: not written).")
+@click.option("--predictions", type=click.Path(exists=True), default=None,
+              help="Evaluate prediction files instead of a MODEL: a WIDER submission folder "
+                   "(name / count / `left top width height score` per image) or an FDDB "
+                   "detection file (the same blocks for every image); default: run MODEL.")
 @click.option("--pr-curve", type=click.Path(dir_okay=False), default=None,
-              help="Write the PR curve as PNG here (needs matplotlib: the `plot` extra).")
+              help="Write the PR curves as PNG here, each labelled with its protocol "
+                   "(needs matplotlib: the `plot` extra).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), default=None,
               help="Also write the metrics JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--threads", type=int, default=1, help="Interpreter threads for a .tflite model.")
-def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, pr_curve,
-                  out_file, as_json, threads):
-    """Evaluate a face detector: AP at IoU 0.5 (VOC style), the WIDER FACE protocol (easy/
-    medium/hard only with the official .mat files) and the FDDB discrete score.
+def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, matching, fddb_roc,
+                  predictions, pr_curve, out_file, as_json, threads):
+    """Evaluate a face detector, each number by a named protocol.
+
+    \b
+    ap50   AP at IoU 0.5, all-point interpolation (VOC 2010+), --matching voc (the
+           PASCAL devkit, default) or coco.
+    wider  the WIDER FACE protocol (wondervictor/WiderFace-Evaluation logic); easy/
+           medium/hard only with the official .mat keep lists.
+    fddb   the official FDDB evaluate: Hungarian matching, discrete (IoU > 0.5) and
+           continuous (summed IoU) TPR at 1000 false positives.
 
     \b
     Examples:
       mobilekit eval-detector runs/train/faceboxes/ --data wider:data/WIDER --json
-      mobilekit eval-detector faceboxes.tflite --data fddb:data/FDDB --pr-curve pr.png
+      mobilekit eval-detector faceboxes.tflite --data fddb:data/FDDB --fddb-roc roc/
+      mobilekit eval-detector faceboxes.tflite --data xml:data/voc --matching coco
+      mobilekit eval-detector --predictions preds/ --data wider:data/WIDER
+
+    \b
+    Prediction files: an image they name that is not in the set is an error; an image of
+    the set they do not name has no detections.
     """
     from mobilekit.cli.common import write_json_atomic
     from mobilekit.detection.evaluate import evaluate_detector
     from mobilekit.detection.postprocess import Detector
 
-    detector = Detector.load(model_path, num_threads=threads)
-    result = evaluate_detector(detector, spec, split, min_face, score_threshold, nms_iou, pr_curve)
-    result["model"] = str(model_path)
+    if (model_path is None) == (predictions is None):
+        raise click.UsageError("give a MODEL or --predictions (one of the two)")
+    detector = Detector.load(model_path, num_threads=threads) if model_path else None
+    result = evaluate_detector(detector, spec, split, min_face, score_threshold, nms_iou, pr_curve,
+                               matching=matching, fddb_roc_dir=fddb_roc, predictions=predictions)
+    result["model"] = str(model_path) if model_path else None
     if out_file:
         write_json_atomic(out_file, result)
     if as_json:
         echo_json(result)
         return
-    click.echo(f"{result['images']} images, {result['faces']} faces, AP50 {result['ap50']:.4f}")
+    p = result["ap50_protocol"]
+    click.echo(f"{result['images']} images, {result['faces']} faces, AP50 {result['ap50']:.4f} "
+               f"({p['matching']} matching, {p['interpolation']})")
+    if result.get("images_without_predictions"):
+        click.echo(f"{result['images_without_predictions']} images without predictions "
+                   f"(no detections)")
     if "wider" in result:
         w = result["wider"]
         parts = [f"{k} {w[k]:.4f}" if w[k] is not None else f"{k} n/a"
@@ -129,8 +161,10 @@ def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, p
         click.echo("WIDER protocol: " + ", ".join(parts) + f"  ({w['note']})")
     if "fddb" in result:
         f = result["fddb"]
-        click.echo(f"FDDB discrete: TPR {f['tpr_at_1000_fp']:.4f} at {f['fp_reached']} FP "
-                   f"(of 1000) over {f['num_faces']} faces")
+        click.echo(f"FDDB (Hungarian matching): TPR discrete {f['tpr_at_1000_fp']:.4f}, continuous "
+                   f"{f['tpr_cont_at_1000_fp']:.4f} at {f['fp_reached']} FP (of 1000) over "
+                   f"{f['num_faces']} faces")
+        for path in f.get("roc_files", []):
+            click.echo(f"FDDB ROC: {path}")
     if pr_curve:
         click.echo(f"PR curve: {result['pr_curve']}")
-

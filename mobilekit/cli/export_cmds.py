@@ -54,6 +54,10 @@ CALIBRATION_METHODS = ("average", "mse", "minmax")
               help="Evaluate at most this many images.")
 @click.option("--atol", type=float, default=1e-4,
               help="fp32 parity: allowed max |tflite - keras| output difference.")
+@click.option("--gpu-check/--no-gpu-check", default=True, show_default=True,
+              help="Compile the file with LiteRT's real GPU accelerator (where a Vulkan driver "
+                   "is set up: tools/setup_gpu.sh) and report what it took; gpu_compatible "
+                   "then follows the runtime, not the static analyzer.")
 @click.option("--alpha", type=float, default=None, show_default="model default",
               help="Zoo name only: width multiplier.")
 @click.option("--resolution", type=int, default=None, show_default="model default",
@@ -63,12 +67,12 @@ CALIBRATION_METHODS = ("average", "mse", "minmax")
 @click.option("--option", "options", multiple=True, default=(), show_default="none",
               metavar="KEY=VALUE", help="Zoo name only: extra model argument (repeatable).")
 def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method, dense_quant,
-           bias_correction, out, allow_float_ops, sparse, s2d_input, eval_data, eval_samples, atol, alpha, resolution, num_classes, options):
+           bias_correction, out, allow_float_ops, sparse, s2d_input, eval_data, eval_samples, atol, gpu_check, alpha, resolution, num_classes, options):
     """Convert a run directory, a .keras file or a zoo model (random weights) to TFLite.
 
     Writes X.tflite (with embedded labels / normalisation / quant metadata) and the
     report X.json beside it: ops, float ops, dtypes, max tensor rank, XNNPACK partitions,
-    GPU compatibility, fp32 parity and (with --eval-data) top-1 of both models.
+    GPU compatibility (measured by LiteRT's GPU accelerator where available), fp32 parity and (with --eval-data) top-1 of both models.
 
     \b
     Examples:
@@ -89,7 +93,7 @@ def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method
         bias_correction=bias_correction, out=out,
         allow_float_ops=allow_float_ops, sparse=sparse, s2d_input=s2d_input,
         eval_data=eval_data, eval_samples=eval_samples, atol=atol, model_kwargs=kwargs,
-        log=lambda msg: click.echo(msg, err=True))
+        log=lambda msg: click.echo(msg, err=True), gpu_check=gpu_check)
     for line in summary_lines(path, report):
         click.echo(line)
     echo_next(f"mobilekit bench {path}")

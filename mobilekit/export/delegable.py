@@ -13,6 +13,12 @@ int8 model is one XNNPACK partition with no float island:
                + CONCAT tree (memory ops int8 does not
                speed up; ~17 ops and their constants
                per layer)
+
+Float exports (fp32 / fp16: the GPU's files) get one stand-in, `gpu_safe_clone`: an average
+pool fed by an explicit ZeroPadding2D becomes the depthwise form, because LiteRT's GPU
+delegate folds the PAD into the pool and then leaves the padded zeros out of the average
+(count_include_pad=False): ShuffleNet v1's stride-2 shortcut came out 34-40 % off on every
+element next to the border, fully "accelerated" (tests/test_gpu.py pins it).
 """
 from mobilekit.keras import keras, layers, register, tf
 from mobilekit.layers.activations import HardSwish
@@ -219,6 +225,26 @@ def _delegable_layer(layer):
     if type(layer) is Shift:
         return DelegableShift(layer.kernel_size, name=layer.name)
     return None
+
+
+def gpu_safe_swaps(model):
+    """{name: stand-in} for the average pools whose input is a ZeroPadding2D."""
+    inputs, _ = model_graph(model)
+    swaps = {}
+    for layer in model.layers:
+        stand_in = _delegable_layer(layer) if type(layer) is layers.AveragePooling2D else None
+        producers = [model.get_layer(n) for n in inputs.get(layer.name, [])]
+        if stand_in is not None and any(type(p) is layers.ZeroPadding2D for p in producers):
+            swaps[layer.name] = stand_in
+    return swaps
+
+
+def gpu_safe_clone(model):
+    """A weight-sharing clone of `model` with `gpu_safe_swaps` applied (same math)."""
+    swaps = gpu_safe_swaps(model)
+    if not swaps:
+        return model
+    return keras.models.clone_model(model, clone_function=lambda l: swaps.get(l.name, l))
 
 
 def delegable_clone(model):

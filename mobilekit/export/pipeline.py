@@ -234,10 +234,12 @@ def card_export_defaults(name):
 def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
            out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
            model_kwargs=None, sparse=False, s2d_input=False, calib_method="average",
-           dense_quant="per-tensor", bias_correction=None, log=None):
+           dense_quant="per-tensor", bias_correction=None, log=None, gpu_check=True):
     """Run the whole export; returns (tflite path, report dict). calib_method, dense_quant
     and bias_correction: see mobilekit.export.convert.convert (calib_method is its
-    `calibration`); bias_correction None takes the model card's [export] value, else off."""
+    `calibration`); bias_correction None takes the model card's [export] value, else off.
+    gpu_check: compile the file with LiteRT's GPU accelerator where one can be set up
+    (report["gpu"]["runtime"])."""
     log = log or (lambda msg: None)
     check_choice("quant", quant, QUANT_MODES)
     if calib_samples < 1:
@@ -299,7 +301,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
                                                                            model_kwargs or {}),
                           **_layout_entry(model, s2d_input))
     tflite = embed_metadata(tflite, meta)
-    report = analyze(tflite)
+    report = analyze(tflite, gpu_runtime=gpu_check)
     if not report["float_ops"]:
         del report["float_op_list"]
     report.update(_compute(model))
@@ -384,6 +386,21 @@ def evaluate_pair(model, keras_path, tflite_path, spec, limit, config):
             "top1_delta": lite["top1"] - ref["top1"]}
 
 
+def _gpu_source(gpu):
+    runtime = gpu.get("runtime")
+    if not runtime:
+        return " (static analyzer; no GPU accelerator here)"
+    said = f" (LiteRT GPU accelerator: {runtime['accelerated']}"
+    if runtime["fallback_ops"]:
+        said += "; CPU fallback: " + ", ".join(
+            f"{o['op']} ({o['reason']})" for o in runtime["fallback_ops"])
+    if (runtime.get("adapter") or {}).get("software"):
+        said += "; software adapter"
+    if gpu.get("disagreement"):
+        said += f"; the static analyzer said {gpu['static_compatible']}"
+    return said + ")"
+
+
 def summary_lines(path, report):
     """Human summary for the CLI."""
     x = report["xnnpack"]
@@ -392,7 +409,7 @@ def summary_lines(path, report):
              f"ops: {report['num_ops']}, float ops: {report['float_ops']}, max rank: "
              f"{report['max_tensor_rank']}, XNNPACK: {x['partitions']} partition(s) "
              f"{x['delegated_nodes']}/{x['total_nodes']} nodes, GPU-compatible: "
-             f"{report['gpu_compatible']}"]
+             f"{report['gpu_compatible']}{_gpu_source(report['gpu'])}"]
     p = report["parity"]
     lines.append(f"parity: max |tflite - keras| = {p['max_abs_diff']:.3g} over {p['samples']} "
                  f"samples" + ("" if p["ok"] is None else f" ({'ok' if p['ok'] else 'FAILED'}, "

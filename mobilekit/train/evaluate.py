@@ -169,3 +169,18 @@ def _normalization(mean, std, run_config, meta):
             mean = source["mean"] if mean is None else mean
             std = source["std"] if std is None else std
     return mean, std  # None: load_dataset falls back to the dataset's own statistics
+
+
+def paired_drop(reference_hits, other_hits):
+    """Top-1 drop (points) of `other` against `reference` scored on the same images, with
+    its standard error from the discordant images (McNemar: sqrt(b + c) / n): on a few
+    hundred images the drop moves by a point with the subset, so only pairs tell it."""
+    import math
+
+    a = np.asarray(reference_hits, bool)
+    b = np.asarray(other_hits, bool)
+    n, reference_only, other_only = len(a), int((a & ~b).sum()), int((b & ~a).sum())
+    return {"images": n, "float_top1": float(a.mean()), "int8_top1": float(b.mean()),
+            "drop_points": 100 * (reference_only - other_only) / n,
+            "drop_se_points": 100 * math.sqrt(reference_only + other_only) / n,
+            "float_only": reference_only, "int8_only": other_only}

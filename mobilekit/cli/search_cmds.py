@@ -1,0 +1,159 @@
+"""`mobilekit search` and `mobilekit latency-model build|eval`."""
+from pathlib import Path
+
+import click
+
+from mobilekit.cli.common import echo_json
+
+TARGETS = ("host", "local", "adb", "gpu")
+SPACE_HELP = ("Design space NAME[:key=value,...]: regnet, regnet-tiny, mbspace, mbspace-tiny; "
+              "overrides pin a choice, e.g. mbspace:se=off, regnet:group_width=8.")
+
+
+def _dtypes(text):
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"--dtype needs at least one of fp32, int8; got {text!r}")
+    return items
+
+
+def _log(msg):
+    click.echo(msg, err=True)
+
+
+@click.group("latency-model")
+def latency_model():
+    """Per-target latency models (operator lookup tables fitted to measured models).
+
+    \b
+    Examples:
+      mobilekit latency-model build --target host --space mbspace --samples 40 --out lut.json
+      mobilekit latency-model eval lut.json --samples 20
+    """
+
+
+@latency_model.command("build")
+@click.option("--target", type=click.Choice(TARGETS), default="host",
+              help="Where to measure (only host is implemented; others exit 2).")
+@click.option("--serial", default=None, show_default="none",
+              help="adb device serial (for --target adb; not implemented yet).")
+@click.option("--space", default="mbspace", help=SPACE_HELP)
+@click.option("--samples", type=int, default=40, help="Models sampled, converted and timed.")
+@click.option("--seed", type=int, default=0, help="Sampling seed.")
+@click.option("--resolution", type=int, default=64, help="Input size of the sampled models.")
+@click.option("--dtype", "dtype", default="fp32,int8", help="Comma-separated: fp32, int8.")
+@click.option("--threads", type=int, default=1, help="Interpreter threads.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True,
+              show_default="required", help="LUT file (JSON) to write.")
+def build(target, serial, space, samples, seed, resolution, dtype, threads, out):
+    """Sample models of a space, time them on the target and fit the operator table.
+
+    \b
+    Examples:
+      mobilekit latency-model build --target host --space mbspace --samples 40 --out lut.json
+      mobilekit latency-model build --space regnet:se=off --dtype int8 --threads 2 --out lut_t2.json
+    """
+    from mobilekit.search.latency import build_lut, write_lut
+
+    if serial and target != "adb":
+        raise ValueError(f"--serial is for --target adb; got --target {target}")
+    lut = build_lut(space, samples, seed, resolution, _dtypes(dtype), threads, target, log=_log)
+    write_lut(out, lut)
+    click.echo(f"Latency model: {out}")
+    echo_json({"target": lut["target"], "threads": lut["threads"], "space": lut["space"],
+               "samples": samples, "fit_error": lut["fit_error"],
+               "measure_seconds": lut["measure_seconds"]})
+
+
+@latency_model.command("eval")
+@click.argument("lut", type=click.Path(dir_okay=False))
+@click.option("--space", default=None, show_default="the LUT's space", help=SPACE_HELP)
+@click.option("--samples", type=int, default=20, help="Held-out models measured end to end.")
+@click.option("--seed", type=int, default=None, show_default="the LUT's seed + 1000",
+              help="Sampling seed of the held-out models (must differ from the LUT's).")
+@click.option("--dtype", "dtype", default=None, show_default="every dtype of the LUT")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, show_default="none",
+              help="Also write the full result (per-model rows) as JSON.")
+def eval_cmd(lut, space, samples, seed, dtype, out):
+    """RMSPE and the share within ±10 % of a LUT's predictions on held-out models.
+
+    \b
+    Examples:
+      mobilekit latency-model eval lut.json --samples 20
+      mobilekit latency-model eval lut.json --space mbspace:se=off --dtype int8 --out eval.json
+    """
+    from mobilekit.io import write_json_atomic
+    from mobilekit.search.latency import evaluate_lut, load_lut
+
+    if samples < 1:
+        raise ValueError(f"--samples must be >= 1; got {samples}")
+    table = load_lut(lut)
+    result = evaluate_lut(table, space, samples, seed, None, _dtypes(dtype) if dtype else None,
+                          log=_log)
+    if out:
+        write_json_atomic(out, result)
+    for d, r in result["dtypes"].items():
+        click.echo(f"{d}: RMSPE {r['rmspe_pct']:.1f} %, {100 * r['within_10pct']:.0f} % within "
+                   f"±10 % (max {r['max_abs_pct']:.1f} %) on {r['n']} held-out models "
+                   f"({result['space']}, seed {result['seed']}, {result['threads']} thread(s))")
+
+
+@click.command("search")
+@click.option("--space", "spaces", multiple=True, default=("mbspace",), help=SPACE_HELP +
+              " Repeat with --study to compare spaces.")
+@click.option("--data", default="synthetic", help="Dataset SPEC for the proxy training.")
+@click.option("--target", type=click.Choice(TARGETS), default="host",
+              help="Where latency is predicted and measured (only host is implemented).")
+@click.option("--latency-limit", type=float, default=None, show_default="none",
+              help="Hard limit (ms): candidates predicted over it are rejected.")
+@click.option("--latency-target", type=float, default=None, show_default="none",
+              help="Soft target (ms): MnasNet reward acc * (lat / T) ** -0.07.")
+@click.option("--quant", type=click.Choice(["fp32", "int8"]), default="fp32",
+              help="Model format whose latency counts.")
+@click.option("--trials", type=int, default=20, help="Candidates trained.")
+@click.option("--epochs-per-trial", "epochs", type=int, default=2, help="Proxy training length.")
+@click.option("--workers", type=int, default=1, help="Worker processes training trials.")
+@click.option("--max-draws", type=int, default=None, show_default="50 x --trials",
+              help="Give up (exit 2 when none fits) after this many draws.")
+@click.option("--finalists", type=int, default=3, help="Best candidates measured on the target.")
+@click.option("--zoo", default=",".join(("mobilenet_v3_small:0.75", "mobilenet_v2:0.35")),
+              help="Comma-separated zoo models NAME[:ALPHA] trained and measured on the same "
+                   "budget for the Pareto plot ('none': no zoo models).")
+@click.option("--lut", type=click.Path(dir_okay=False), default=None,
+              show_default="build OUT/lut.json", help="Latency model from `latency-model build`.")
+@click.option("--lut-samples", type=int, default=24, help="Samples when building OUT/lut.json.")
+@click.option("--resolution", type=int, default=64, help="Input size for training and timing.")
+@click.option("--batch-size", type=int, default=32)
+@click.option("--threads", type=int, default=1, help="Interpreter threads when timing.")
+@click.option("--seed", type=int, default=0, help="Sampling seed (same seed: same candidates).")
+@click.option("--study", is_flag=True, default=False,
+              help="Design-space study: compare the error EDFs of the given --space values.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/search",
+              help="Search directory (rerun the same command on it to resume).")
+def search(spaces, zoo, study, out, **settings):
+    """Latency-aware architecture search over a design space.
+
+    \b
+    Examples:
+      mobilekit search --space mbspace --latency-limit 2 --quant int8 --trials 30 --out runs/s1
+      mobilekit search --space regnet --latency-target 3 --trials 20 --workers 2
+      mobilekit search --study --space mbspace:se=on --space mbspace:se=off --trials 12
+    """
+    from mobilekit.search.run import run_search, run_study
+
+    settings["zoo"] = [] if zoo.strip().lower() == "none" else [
+        z.strip() for z in zoo.split(",") if z.strip()]
+    if study:
+        result = run_study(out, list(spaces), **settings)
+        for c in result["comparisons"]:
+            lo, hi = c["diff_ci90"]
+            diff = 100 * c["mean_error_diff_b_minus_a"]
+            click.echo(f"{c['b']} vs {c['a']}: mean error {diff:+.2f} points (90 % CI "
+                       f"{100 * lo:+.2f} .. {100 * hi:+.2f}), KS {c['ks_distance']:.2f}, n = {c['n_b']} / {c['n_a']}")
+        click.echo(f"Study: {Path(out) / 'study.json'}")
+        return
+    if len(spaces) != 1:
+        raise ValueError("give one --space (several only with --study)")
+    summary = run_search(out, space=spaces[0], **settings)
+    click.echo(f"Search directory: {out}")
+    echo_json(summary)

@@ -1,0 +1,544 @@
+"""The quantization doctor: find the layers int8 hurts, measure each remedy, keep the best file.
+
+`diagnose(source, data, ...)` scores the float model and its default int8 export
+(mobilekit.export.convert: average calibration, per-tensor Dense) image by image on the
+same validation images (drop with its McNemar standard error, mobilekit.train.evaluate
+.paired_drop), names the layers where the error appears (mobilekit.export.layer_errors),
+then tries remedies in the order the diagnosis suggests, stopping at the first whose drop
+is within `target_drop` points:
+
+  the other calibration methods (average / mse / minmax), bias correction, per-channel
+  Dense, the k worst layers in float (a mixed file: the layer and the ops reading its
+  output run in float, so its output is never rounded), the whole network in int16x8,
+  QAT for a few epochs on the train split, and the calibration-size curve.
+
+Every measured file gets its drop +/- SE, its size and its host latency (XNNPACK, one
+thread, mobilekit.bench.host.interleaved_medians: all files timed round-robin, so a load
+change on a shared host hits them alike). The result dict is what `write_report` puts in
+OUT/quant_doctor.json; the CLI is `mobilekit quant-doctor`.
+
+Bad input raises ValueError before anything is written: no data, random data, a detector
+(not supported yet), a model without a quantizable layer, images of another shape than the
+model's input, a float model near chance level (a drop on such a model says nothing).
+"""
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_TARGET_DROP = 1.0
+DEFAULT_EVAL_SAMPLES = 500
+CURVE_SIZES = (8, 32, 128, 512)
+# Images the per-layer comparison runs on (every quantized tensor of each is kept).
+LAYER_IMAGES = 32
+FLOAT_LAYERS = (1, 2, 3)
+# QAT remedy: a short fine-tune at a small learning rate from the float weights.
+QAT_EPOCHS = 2
+QAT_LR = 1e-4
+QAT_RANGE_SAMPLES = 256
+BENCH_ROUNDS = 30
+REMEDIES = ("average", "mse", "minmax", "bias_correction", "per_channel_dense", "float_1",
+            "float_2", "float_3", "int16x8", "qat")
+QUANTIZABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+REPORT_JSON, REPORT_MD = "quant_doctor.json", "quant_doctor.md"
+PLOTS = {"layers": "layer_sqnr.png", "curve": "calibration_curve.png",
+         "remedies": "remedies.png"}
+
+
+def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAMPLES,
+             target_drop=DEFAULT_TARGET_DROP, bench_rounds=BENCH_ROUNDS,
+             layer_images=LAYER_IMAGES, curve_sizes=CURVE_SIZES, calib_method="average",
+             remedies=None, qat_epochs=QAT_EPOCHS, log=None):
+    """Diagnose `source` (run directory or .keras); returns the result dict (module
+    docstring) with the files' bytes under result["_files"] (name -> bytes).
+
+    calib_method: the calibration of the int8 file diagnosed (the export's --calib-method;
+    the others become remedies). remedies: names of `remedy_plan` rows to try (None: all,
+    in the plan's order). qat_epochs: epochs of the QAT remedy on the train split.
+    """
+    from mobilekit.errors import check_choice
+    from mobilekit.export.calibration import CALIBRATION_METHODS
+    from mobilekit.export.convert import convert
+    from mobilekit.export.layer_errors import layer_errors
+    from mobilekit.export.pipeline import RANDOM_DATA, dataset_samples, resolve_source
+
+    log = log or (lambda msg: None)
+    start = time.perf_counter()
+    check_choice("calib_method", calib_method, CALIBRATION_METHODS)
+    for name in remedies or ():
+        if name not in REMEDIES and not re.fullmatch(r"calib_[1-9][0-9]*", name):
+            from mobilekit.errors import unknown_name
+
+            raise unknown_name("remedy", name, REMEDIES + ("calib_N",))
+    if calib_samples < 1 or eval_samples < 1:
+        raise ValueError(f"calib_samples and eval_samples must be positive; got "
+                         f"{calib_samples} and {eval_samples}")
+    model, config, name, _ = resolve_source(source)
+    _check_model(model, name, config)
+    data = data or (config or {}).get("data")
+    if not data:
+        raise ValueError(f"no images to diagnose {name} on: give --data SPEC (the "
+                         "calibration images come from its train split, the scored ones "
+                         "from its val split)")
+    if data == RANDOM_DATA:
+        raise ValueError("--data random has no labels: the doctor needs real images to "
+                         "measure an accuracy drop")
+    size = _input_size(model, name)
+    mean, std = (config or {}).get("mean"), (config or {}).get("std")
+    images, labels, info = _eval_set(data, size, eval_samples, mean, std)
+    mean, std = info["mean"], info["std"]
+    _check_outputs(model, name, info, data)
+    log(f"{len(images)} images of {data} to score; {calib_samples} to calibrate")
+    calib = dataset_samples(data, size, calib_samples, mean, std)
+    float_hits = _keras_predict(model, images).argmax(-1) == labels
+    float_top1 = float(float_hits.mean())
+    _check_chance(float_top1, info["num_classes"], len(images), name)
+
+    def score(tflite):
+        from mobilekit.export.pipeline import tflite_predict
+        from mobilekit.train.evaluate import paired_drop
+
+        hits = tflite_predict(tflite, images).argmax(-1) == labels
+        return paired_drop(float_hits, hits)
+
+    log(f"int8 export ({calib_method} calibration, per-tensor Dense) ...")
+    files = {"baseline": convert(model, "int8", calib, calibration=calib_method)}
+    baseline = dict(_row("baseline", f"int8 ({calib_method} calibration)",
+                         {"calibration": calib_method}), **score(files["baseline"]))
+    log(f"int8 drop {baseline['drop_points']:.2f} +/- {baseline['drop_se_points']:.2f} points")
+    log(f"per-layer error on {min(layer_images, len(images))} images ...")
+    table, calibrated = layer_errors(model, calib, images[:layer_images], method=calib_method)
+    ranked = [row for row in table.ranked() if row["op"] not in ("QUANTIZE", "DEQUANTIZE")]
+    rows = []
+    if baseline["drop_points"] > target_drop:
+        plan = remedy_plan(ranked, has_dense=_has_dense(model), calib_count=len(calib),
+                           curve_sizes=curve_sizes, calib_method=calib_method)
+        plan = _selected(plan, remedies)
+        job = {"model": model, "calib": calib, "calibrated": calibrated, "data": data,
+               "size": size, "mean": mean, "std": std, "qat_epochs": qat_epochs,
+               "method": calib_method}
+        for remedy in plan:
+            log(f"remedy: {remedy['label']} ...")
+            try:
+                files[remedy["name"]] = _build(remedy, job)
+            except ValueError as exc:  # e.g. an op int16x8 lacks: a row, not a crash
+                rows.append(dict(remedy, ok=False, error=str(exc).splitlines()[0]))
+                continue
+            row = dict(remedy, ok=True, **score(files[remedy["name"]]))
+            rows.append(row)
+            log(f"  drop {row['drop_points']:.2f} +/- {row['drop_se_points']:.2f}")
+            if row["drop_points"] <= target_drop and remedy["kind"] != "curve":
+                break
+    _measure_files(files, [baseline] + rows, bench_rounds)
+    recommended = _recommend(baseline, rows, target_drop)
+    result = {"model": name, "source": str(source), "data": data, "images": len(images),
+              "num_classes": info["num_classes"], "float_top1": float_top1,
+              "calib_samples": len(calib), "calib_method": calib_method,
+              "target_drop": target_drop,
+              "baseline": baseline, "layers": table.to_dicts(),
+              "ranked": [row["layer"] for row in ranked[:10]], "remedies": rows,
+              "recommended": recommended["name"], "no_remedy_needed": not rows,
+              "summary": summary_line(baseline, recommended, target_drop, ranked),
+              "mean": mean, "std": std, "class_names": info.get("class_names"),
+              "input_size": [size, size, int(model.inputs[0].shape[-1])],
+              "seconds": round(time.perf_counter() - start, 1)}
+    result["_files"] = files
+    result["_table"] = table
+    return result
+
+
+def remedy_plan(ranked, has_dense=True, calib_count=300, curve_sizes=CURVE_SIZES,
+                calib_method="average"):
+    """Remedies in the order the worst layer suggests, then the rest (each once)."""
+    worst = ranked[0] if ranked else {}
+    catalogue = {
+        "average": ("calibration", "average calibration", {"calibration": "average"}),
+        "mse": ("calibration", "mse calibration", {"calibration": "mse"}),
+        "minmax": ("calibration", "minmax calibration", {"calibration": "minmax"}),
+        "bias_correction": ("weights", "bias correction", {"bias_correction": True}),
+        "per_channel_dense": ("weights", "per-channel Dense", {"dense_quant": "per-channel"}),
+        "int16x8": ("int16x8", "int16x8 activations", {}),
+        "qat": ("qat", "QAT fine-tuning", {}),
+    }
+    del catalogue[calib_method]  # the diagnosed file's own method
+    for k in FLOAT_LAYERS:
+        layers = [row["layer"] for row in ranked[:k]]
+        if len(layers) == k:
+            catalogue[f"float_{k}"] = ("mixed", "float " + ", ".join(f"`{n}`" for n in layers),
+                                       {"float_tensors": [row["tensor"] for row in ranked[:k]]})
+    if not has_dense:
+        del catalogue["per_channel_dense"]
+    first = []
+    if worst.get("dominant") == "weights":
+        first = (["per_channel_dense", "bias_correction"] if worst["op"] == "FULLY_CONNECTED"
+                 else ["bias_correction", "per_channel_dense"])
+    elif worst.get("clip_rate", 0) > 0.01:
+        first = ["minmax", "mse"]
+    elif worst:
+        first = ["mse", "average", "float_1"]
+    # Cheap conversions first, then mixed files, int16x8, training (QAT) last.
+    order = first + ["average", "mse", "bias_correction", "per_channel_dense", "float_1",
+                     "float_2", "float_3", "int16x8", "minmax", "qat"]
+    plan, seen = [], set()
+    for key in order:
+        if key in catalogue and key not in seen:
+            seen.add(key)
+            kind, label, settings = catalogue[key]
+            plan.append(_row(key, label, settings, kind))
+    for n in curve_sizes:
+        if n < calib_count:
+            plan.append(_row(f"calib_{n}", f"{n} calibration images", {"calib_samples": n},
+                             "curve"))
+    return plan
+
+
+def _row(name, label, settings, kind="baseline"):
+    return {"name": name, "kind": kind, "label": label, "settings": settings}
+
+
+def _selected(plan, names):
+    """The plan's rows named in `names` (all for None); a calib_N row is made for any N."""
+    if names is None:
+        return plan
+    extra = [_row(n, f"{n[6:]} calibration images", {"calib_samples": int(n[6:])}, "curve")
+             for n in names if n.startswith("calib_") and n not in {r["name"] for r in plan}]
+    return [row for row in plan if row["name"] in names] + extra
+
+
+def _build(remedy, job):
+    """The .tflite bytes of one remedy."""
+    from mobilekit.export.convert import convert
+    from mobilekit.export.layer_errors import graph_links, quantize_calibrated
+
+    model, calib, calibrated = job["model"], job["calib"], job["calibrated"]
+    settings = remedy["settings"]
+    if remedy["kind"] == "mixed":
+        # The op and every op reading its output stay float: its output is never rounded.
+        _, consumers, _ = graph_links(calibrated)
+        nodes = set()
+        for tensor in settings["float_tensors"]:
+            nodes.add(tensor)
+            nodes.update(consumers.get(tensor, []))
+        remedy["settings"] = dict(settings, float_nodes=sorted(nodes))
+        return quantize_calibrated(calibrated, denylisted_nodes=sorted(nodes))
+    if remedy["kind"] == "int16x8":
+        return convert(model, "int16x8", calib)
+    if remedy["kind"] == "qat":
+        return convert(_qat_model(job), "int8")
+    if remedy["kind"] == "curve":
+        return convert(model, "int8", calib[:settings["calib_samples"]],
+                       calibration=job["method"])
+    return convert(model, "int8", calib, **dict({"calibration": job["method"]}, **settings))
+
+
+def _qat_model(job):
+    """`qat_epochs` of quantization-aware training on the train split (mobilekit.compress
+    .qat: ranges start from the float model's activations on the calibration images)."""
+    from mobilekit.compress.qat import init_ranges, quantize_model
+    from mobilekit.data import load_dataset
+    from mobilekit.keras import keras
+
+    model = job["model"]
+    qat = quantize_model(model)
+    init_ranges(qat, model, job["calib"][:QAT_RANGE_SAMPLES])
+    ds, _ = load_dataset(job["data"], "train", job["size"], 32, training=True,
+                         mean=job["mean"], std=job["std"])
+    qat.compile(keras.optimizers.Adam(QAT_LR), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=not _ends_in_softmax(model)))
+    qat.fit(ds, epochs=job["qat_epochs"], verbose=0)
+    return qat
+
+
+def _ends_in_softmax(model):
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    return type(last).__name__ == "Softmax" or getattr(activation, "__name__", "") == "softmax"
+
+
+def _measure_files(files, rows, rounds):
+    """size_bytes and latency (median µs, XNNPACK, 1 thread, round-robin) of each row's file."""
+    from mobilekit.bench.host import interleaved_medians
+
+    measured = [row for row in rows if row.get("ok", True)]
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for row in measured:
+            path = Path(folder) / f"{row['name']}.tflite"
+            path.write_bytes(files[row["name"]])
+            paths.append(path)
+            row["size_bytes"] = len(files[row["name"]])
+        medians = interleaved_medians(paths, rounds=max(1, rounds)) if paths else []
+    base = medians[0] if medians else None
+    for row, median in zip(measured, medians):
+        row["latency_us"] = round(median, 1)
+        row["latency_change"] = round(median / base - 1, 4) if base else None
+
+
+def _recommend(baseline, rows, target_drop):
+    """The fastest file within the target (then the smaller drop); else the smallest drop
+    if it beats the default by more than its standard error; else the default."""
+    ok = [row for row in rows if row.get("ok")]
+    within = [row for row in ok if row["drop_points"] <= target_drop]
+    if within:
+        return min(within, key=lambda r: (r["latency_us"], r["drop_points"]))
+    best = min(ok, key=lambda r: (r["drop_points"], r["latency_us"])) if ok else None
+    # Short of the target, a remedy must beat the default by more than its own standard
+    # error: a difference inside the noise of these images is no reason to change files.
+    if best and baseline["drop_points"] - best["drop_points"] > best["drop_se_points"]:
+        return best
+    return baseline
+
+
+def summary_line(baseline, best, target_drop, ranked=()):
+    """One line: the drop before and after, what did it, and its latency cost."""
+    before = f"{baseline['drop_points']:.1f} ± {baseline['drop_se_points']:.1f}"
+    if best is baseline:
+        if baseline["drop_points"] <= target_drop:
+            return (f"int8 drop {before} points is within the {target_drop:g}-point target: "
+                    "no remedy needed")
+        worst = f" (worst layer `{ranked[0]['layer']}`)" if ranked else ""
+        return (f"int8 drop {before} points; no measured remedy reduced it by more than its "
+                f"standard error{worst}: the default int8 file is kept")
+    after = f"{best['drop_points']:.1f} ± {best['drop_se_points']:.1f}"
+    change = best.get("latency_change")
+    cost = "" if change is None else f"; {100 * change:+.0f} % latency"
+    missed = "" if best["drop_points"] <= target_drop else \
+        f" (target {target_drop:g} not reached)"
+    return f"int8 drop {before} → {after} points with {best['label']}{cost}{missed}"
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _check_model(model, name, config):
+    from mobilekit.export.pipeline import _all_layers, _is_detector
+
+    if _is_detector(name, config) or len(model.outputs) != 1:
+        raise ValueError(f"quant-doctor diagnoses single-output classifiers; {name} is a "
+                         "detector or has several outputs (detector support is not done yet)")
+    if not any(type(layer).__name__ in QUANTIZABLE for layer in _all_layers(model)):
+        raise ValueError(f"{name} has no quantizable layer ({', '.join(QUANTIZABLE)}): "
+                         "int8 has no weights to round and nothing to diagnose")
+
+
+def _has_dense(model):
+    from mobilekit.export.pipeline import _all_layers
+
+    return any(type(layer).__name__ == "Dense" for layer in _all_layers(model))
+
+
+def _input_size(model, name):
+    from mobilekit.export.convert import input_spec
+
+    _, height, width, channels = input_spec(model).shape
+    if height != width or channels != 3:
+        raise ValueError(f"{name} takes {height}x{width}x{channels} images; the data "
+                         "pipeline gives square RGB images (HxHx3): wrong image size")
+    return int(height)
+
+
+def _eval_set(spec, size, limit, mean, std):
+    from mobilekit.data import load_dataset
+
+    ds, info = load_dataset(spec, "val", size, 64, training=False, mean=mean, std=std)
+    images, labels, count = [], [], 0
+    for batch, batch_labels in ds:
+        images.append(batch.numpy())
+        labels.append(batch_labels.numpy())
+        count += len(images[-1])
+        if count >= limit:
+            break
+    if not count:
+        raise ValueError(f"{spec} has no validation images to score on")
+    if images[0].shape[1:3] != (size, size):
+        raise ValueError(f"images of {spec} are {images[0].shape[1]}x{images[0].shape[2]}; "
+                         f"the model takes {size}x{size}")
+    return (np.concatenate(images)[:limit].astype(np.float32),
+            np.concatenate(labels)[:limit], info)
+
+
+def _check_outputs(model, name, info, spec):
+    outputs = int(model.outputs[0].shape[-1])
+    if outputs != info["num_classes"]:
+        raise ValueError(f"{name} outputs {outputs} classes but {spec} has "
+                         f"{info['num_classes']}: diagnose it on its own data")
+
+
+def _check_chance(top1, classes, n, name):
+    """A float model within 3 standard errors of 1/classes is at chance level."""
+    chance = 1.0 / classes
+    margin = 3 * math.sqrt(chance * (1 - chance) / n)
+    if top1 <= chance + margin:
+        raise ValueError(f"float {name} scores {100 * top1:.1f} % top-1 on {n} images, near "
+                         f"chance ({100 * chance:.1f} % for {classes} classes): an int8 drop "
+                         "on a chance-level model says nothing. Train it first")
+
+
+def _keras_predict(model, images, batch=64):
+    return np.concatenate([np.asarray(model(images[i:i + batch], training=False))
+                           for i in range(0, len(images), batch)])
+
+
+# ---------------------------------------------------------------- report
+
+
+def write_report(result, out):
+    """OUT/quant_doctor.{json,md}, the plots and the recommended .tflite with its export
+    report, all staged in a temporary folder beside OUT and moved in at the end: an error
+    leaves OUT as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        _write_all(result, stage)
+        if not out.exists():
+            os.replace(stage, out)
+        else:
+            for path in stage.iterdir():
+                os.replace(path, out / path.name)
+            stage.rmdir()
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_all(result, folder):
+    from mobilekit.io import write_atomic, write_json_atomic
+
+    best = result["recommended"]
+    tflite_name = f"{result['model']}_int8_doctor.tflite"
+    tflite, report = _recommended_file(result)
+    (folder / tflite_name).write_bytes(tflite)
+    report["tflite_path"] = tflite_name
+    write_json_atomic(folder / Path(tflite_name).with_suffix(".json"), report)
+    plots = _plots(result, folder)
+    public = {k: v for k, v in result.items() if not k.startswith("_")}
+    public.update({"recommended_file": tflite_name, "plots": plots})
+    write_json_atomic(folder / REPORT_JSON, public)
+    write_atomic(folder / REPORT_MD, _markdown(result, tflite_name, plots, best))
+
+
+def _recommended_file(result):
+    """The recommended bytes with mobilekit metadata, and their export report."""
+    from mobilekit.export.metadata import build_metadata, embed_metadata
+    from mobilekit.export.report import analyze
+
+    name = result["recommended"]
+    row = result["baseline"] if name == "baseline" else next(
+        r for r in result["remedies"] if r["name"] == name)
+    quant = "int16x8" if row["kind"] == "int16x8" else "int8"
+    io = "float" if row["kind"] in ("mixed", "int16x8") else "int8"
+    meta = build_metadata(result["model"], quant, result["input_size"],
+                          labels=result.get("class_names"), mean=result["mean"],
+                          std=result["std"], io=io, qat=False,
+                          doctor={"remedy": name, "label": row["label"]})
+    tflite = embed_metadata(result["_files"][name], meta)
+    report = analyze(tflite)
+    report.update({"model": result["model"], "source": result["source"], "quant": quant,
+                   "io": io, "remedy": {k: row[k] for k in ("name", "label", "settings")},
+                   "calibration": {"data": result["data"],
+                                   "samples": row["settings"].get("calib_samples",
+                                                                  result["calib_samples"]),
+                                   "method": ("qat" if row["kind"] == "qat" else
+                                              row["settings"].get("calibration",
+                                                                  result["calib_method"]))},
+                   "eval": {"data": result["data"], "images": result["images"],
+                            "float_top1": result["float_top1"],
+                            "drop_points": row["drop_points"],
+                            "drop_se_points": row["drop_se_points"]}})
+    return tflite, report
+
+
+def _markdown(result, tflite_name, plots, best):
+    from mobilekit.export.layer_errors import LayerTable
+
+    b = result["baseline"]
+    lines = [f"# Quantization doctor: {result['model']}", "", f"**{result['summary']}**", "",
+             f"Float top-1 {100 * result['float_top1']:.2f} % on {result['images']} images of "
+             f"{result['data']}; calibration on {result['calib_samples']} images; target: a "
+             f"drop of at most {result['target_drop']:g} point(s). Drops are float minus "
+             "int8 top-1 on the same images, ± the standard error from the images only one "
+             f"of them gets right. Recommended file: `{tflite_name}`. Run time "
+             f"{result['seconds']:.0f} s.", "", "## Remedies", "",
+             "| remedy | drop (points) | float-only / int8-only images | size KB | "
+             "latency ms | latency vs int8 |", "|---|---|---|---|---|---|"]
+    for row in [b] + result["remedies"]:
+        if not row.get("ok", True):
+            lines.append(f"| {row['label']} | failed: {row['error']} | | | | |")
+            continue
+        mark = " **(recommended)**" if row["name"] == result["recommended"] else ""
+        change = row.get("latency_change")
+        lines.append(f"| {row['label']}{mark} | {row['drop_points']:+.2f} ± "
+                     f"{row['drop_se_points']:.2f} | {row['float_only']} / {row['int8_only']} "
+                     f"| {row['size_bytes'] / 1e3:.1f} | {row['latency_us'] / 1e3:.3f} | "
+                     f"{'-' if change is None else f'{100 * change:+.1f} %'} |")
+    if result["no_remedy_needed"]:
+        lines += ["", "No remedy needed: the default int8 export is within the target."]
+    lines += ["", "## Layers, worst first", "",
+              "SQNR: median over channels of float variance / int8 error power (accumulated "
+              "up to the tensor); added: dB lost at this op over its worst input; "
+              "weights-only / activations-only: the same with only one of them in int8; "
+              "rmse/step: QuantizationDebugger's layer-wise RMSE in quantization steps "
+              "(0.29 = rounding alone).", "", LayerTable(result["layers"]).ranked().to_markdown(
+                  limit=15)]
+    for title, key in (("Per-layer SQNR", "layers"), ("Calibration size", "curve"),
+                       ("Drop vs latency", "remedies")):
+        if key in plots:
+            lines += ["", f"![{title}]({plots[key]})"]
+    return "\n".join(lines) + "\n"
+
+
+def _plots(result, folder):
+    """{kind: file name} of the plots drawn (none without matplotlib)."""
+    try:
+        from mobilekit.report.plots import require_matplotlib
+
+        plt = require_matplotlib()
+    except ValueError:
+        return {}
+    from mobilekit.report.plots import _save
+
+    drawn = {}
+    layers = result["layers"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(layers)), 4))
+    worst = set(result["ranked"][:3])
+    ax.bar(range(len(layers)), [r["sqnr_db"] for r in layers],
+           color=["tab:red" if r["layer"] in worst else "tab:blue" for r in layers])
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels([r["layer"][:24] for r in layers], rotation=90, fontsize=6)
+    ax.set_ylabel("SQNR (dB)")
+    ax.set_title(f"{result['model']}: int8 SQNR per tensor (red: worst added)")
+    drawn["layers"] = _save(fig, folder / PLOTS["layers"]).name
+    plt.close(fig)
+    curve = [r for r in result["remedies"] if r["kind"] == "curve" and r.get("ok")]
+    if curve:
+        points = sorted([(r["settings"]["calib_samples"], r) for r in curve] +
+                        [(result["calib_samples"], result["baseline"])], key=lambda p: p[0])
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.errorbar([p[0] for p in points], [p[1]["drop_points"] for p in points],
+                    yerr=[p[1]["drop_se_points"] for p in points], marker="o", capsize=3)
+        ax.set_xscale("log")
+        ax.set_xlabel("calibration images")
+        ax.set_ylabel("int8 drop (points)")
+        ax.set_title("calibration-size curve")
+        drawn["curve"] = _save(fig, folder / PLOTS["curve"]).name
+        plt.close(fig)
+    rows = [r for r in [result["baseline"]] + result["remedies"] if r.get("ok", True)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        ax.errorbar(row["latency_us"] / 1e3, row["drop_points"], yerr=row["drop_se_points"],
+                    marker="o", capsize=3, label=row["label"][:40])
+    ax.axhline(result["target_drop"], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("host latency (ms, XNNPACK, 1 thread)")
+    ax.set_ylabel("int8 drop (points)")
+    ax.set_title("remedies: drop vs latency")
+    ax.legend(fontsize=6)
+    drawn["remedies"] = _save(fig, folder / PLOTS["remedies"]).name
+    plt.close(fig)
+    return drawn

@@ -1,0 +1,1 @@
+"""Latency-aware architecture search: design spaces, latency models, the search loop."""

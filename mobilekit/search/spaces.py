@@ -1,0 +1,137 @@
+"""Design spaces as data: what may vary, the ranges, and a reproducible sampler.
+
+A space is named by a SPACE string `NAME[:key=value,...]`; the overrides pin one choice of
+the space (e.g. `mbspace:se=off`, `regnet:group_width=8`) so that two settings of one space
+can be compared on the same budget (RegNet's design-space study). A sampled point is
+`{"model": zoo name, "kwargs": create_model kwargs}` (without resolution / num_classes),
+JSON-serialisable, so trials.jsonl and a model card can hold it.
+
+Point i of a search with seed s is drawn from numpy's default_rng([s, i]): the same seed
+gives the same candidates in the same order, and a resumed search redraws them exactly.
+"""
+import math
+
+import numpy as np
+
+from mobilekit.errors import unknown_name
+from mobilekit.zoo.regnet import QUANT, generate_regnet, regnet_complexity, regnet_stages
+
+# RegNet (paper Sec. 3.3; pycls regnet_sampler): depth uniform, w0/wa/wm log-uniform, w0 a
+# multiple of 8; `macs` bounds the complexity at the search resolution (RegNet samples
+# within a flop regime). Ranges are narrowed from the paper's d < 64 to mobile sizes.
+_REGNET = {"family": "regnet", "depth": (6, 16), "w0": (8, 64), "wa": (8.0, 48.0),
+           "wm": (1.5, 3.0), "group_width": (4, 8, 16), "bottleneck_ratio": (1.0, 0.5),
+           "se": ("off", "on"), "num_stages": 4, "macs_224": (100e6, 400e6)}
+_REGNET_TINY = {"family": "regnet", "depth": (2, 5), "w0": (8, 16), "wa": (4.0, 16.0),
+                "wm": (1.5, 2.5), "group_width": (4, 8), "bottleneck_ratio": (1.0,),
+                "se": ("off", "on"), "num_stages": 0, "macs_224": (1e6, 60e6)}
+# MobileNet-style blocks: per stage (base channels, stride) fixed, the rest chosen per stage.
+_MB_CHOICES = {"kernel": (3, 5, 7), "expansion": (3, 4, 6), "se": ("off", "on"),
+               "act": ("relu", "hswish"), "width_mult": (0.5, 0.75, 1.0, 1.25)}
+_MBSPACE = {"family": "mbspace", "stem": 16, "head": 576,
+            "stages": [(16, 2, (1, 2)), (24, 2, (1, 3)), (40, 2, (1, 3)), (80, 1, (1, 3)),
+                       (112, 2, (1, 3))], **_MB_CHOICES}
+_MBSPACE_TINY = {"family": "mbspace", "stem": 8, "head": 64,
+                 "stages": [(16, 2, (1, 2)), (24, 2, (1, 2))], **_MB_CHOICES,
+                 "width_mult": (0.5, 1.0)}
+SPACES = {"regnet": _REGNET, "regnet-tiny": _REGNET_TINY, "mbspace": _MBSPACE,
+          "mbspace-tiny": _MBSPACE_TINY}
+MAX_DRAWS = 10000
+
+
+def parse_space(text):
+    """The space dict of `NAME[:key=value,...]` with `label` and `name` added."""
+    name, _, rest = str(text).strip().partition(":")
+    if name not in SPACES:
+        raise unknown_name("space", name, SPACES)
+    space = dict(SPACES[name], name=name, label=str(text).strip())
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in space or key in ("family", "stages", "name", "label"):
+            choosable = sorted(k for k, v in SPACES[name].items() if isinstance(v, tuple))
+            raise ValueError(f"space override {item!r} not understood; {name} takes "
+                             f"key=value with key one of {', '.join(choosable)}")
+        space[key] = (_parse_value(key, value.strip(), space[key]),)
+    return space
+
+
+def _parse_value(key, text, current):
+    allowed = current if isinstance(current, tuple) else (current,)
+    for value in allowed:
+        if str(value) == text or (isinstance(value, (int, float)) and _number(text) == value):
+            return value
+    raise ValueError(f"space override {key}={text} is outside the space's choices "
+                     f"({', '.join(str(v) for v in allowed)})")
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def sample(space, index, seed, resolution):
+    """Point `index` of the space for `seed`: {"model", "kwargs"}; ValueError if the space
+    has no valid point (e.g. contradictory overrides)."""
+    rng = np.random.default_rng([seed, index])
+    sampler = _sample_regnet if space["family"] == "regnet" else _sample_mbspace
+    return sampler(space, rng, resolution)
+
+
+def _pick(rng, choices):
+    return choices[int(rng.integers(len(choices)))]
+
+
+def _log_uniform(rng, bounds):
+    low, high = bounds if len(bounds) == 2 else (bounds[0], bounds[0])
+    return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+
+
+def _sample_mbspace(space, rng, resolution):
+    stages = []
+    for channels, stride, depths in space["stages"]:
+        stages.append({"channels": channels, "stride": stride,
+                       "depth": int(rng.integers(depths[0], depths[1] + 1)),
+                       "kernel": _pick(rng, space["kernel"]),
+                       "expansion": _pick(rng, space["expansion"]),
+                       "se": _pick(rng, space["se"]) == "on",
+                       "width_mult": _pick(rng, space["width_mult"]),
+                       "act": _pick(rng, space["act"])})
+    spec = {"stem": space["stem"], "head": space["head"], "stages": stages}
+    return {"model": "mbspace", "kwargs": {"spec": spec}}
+
+
+def _sample_regnet(space, rng, resolution):
+    """pycls-style draw; redrawn until the widths give the wanted stages and MACs fit."""
+    low, high = (m * (resolution / 224) ** 2 for m in space["macs_224"])
+    for _ in range(MAX_DRAWS):
+        depth = space["depth"]
+        d = {"depth": int(rng.integers(depth[0], depth[-1] + 1)),
+             "w0": max(QUANT, int(round(_log_uniform(rng, space["w0"]) / QUANT)) * QUANT),
+             "wa": round(_log_uniform(rng, space["wa"]), 1),
+             "wm": round(_log_uniform(rng, space["wm"]), 3),
+             "group_width": int(_pick(rng, space["group_width"])),
+             "bottleneck_ratio": float(_pick(rng, space["bottleneck_ratio"])),
+             "se_ratio": 0.25 if _pick(rng, space["se"]) == "on" else 0.0}
+        if d["wm"] <= 1:
+            continue
+        _, _, found, possible = generate_regnet(d["wa"], d["w0"], d["wm"], d["depth"])
+        if found != possible or (space["num_stages"] and found != space["num_stages"]):
+            continue
+        stages = regnet_stages(d["depth"], d["w0"], d["wa"], d["wm"], d["group_width"],
+                               d["bottleneck_ratio"])
+        macs = regnet_complexity(stages, d["se_ratio"], resolution=resolution)["macs"]
+        if low <= macs <= high:
+            return {"model": "regnet", "kwargs": d}
+    raise ValueError(f"space {space['label']!r} has no valid design at {resolution} px "
+                     f"after {MAX_DRAWS} draws (contradictory overrides?)")
+
+
+def build(point, resolution, num_classes=10):
+    """The Keras model of a sampled point."""
+    from mobilekit.zoo.registry import create_model
+
+    return create_model(point["model"], resolution=resolution, num_classes=num_classes,
+                        **point["kwargs"])

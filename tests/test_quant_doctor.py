@@ -1,0 +1,230 @@
+"""quant-doctor: planted int8 culprits are ranked first and their remedy is measured to work.
+
+One tiny CNN (32x32, 4 synthetic classes) is trained once; each fault is planted by weight
+surgery that leaves the float function (almost) unchanged, so the float top-1 stays the
+trained one and only int8 suffers:
+  outlier  conv1's channel 3 scaled x1000, conv2 reading it / 1000: one outlier channel
+           stretches conv1's output range and flattens every other channel;
+  dense    one unit of `hidden` made dead (bias far below zero) with weights x1000: under
+           per-tensor quantization its scale rounds every other unit's weights to ~0;
+  shift    conv3's output shifted by +300, taken back in conv4's BatchNorm (folded into
+           conv4, so BN cannot absorb the shift of conv3's output tensor): int8 steps
+           of the shifted range are bigger than conv3's whole signal.
+"""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mobilekit.cli import cli
+
+SPEC = "synthetic:classes=4,train=100,val=50"
+FAST = dict(calib_samples=64, eval_samples=200, bench_rounds=3, curve_sizes=())
+
+
+def _base_model():
+    from mobilekit.keras import keras
+
+    L = keras.layers
+    i = L.Input((32, 32, 3), name="input")
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="conv1")(i)
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
+    x = L.Conv2D(16, 1, name="conv3")(x)
+    x = L.Conv2D(16, 1, use_bias=False, name="conv4")(x)
+    x = L.BatchNormalization(name="bn4")(x)
+    x = L.ReLU(name="relu4")(x)
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    x = L.Dense(32, activation="relu", name="hidden")(x)
+    return keras.Model(i, L.Dense(4, name="logits")(x), name="tiny")
+
+
+def _arrays(split):
+    from mobilekit.data import load_dataset
+
+    ds, _ = load_dataset(SPEC, split, 32, 64, training=False)
+    xs, ys = zip(*[(a.numpy(), b.numpy()) for a, b in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _plant(model, fault, images):
+    from mobilekit.keras import keras
+
+    def get(name):
+        return model.get_layer(name), model.get_layer(name).get_weights()
+
+    if fault == "outlier":
+        (c1, w1), (c2, w2) = get("conv1"), get("conv2")
+        w1[0][..., 3] *= 1000
+        w1[1][3] *= 1000
+        w2[0][:, :, 3, :] /= 1000
+        c1.set_weights(w1)
+        c2.set_weights(w2)
+    elif fault == "dense":
+        probe = keras.Model(model.inputs, model.get_layer("pool").output)
+        features = probe(images).numpy()
+        (hidden, wh), (logits, wl) = get("hidden"), get("logits")
+        unit = int(np.argmin(np.maximum(features @ wh[0] + wh[1], 0).mean(0)))
+        wh[0][:, unit] *= 1000
+        wh[1][unit] = -2 * float(np.abs(features @ wh[0][:, unit]).max()) - 1  # always off
+        wl[0][unit, :] = 0
+        hidden.set_weights(wh)
+        logits.set_weights(wl)
+    elif fault == "shift":
+        (c3, w3), (c4, w4), (bn, wb) = get("conv3"), get("conv4"), get("bn4")
+        w3[1] += 300.0
+        wb[2] += 300.0 * w4[0].sum(axis=(0, 1, 2))
+        c3.set_weights(w3)
+        bn.set_weights(wb)
+    return model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """{fault: .keras path} of the trained tiny CNN, healthy and with each planted fault."""
+    from mobilekit.io import load_keras
+    from mobilekit.keras import keras
+
+    folder = tmp_path_factory.mktemp("doctor")
+    x, y = _arrays("train")
+    keras.utils.set_random_seed(0)
+    model = _base_model()
+    model.compile(keras.optimizers.Adam(3e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=40, batch_size=32, verbose=0)
+    paths = {"healthy": folder / "healthy.keras"}
+    model.save(paths["healthy"])
+    for fault in ("outlier", "dense", "shift"):
+        paths[fault] = folder / f"{fault}.keras"
+        _plant(load_keras(paths["healthy"]), fault, x[:256]).save(paths[fault])
+    untrained = _base_model()
+    paths["untrained"] = folder / "untrained.keras"
+    untrained.save(paths["untrained"])
+    return paths
+
+
+@pytest.mark.parametrize("fault,culprit", [("outlier", "conv1"), ("dense", "hidden"),
+                                           ("shift", "conv3")])
+def test_planted_fault_ranked_first_and_cured(models, fault, culprit, tmp_path):
+    from mobilekit.export.doctor import diagnose, write_report
+
+    result = diagnose(str(models[fault]), data=SPEC, **FAST)
+    assert result["ranked"][0] == culprit
+    assert result["baseline"]["drop_points"] > 10  # the planted fault really hurts int8
+    best = next(r for r in result["remedies"] if r["name"] == result["recommended"])
+    assert best["drop_points"] <= result["target_drop"]
+    # Early stop: the cure is the last remedy tried.
+    assert result["remedies"][-1]["name"] == best["name"]
+    assert result["summary"].startswith(f"int8 drop {result['baseline']['drop_points']:.1f}")
+    out = write_report(result, tmp_path / "doc")
+    report = json.loads((out / "quant_doctor.json").read_text())
+    assert report["recommended"] == best["name"] and report["layers"]
+    # The recommended file is the measured one: scoring it again gives the same drop.
+    from mobilekit.export.metadata import read_metadata
+    from mobilekit.export.pipeline import tflite_predict
+    from mobilekit.io import load_keras
+    from mobilekit.train.evaluate import paired_drop
+
+    tflite = (out / f"{fault}_int8_doctor.tflite").read_bytes()
+    assert read_metadata(tflite)["doctor"]["remedy"] == best["name"]
+    x, y = _arrays("val")
+    float_hits = load_keras(models[fault]).predict(x, verbose=0).argmax(-1) == y
+    again = paired_drop(float_hits, tflite_predict(tflite, x).argmax(-1) == y)
+    assert again["drop_points"] == pytest.approx(best["drop_points"])
+    assert json.loads((out / f"{fault}_int8_doctor.json").read_text())["eval"][
+        "drop_points"] == best["drop_points"]
+
+
+def test_dense_fault_is_a_weight_fault_cured_by_per_channel_dense(models):
+    from mobilekit.export.doctor import diagnose
+
+    result = diagnose(str(models["dense"]), data=SPEC, **FAST)
+    worst = next(r for r in result["layers"] if r["layer"] == "hidden")
+    assert worst["dominant"] == "weights"
+    assert worst["weights_sqnr_db"] < 10 < worst["activations_sqnr_db"]
+    assert result["remedies"][0]["name"] == "per_channel_dense"
+    assert result["recommended"] == "per_channel_dense"
+
+
+def test_layer_table_api(models):
+    from mobilekit.export.layer_errors import LayerTable, layer_errors
+    from mobilekit.io import load_keras
+
+    x, _ = _arrays("val")
+    table, calibrated = layer_errors(load_keras(models["outlier"]), x[:32], x[:16])
+    assert isinstance(table, LayerTable) and len(table) == len(table["layer"]) >= 7
+    assert table.ranked()[0]["layer"] == "conv1"
+    conv1 = table[0]
+    assert conv1["sqnr_db"] < 5 and conv1["activations_sqnr_db"] < 5 < conv1["weights_sqnr_db"]
+    assert "| `conv1` |" in table.to_markdown() and isinstance(calibrated, bytes)
+
+
+def test_healthy_model_needs_no_remedy(models, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "doc"
+    result = runner.invoke(cli, ["quant-doctor", str(models["healthy"]), "--data", SPEC,
+                                 "--calib-samples", "64", "--eval-samples", "200",
+                                 "--bench-rounds", "3", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["no_remedy_needed"] and report["remedies"] == []
+    assert report["summary"].endswith("no remedy needed")
+    assert report["baseline"]["drop_points"] <= report["target_drop"] == 1.0
+    assert (out / "healthy_int8_doctor.tflite").is_file() and (out / "quant_doctor.md").is_file()
+
+
+def _bad(args, tmp_path):
+    out = tmp_path / "doc"
+    result = CliRunner().invoke(cli, ["quant-doctor", *args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert not out.exists() and not list(tmp_path.glob(".doc*"))
+    return result.output
+
+
+def test_bad_input(models, tmp_path):
+    from mobilekit.keras import keras
+
+    assert "no images to diagnose" in _bad([str(models["healthy"])], tmp_path)
+    assert "near chance" in _bad([str(models["untrained"]), "--data", SPEC], tmp_path)
+    i = keras.layers.Input((32, 32, 3))
+    flat = keras.Model(i, keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(i)))
+    flat.save(tmp_path / "flat.keras")
+    assert "no quantizable layer" in _bad([str(tmp_path / "flat.keras"), "--data", SPEC],
+                                          tmp_path)
+    i = keras.layers.Input((32, 24, 3))
+    wide = keras.Model(i, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3)(i))))
+    wide.save(tmp_path / "wide.keras")
+    assert "wrong image size" in _bad([str(tmp_path / "wide.keras"), "--data", SPEC], tmp_path)
+
+
+def test_paired_drop():
+    from mobilekit.train.evaluate import paired_drop
+
+    a = np.array([1, 1, 1, 0, 0, 1, 1, 0], bool)
+    b = np.array([1, 0, 0, 0, 1, 1, 1, 0], bool)
+    row = paired_drop(a, b)
+    assert (row["float_only"], row["int8_only"]) == (2, 1)
+    assert row["drop_points"] == pytest.approx(100 * 1 / 8)
+    assert row["drop_se_points"] == pytest.approx(100 * np.sqrt(3) / 8)
+
+
+def test_chosen_remedies_are_all_measured(models):
+    """remedies=[...]: QAT (one epoch), int16x8 and a calibration-size point are each built,
+    scored and timed, in the plan's order (the target is out of reach: no early stop)."""
+    from mobilekit.export.doctor import diagnose
+
+    result = diagnose(str(models["shift"]), data=SPEC, remedies=["qat", "int16x8", "calib_16"],
+                      qat_epochs=1, **dict(FAST, target_drop=-100))
+    rows = result["remedies"]
+    assert [r["name"] for r in rows] == ["int16x8", "qat", "calib_16"]
+    for row in rows:
+        assert row["ok"] and row["size_bytes"] > 0 and row["latency_us"] > 0
+        assert row["float_only"] + row["int8_only"] <= row["images"] == 200
+    assert result["summary"].startswith(f"int8 drop {result['baseline']['drop_points']:.1f}")
+    assert result["recommended"] in ["baseline"] + [r["name"] for r in rows]
+
+
+def test_unknown_remedy_is_a_usage_error(models, tmp_path):
+    output = _bad([str(models["healthy"]), "--data", SPEC, "--remedies", "msee"], tmp_path)
+    assert "unknown remedy 'msee'" in output and "Did you mean 'mse'" in output

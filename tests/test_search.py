@@ -1,0 +1,269 @@
+"""Design spaces, the latency model and `mobilekit search` (tiny spaces, 32 px, 1 epoch)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mobilekit
+from mobilekit.search import latency, outputs, spaces
+from mobilekit.zoo.mbspace import DEFAULT_SPEC
+
+
+# ---------------------------------------------------------------- spaces
+
+
+@pytest.mark.parametrize("name", ["mbspace-tiny", "regnet-tiny", "mbspace"])
+def test_sampling_is_reproducible_serialisable_and_buildable(name):
+    space = spaces.parse_space(name)
+    a = [spaces.sample(space, i, 3, 32) for i in range(4)]
+    b = [spaces.sample(space, i, 3, 32) for i in range(4)]
+    c = [spaces.sample(space, i, 4, 32) for i in range(4)]
+    assert a == b and a != c
+    point = json.loads(json.dumps(a[0]))  # a spec survives JSON (trials.jsonl, cards)
+    model = mobilekit.create_model(point["model"], resolution=32, num_classes=10,
+                                   **point["kwargs"])
+    assert model.output_shape == (None, 10)
+
+
+def test_space_overrides_pin_a_choice():
+    off = spaces.parse_space("mbspace:se=off,kernel=7")
+    stages = [s for i in range(6) for s in spaces.sample(off, i, 0, 64)["kwargs"]["spec"]["stages"]]
+    assert all(not s["se"] and s["kernel"] == 7 for s in stages)
+    gw8 = spaces.parse_space("regnet-tiny:group_width=8,se=on")
+    points = [spaces.sample(gw8, i, 0, 64)["kwargs"] for i in range(4)]
+    assert all(p["group_width"] == 8 and p["se_ratio"] == 0.25 for p in points)
+    with pytest.raises(ValueError, match="outside the space's choices"):
+        spaces.parse_space("mbspace:kernel=9")
+    with pytest.raises(ValueError, match="Did you mean 'mbspace'"):
+        spaces.parse_space("mbspacee")
+
+
+def test_mbspace_spec_builds_what_it_says():
+    spec = {"stem": 8, "head": 32, "stages": [
+        {"channels": 16, "stride": 2, "depth": 2, "kernel": 7, "expansion": 6, "se": True,
+         "width_mult": 0.5, "act": "hswish"}]}
+    model = mobilekit.create_model("mbspace", spec=json.dumps(spec), resolution=32,
+                                   num_classes=4)
+    dw = [l for l in model.layers if type(l).__name__ == "DepthwiseConv2D"]
+    assert [l.kernel_size for l in dw] == [(7, 7), (7, 7)]
+    assert [l.strides for l in dw] == [(2, 2), (1, 1)]
+    # width 16 * 0.5 = 8; expansion 6 of the stem's 8 = 48; SE at 1/4 of 48 = 16 (made divisible)
+    assert model.get_layer("s1_b1_project").filters == 8
+    assert model.get_layer("s1_b1_expand").filters == 48
+    assert model.get_layer("s1_b1_se_reduce").filters == 16
+    assert model.get_layer("s1_b2_add") is not None  # stride 1, same width: residual
+    assert mobilekit.create_model("mbspace", resolution=32, num_classes=3).count_params() > 0
+    bad = json.loads(json.dumps(DEFAULT_SPEC))
+    bad["stages"][0]["expansion"] = 5
+    with pytest.raises(ValueError, match=r"spec stage 0 expansion must be one of 3, 4, 6; got 5"):
+        mobilekit.create_model("mbspace", spec=bad, resolution=32)
+
+
+# ---------------------------------------------------------------- latency model
+
+
+def test_fit_recovers_known_operator_costs():
+    rng = np.random.default_rng(0)
+    truth = {"base_us": 3.0, "ops": {
+        "conv_k1_s1": {"us_per_op": 0.5, "us_per_mmac": 20.0, "us_per_melement": 40.0},
+        "dwconv_k3_s1": {"us_per_op": 0.2, "us_per_mmac": 60.0, "us_per_melement": 10.0},
+        "add": {"us_per_op": 0.1, "us_per_mmac": 0.0, "us_per_melement": 80.0}}}
+    rows = []
+    for _ in range(40):
+        feats = {k: [int(rng.integers(1, 12)), float(rng.uniform(0, 3)) * (k != "add"),
+                     float(rng.uniform(0, 0.5))] for k in truth["ops"]}
+        rows.append({"features": feats,
+                     "measured_us": {"fp32": latency.predict_features(truth, feats)}})
+    table = latency.fit(rows, "fp32")
+    pred = [latency.predict_features(table, r["features"]) for r in rows]
+    err = latency.errors(pred, [r["measured_us"]["fp32"] for r in rows])
+    assert err["rmspe_pct"] < 2.0 and err["within_10pct"] == 1.0
+    assert table["ops"]["dwconv_k3_s1"]["us_per_mmac"] == pytest.approx(60.0, rel=0.1)
+
+
+def test_errors_are_rmspe_and_share_within_ten_percent():
+    e = latency.errors([110, 95, 130, 100], [100, 100, 100, 100])
+    assert e["rmspe_pct"] == pytest.approx(100 * np.sqrt((0.01 + 0.0025 + 0.09 + 0) / 4), abs=0.01)
+    assert e["within_10pct"] == 0.75 and e["max_abs_pct"] == 30.0
+
+
+def _fixed_lut(path, threads=1, target="host"):
+    """A LUT whose prediction is 5 µs + 100 µs per MMAC (every key falls back to one cost)."""
+    lut = {"format": latency.FORMAT, "target": target, "threads": threads, "delegate": "xnnpack",
+           "space": "mbspace-tiny", "seed": 0, "resolution": 32, "tables": {"fp32": {
+               "base_us": 5.0, "ops": {"conv_k1_s1": {"us_per_op": 0.0, "us_per_mmac": 100.0,
+                                                      "us_per_melement": 0.0}}}}}
+    path.write_text(json.dumps(lut))
+    return latency.Predictor(lut, target, threads)
+
+
+def test_predictor_refuses_another_target_thread_count_or_dtype(tmp_path):
+    lut = json.loads(json.dumps({"format": latency.FORMAT, "target": "host", "threads": 1,
+                                 "tables": {"fp32": {"base_us": 1.0, "ops": {}}}}))
+    with pytest.raises(ValueError, match="measured with 1 thread"):
+        latency.Predictor(lut, threads=2)
+    with pytest.raises(ValueError, match="built for target 'host', not 'adb'"):
+        latency.Predictor(lut, target="adb")
+    with pytest.raises(ValueError, match="no int8 table"):
+        latency.Predictor(lut, dtype="int8")
+    with pytest.raises(ValueError, match="not implemented yet"):
+        latency.check_target("adb")
+
+
+def test_latency_model_build_and_eval_on_the_host(tmp_path):
+    from mobilekit.cli import cli
+
+    out = tmp_path / "lut.json"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["latency-model", "build", "--space", "mbspace-tiny", "--samples",
+                              "4", "--resolution", "32", "--dtype", "fp32", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lut = latency.load_lut(out)
+    assert lut["target"] == "host" and lut["threads"] == 1 and list(lut["tables"]) == ["fp32"]
+    assert len(lut["samples"]) == 4 and all(r["measured_us"]["fp32"] > 0 for r in lut["samples"])
+    # The table prices each measured model; keys are op type + kernel + stride.
+    assert any(k.startswith("dwconv_k") for k in lut["tables"]["fp32"]["ops"])
+    res = runner.invoke(cli, ["latency-model", "eval", str(out), "--samples", "2",
+                              "--out", str(tmp_path / "eval.json")])
+    assert res.exit_code == 0, res.output
+    assert "fp32: RMSPE" in res.output and "on 2 held-out models" in res.output
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["seed"] == 1000 and len(ev["dtypes"]["fp32"]["rows"]) == 2
+    res = runner.invoke(cli, ["latency-model", "eval", str(out), "--seed", "0"])
+    assert res.exit_code == 2 and "seed the LUT was fitted on" in res.output
+    res = runner.invoke(cli, ["latency-model", "build", "--target", "adb", "--out", str(out)])
+    assert res.exit_code == 2 and "not implemented yet" in res.output
+
+
+# ---------------------------------------------------------------- search
+
+
+def test_edf_comparison_counts_and_uncertainty():
+    c = outputs.compare_edfs([0.2, 0.3, 0.4, 0.5], [0.1, 0.2, 0.3])
+    assert c["n_a"] == 4 and c["n_b"] == 3
+    assert c["mean_error_diff_b_minus_a"] == pytest.approx(0.2 - 0.35)
+    assert c["ks_distance"] == pytest.approx(0.5)  # at e = 0.3: F_b = 1, F_a = 0.5
+    assert c["diff_ci90"][0] <= c["mean_error_diff_b_minus_a"] <= c["diff_ci90"][1]
+    with pytest.raises(ValueError, match=">= 2 trained models"):
+        outputs.compare_edfs([0.1], [0.2, 0.3])
+
+
+def test_search_bad_input_exits_2_and_keeps_the_rows(tmp_path):
+    from mobilekit.cli import cli
+
+    lut = tmp_path / "lut.json"
+    _fixed_lut(lut)
+    _fixed_lut(tmp_path / "lut_t2.json", threads=2)
+    out = tmp_path / "s"
+    base = ["search", "--space", "mbspace-tiny", "--resolution", "32", "--trials", "1",
+            "--max-draws", "8",
+            "--zoo", "none", "--out", str(out)]
+    runner = CliRunner()
+    res = runner.invoke(cli, base + ["--latency-limit", "0.001", "--lut", str(lut)])
+    assert res.exit_code == 2 and "no candidate of space 'mbspace-tiny' is predicted under" \
+        in res.output
+    rows = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all(r["status"] == "rejected" and r["predicted_us"] > 1 for r in rows)
+    res = runner.invoke(cli, base + ["--latency-limit", "1", "--lut", str(tmp_path / "lut_t2.json")])
+    assert res.exit_code == 2 and "other settings (latency_limit, lut differ" in res.output
+    res = runner.invoke(cli, base[:-1] + [str(tmp_path / "t2"), "--latency-limit", "1",
+                                          "--lut", str(tmp_path / "lut_t2.json")])
+    assert res.exit_code == 2 and "measured with 2 thread(s), not 1" in res.output
+    res = runner.invoke(cli, base[:-1] + [str(tmp_path / "x"), "--latency-limit", "1",
+                                          "--latency-target", "1"])
+    assert res.exit_code == 2 and "exactly one of --latency-limit" in res.output
+    res = runner.invoke(cli, base[:-1] + [str(tmp_path / "y"), "--latency-limit", "1",
+                                          "--target", "adb"])
+    assert res.exit_code == 2 and "not implemented yet" in res.output
+    res = runner.invoke(cli, ["search", "--study", "--space", "mbspace-tiny", "--out",
+                              str(tmp_path / "z")])
+    assert res.exit_code == 2 and "give --space at least twice" in res.output
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 8  # kept throughout
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tiny_search_files_consistent_and_resumes_after_kill(tmp_path):
+    lut = tmp_path / "lut.json"
+    predictor = _fixed_lut(lut)
+    space = spaces.parse_space("mbspace-tiny")
+    preds = [predictor.predict(spaces.build(spaces.sample(space, i, 0, 32), 32))
+             for i in range(12)]
+    limit_ms = float(np.median(preds)) / 1e3  # about half the draws are rejected
+    out = tmp_path / "search"
+    cmd = [sys.executable, "-m", "mobilekit", "search", "--space", "mbspace-tiny",
+           "--resolution", "32", "--trials", "4", "--epochs-per-trial", "1", "--batch-size", "16",
+           "--data", "synthetic:train=12,val=4", "--latency-limit", str(limit_ms),
+           "--lut", str(lut), "--finalists", "2", "--zoo", "mobilenet_v2:0.35",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd + ["--workers", "2"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        trials = out / "trials.jsonl"
+        while not (trials.exists() and any(r.get("val_accuracy") is not None
+                                           for r in _rows(trials))):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline, "no trial finished in time"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)  # the search and its worker processes
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    before = {r["draw"]: r for r in _rows(out / "trials.jsonl") if r.get("val_accuracy") is not None}
+    assert 1 <= len(before) < 4, "the search finished before the kill; make it longer"
+    assert not (out / "summary.json").exists()
+    resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    rows = _rows(out / "trials.jsonl")
+    trained = [r for r in rows if r.get("val_accuracy") is not None]
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    assert len(trained) == 4 and rejected
+    assert sorted(r["draw"] for r in rows) == list(range(len(rows)))  # every draw, once
+    for r in trained:  # the predictor's verdict and the run directory agree with the row
+        assert r["predicted_us"] <= limit_ms * 1e3
+        metrics = json.loads((out / "trials" / f"draw-{r['draw']:04d}" / "metrics.json").read_text())
+        assert metrics["val_accuracy"] == r["val_accuracy"] and metrics["epochs_completed"] == 1
+        assert r["error"] == pytest.approx(1 - r["val_accuracy"])
+        if r["draw"] in before:  # finished before the kill: kept, not retrained
+            assert r["val_accuracy"] == before[r["draw"]]["val_accuracy"]
+            assert r["train_seconds"] == before[r["draw"]]["train_seconds"]
+    assert all(r["predicted_us"] > limit_ms * 1e3 for r in rejected)
+    measured = [r for r in trained if r.get("measured_us")]
+    assert len(measured) == 2
+    best2 = sorted(trained, key=lambda r: r["val_accuracy"], reverse=True)[:2]
+    assert {r["val_accuracy"] for r in measured} == {r["val_accuracy"] for r in best2}
+
+    summary = json.loads((out / "summary.json").read_text())
+    chosen = summary["chosen"]
+    assert chosen["draw"] in {r["draw"] for r in measured}
+    assert summary["trained"] == 4 and summary["rejected"] == len(rejected)
+    zoo = _rows(out / "zoo.jsonl")
+    assert zoo[0]["zoo"] == "mobilenet_v2:0.35" and zoo[0]["measured_us"] > 0
+    for name in ("edf.png", "pareto.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = tomllib.loads((out / "chosen" / "model_card.toml").read_text())
+    assert card["name"] == "mbspace" and card["search"]["draw"] == chosen["draw"]
+    assert card["kwargs"] == chosen["point"]["kwargs"]
+    spec_path = out / "chosen" / "spec.json"
+    assert json.loads(spec_path.read_text()) == chosen["point"]["kwargs"]["spec"]
+    model = mobilekit.create_model("mbspace", spec=str(spec_path), resolution=32, num_classes=10)
+    run = out / "chosen" / "run"
+    assert json.loads((run / "config.json").read_text())["model_kwargs"]["spec"] == \
+        chosen["point"]["kwargs"]["spec"]
+    assert (run / "model.keras").is_file()
+    from mobilekit.io import load_keras
+
+    assert model.count_params() == load_keras(run / "model.keras").count_params()
