@@ -7,10 +7,11 @@ keras.applications itself would load (same URL, same file hash where Keras publi
 MobileNet v3 and EfficientNet; it publishes none for MobileNet v1/v2) with Keras' own
 downloader into Keras' cache (~/.keras/models), and uses the cached copy afterwards.
 MOBILEKIT_WEIGHTS_URL replaces the origin https://storage.googleapis.com/ (a mirror, or a
-loopback server in tests). Weights are
-matched layer by layer, in graph order, between the weight-bearing layers of both models
-(Conv2D, DepthwiseConv2D, BatchNormalization, Dense); a 1x1 Conv2D classifier maps onto our
-Dense head. Preprocessing layers inside the source (Rescaling, Normalization) are not
+loopback server in tests).
+
+Weights are matched layer by layer, in graph order, between the weight-bearing layers of
+both models (Conv2D, DepthwiseConv2D, BatchNormalization, Dense); a 1x1 Conv2D classifier
+maps onto our Dense head. Preprocessing layers inside the source (Rescaling, Normalization) are not
 imported: in mobilekit, normalisation belongs to the input pipeline (`PREPROCESSING`).
 
 A target with another class count keeps every layer but the classifier, which stays newly
