@@ -2,7 +2,8 @@
 # Run a benchmark_model sweep ON the phone: every model x delegate x thread count (x repeat).
 #
 # POSIX sh only (Android's /system/bin/sh is mksh, toybox supplies the tools).
-# Each run writes its raw log to OUT_DIR/logs/, and one tab-separated line to
+# Each run writes its raw log to OUT_DIR/logs/, the device state read before and after it
+# to OUT_DIR/state/<log name>.before.txt / .after.txt, and one tab-separated line to
 # OUT_DIR/results.tsv:   model  delegate  threads  exit_code  log (relative to OUT_DIR)
 # The host pulls OUT_DIR and parses the logs (mobilekit bench-parse, or
 # mobilekit.bench.benchmark_model.read_sweep). See android_bench/README.md.
@@ -114,12 +115,46 @@ exec_pinned() {
     fi
 }
 
+# Device state before and after each run: cpufreq, cpu_capacity, thermal zones, dumpsys
+# battery / thermalservice, emulator props. A subshell: its variables stay inside.
+dump_state() (
+# >>> state script: identical to mobilekit/bench/device_state.py STATE_SCRIPT
+S=${MOBILEKIT_SYSFS:-/sys}
+r() { if v=$(cat "$1" 2>/dev/null) && [ -n "$v" ]; then echo "$2=$v"; else echo "$2=?"; fi; }
+r "$S/devices/system/cpu/online" online
+for d in "$S"/devices/system/cpu/cpu[0-9]*; do
+  [ -d "$d" ] || continue
+  n=${d##*/cpu}
+  r "$d/cpufreq/scaling_cur_freq" "cpu$n.cur_khz"
+  r "$d/cpufreq/scaling_min_freq" "cpu$n.min_khz"
+  r "$d/cpufreq/scaling_max_freq" "cpu$n.max_khz"
+  r "$d/cpufreq/cpuinfo_max_freq" "cpu$n.hw_max_khz"
+  r "$d/cpufreq/scaling_governor" "cpu$n.governor"
+  r "$d/cpu_capacity" "cpu$n.capacity"
+done
+for z in "$S"/class/thermal/thermal_zone[0-9]*; do
+  [ -d "$z" ] || continue
+  n=${z##*thermal_zone}
+  r "$z/type" "zone$n.type"
+  r "$z/temp" "zone$n.temp"
+done
+for p in ro.kernel.qemu ro.boot.qemu ro.hardware; do
+  echo "prop.$p=$(getprop "$p" 2>/dev/null)"
+done
+echo '### battery'
+dumpsys battery 2>&1 | head -n 40
+echo '### thermalservice'
+dumpsys thermalservice 2>&1 | head -n 60
+echo '### end'
+# <<< state script
+)
+
 safe_name() {  # a file-name-safe stem of a model path
     base=${1##*/}
     printf '%s' "${base%.tflite}" | tr -c 'A-Za-z0-9._-' '_'
 }
 
-mkdir -p "$OUT_DIR/logs" || die "cannot create '$OUT_DIR/logs'"
+mkdir -p "$OUT_DIR/logs" "$OUT_DIR/state" || die "cannot create '$OUT_DIR/logs'"
 results="$OUT_DIR/results.tsv"
 partial="$results.partial"
 tab=$(printf '\t')
@@ -174,6 +209,8 @@ for model in "$@"; do
                     rep=$((rep + 1))
                     continue
                 fi
+                state="state/${stem}__${delegate}__t${threads}__r${rep}"
+                dump_state > "$OUT_DIR/$state.before.txt" 2>&1
                 # EXTRA_FLAGS is split into words on purpose: one flag per word.
                 # In the background so that a trap can end it at once.
                 # shellcheck disable=SC2086
@@ -184,6 +221,7 @@ for model in "$@"; do
                 child=$!
                 wait "$child"
                 rc=$?
+                dump_state > "$OUT_DIR/$state.after.txt" 2>&1
                 child=
                 printf '%s\t%s\t%s\t%s\t%s\n' "$model" "$delegate" "$threads" "$rc" "$log" >> "$partial"
                 done_runs=$((done_runs + 1))

@@ -145,6 +145,40 @@ def test_sweep_needs_existing_models(sweep_env, tmp_path):
     assert proc.returncode == 2 and "no model given" in proc.stderr
 
 
+def test_sweep_records_device_state_and_read_sweep_judges_it(sweep_env, tmp_path):
+    """The phone-side script dumps the same state as `adb shell` does (issue 17 item 7)."""
+    from test_bench_trust import PHONE_CPUS, PHONE_ZONES, write_sysfs
+
+    from mobilekit.bench.device_state import STATE_SCRIPT
+
+    text = SCRIPT.read_text()
+    start = text.index("# >>> state script") + len("# >>> state script: identical to "
+                                                   "mobilekit/bench/device_state.py STATE_SCRIPT\n")
+    assert text[start:text.index("# <<< state script")] == STATE_SCRIPT
+    bench, models, env = sweep_env
+    sysfs = write_sysfs(tmp_path / "sysfs", PHONE_CPUS, PHONE_ZONES, governor="schedutil")
+    getprop = tmp_path / "bin" / "getprop"   # an emulator's getprop
+    getprop.write_text('#!/bin/sh\ncase $1 in ro.kernel.qemu) echo 1;; ro.hardware) echo ranchu;; esac\n')
+    getprop.chmod(0o755)
+    out = tmp_path / "out"
+    proc = sweep(["-b", bench, "-d", "cpu", "-t", "2", "-o", out, "-n", "2", models[1]],
+                 dict(env, MOBILEKIT_SYSFS=str(sysfs)), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (out / "state").iterdir()) == [
+        f"mnv3s__cpu__t2__r{r}.{w}.txt" for r in (1, 2) for w in ("after", "before")]
+    rows = read_sweep(out)
+    assert len(rows) == 2 and all(r["ok"] for r in rows)
+    row = rows[0]
+    assert [c["name"] for c in row["state_before"]["clusters"]] == ["little", "big", "prime"]
+    assert row["state_after"]["hottest_cpu_c"] == 41.0 and row["emulator"] is True
+    assert row["unstable"] is True and row["unstable_reasons"][0].startswith("governor schedutil")
+    assert any("dumpsys battery unreadable" in n for n in row["notes"])   # no dumpsys here
+    # a sweep without state files (an older script) reads as before
+    for path in (out / "state").iterdir():
+        path.unlink()
+    assert read_sweep(out)[0]["state_before"] is None and read_sweep(out)[0]["unstable"] is None
+
+
 def _alive(pid):
     try:
         with open(f"/proc/{pid}/status") as f:

@@ -511,3 +511,19 @@ def test_cli_does_not_import_tensorflow(tmp_path):
             "print('EXIT', code, 'TF', 'tensorflow' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "EXIT 0 TF False" in out.stdout, out.stdout + out.stderr
+
+
+def test_warmup_count_and_model_size_reach_the_row():
+    """Issue 17 item 6: the tool's warm-up count (not the --warmup_runs flag) and model size."""
+    _needs_fixtures()
+    by_stem = {p.stem[:2]: parse_log_file(p) for p in LOG_DIR.glob("*.txt")}
+    # fixture 29: --warmup_runs=1 asked, 14 warm-up runs happened (warmup_min_secs)
+    assert (by_stem["29"]["warmup_runs"], by_stem["29"]["warmup_count"]) == (1, 14)
+    assert by_stem["29"]["model_size_mb"] == 10.2973
+    assert (by_stem["11"]["warmup_count"], by_stem["11"]["model_size_mb"]) == (43, 16.9008)
+    # the TF 1.x tool prints no size line: None, not a guess
+    assert (by_stem["09"]["warmup_count"], by_stem["09"]["model_size_mb"]) == (2, None)
+    assert by_stem["10"]["warmup_count"] == 1
+    row = parse_log("INFO: Model size: 3.25 MB\nINFO: count=5 first=1 curr=1 min=1 max=2 avg=1.2 "
+                    "std=0\nINFO: count=50 first=1 curr=1 min=1 max=2 avg=1.1 std=0\n")
+    assert (row["model_size_mb"], row["warmup_count"], row["inference_count"]) == (3.25, 5, 50)

@@ -21,7 +21,7 @@ from mobilekit.bench import benchmark_model as bm
 from mobilekit.bench.schema import DEVICE_KEYS, RESULT_KEYS
 
 FAKE_ADB = r'''
-import fcntl, hashlib, json, os, shlex, signal, subprocess, sys, time
+import fcntl, glob, hashlib, json, os, shlex, signal, subprocess, sys, time
 
 CFG = json.load(open(os.environ["FAKE_ADB_CONFIG"]))
 STATE_DIR = os.environ["FAKE_ADB_STATE"]
@@ -106,7 +106,64 @@ def bench_log(argv):
         return f"ERROR: Could not open '{graph}'.\nThe model is not a valid Flatbuffer buffer\n", 1
     text = CFG["bench_log"].replace("{graph}", graph).replace(
         "{threads}", flags.get("num_threads", "-1")).replace("{num_runs}", flags.get("num_runs", "50"))
+    n = device_moves()
+    if CFG.get("medians"):   # run-to-run spread: the n-th run reports the n-th median
+        text = text.replace("median=15611", f"median={CFG['medians'][(n - 1) % len(CFG['medians'])]}")
     return text, CFG.get("bench_rc", 0)
+
+
+# ---- a device state that moves (issue 17): fake sysfs files under CFG["sysfs"] (or
+# CFG["sysfs_by_serial"][serial]), dumpsys texts; kept per serial like the files
+def sysfs_root():
+    return CFG.get("sysfs_by_serial", {}).get(SERIAL, CFG.get("sysfs", "/nonexistent"))
+
+
+def zone_temps():
+    return glob.glob(os.path.join(sysfs_root(), "class/thermal/*/temp"))
+
+
+def add_mC(delta):
+    for path in zone_temps():
+        value = int(open(path).read()) + delta
+        open(path, "w").write(str(max(value, CFG.get("ambient_mC", 25000))) + "\n")
+
+
+def device_moves():
+    """One benchmark run (native or APK): zones heat, and the events due at this run happen.
+    Returns the run's number; its own count (`moves`), apart from the fault counter `runs`."""
+    effects = CFG.get("bench_effects", [])
+
+    def moved(st):
+        st["moves"] = st.get("moves", 0) + 1
+        for at_run, where, value in effects:
+            if at_run == st["moves"] and where.startswith("dumpsys:"):
+                st.setdefault("dumpsys", {})[where[8:]] = value
+        return st["moves"]
+    n = update(SERIAL, moved)
+    add_mC(CFG.get("heat_mC_per_run", 0))
+    for at_run, where, value in effects:
+        if at_run == n and not where.startswith("dumpsys:"):
+            open(os.path.join(sysfs_root(), where), "w").write(value + "\n")
+    return n
+
+
+def state_dump(command):
+    """The state script, run by a real POSIX sh over the fake sysfs, dumpsys from a shim."""
+    shim = os.path.join(STATE_DIR, f"shim-{SERIAL}")
+    os.makedirs(shim, exist_ok=True)
+    texts = dict(CFG.get("dumpsys", {}), **load(SERIAL).get("dumpsys", {}))
+    for name, text in texts.items():
+        open(os.path.join(shim, name + ".txt"), "w").write(text)
+    with open(os.path.join(shim, "dumpsys"), "w") as f:
+        f.write('#!/bin/sh\ncat "$(dirname "$0")/$1.txt" 2>/dev/null || echo "Can\'t find service: $1"\n')
+    os.chmod(os.path.join(shim, "dumpsys"), 0o755)
+    env = dict(os.environ, MOBILEKIT_SYSFS=sysfs_root(),
+               PATH=shim + os.pathsep + os.environ["PATH"])
+    out = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env)
+    update(SERIAL, lambda st: st.__setitem__("state_reads", st.get("state_reads", 0) + 1))
+    add_mC(-CFG.get("cool_mC_per_read", 0))
+    record(state=True)
+    finish(out.stdout + out.stderr)
 
 
 def run_benchmark(args, pidfile):
@@ -144,6 +201,8 @@ def run_benchmark(args, pidfile):
 
 
 def shell(command):
+    if "MOBILEKIT_SYSFS" in command:
+        state_dump(command)
     toks = tokens(command)
     record(remote=command, tokens=toks, operators=[t for t in toks if t in OPS])
     if not toks:

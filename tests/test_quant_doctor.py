@@ -228,3 +228,37 @@ def test_chosen_remedies_are_all_measured(models):
 def test_unknown_remedy_is_a_usage_error(models, tmp_path):
     output = _bad([str(models["healthy"]), "--data", SPEC, "--remedies", "msee"], tmp_path)
     assert "unknown remedy 'msee'" in output and "Did you mean 'mse'" in output
+
+
+@pytest.mark.slow
+def test_faceboxes_ap50_and_decode_tail(tmp_path):
+    """FaceBoxes overfit on the WIDER sample (as tests/test_detection_train.py): scored by
+    AP50 of the decoded boxes; the box-decoding ops are in the per-layer table."""
+    from pathlib import Path
+
+    from mobilekit.detection.train import train_detector
+    from mobilekit.export.doctor import diagnose, write_report
+
+    sample = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / \
+        "wider_face_sample"
+    if not sample.is_dir():
+        pytest.skip(f"{sample} not found")
+    spec = f"wider:{sample}"
+    run = tmp_path / "fb"
+    train_detector(data=spec, val_data=spec, val_split="train", resolution=320, epochs=80,
+                   batch_size=6, lr=3e-3, augment=False, min_face=20, target_ap50=1.0,
+                   out=run, progress=False)
+    result = diagnose(str(run), remedies=["float_1"], bench_rounds=3, curve_sizes=(),
+                      target_drop=-100)
+    assert result["task"] == "detector" and result["metric"] == "AP50"
+    assert result["float_score"] >= 0.9 and result["images"] == 6
+    assert result["decode_tail"]["ops"] > 0
+    assert any(row["layer"].startswith("decode") for row in result["layers"])
+    (row,) = result["remedies"]
+    assert row["ok"] and row["settings"]["float_nodes"]
+    assert result["baseline"]["drop_points"] == pytest.approx(
+        100 * (result["float_score"] - result["baseline"]["int8_ap50"]))
+    out = write_report(result, tmp_path / "doc")
+    assert "Box decoding in the file" in (out / "quant_doctor.md").read_text()
+    assert json.loads((out / "faceboxes_int8_doctor.json").read_text())["eval"]["metric"] == \
+        "AP50"

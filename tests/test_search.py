@@ -39,6 +39,10 @@ def test_space_overrides_pin_a_choice():
     gw8 = spaces.parse_space("regnet-tiny:group_width=8,se=on")
     points = [spaces.sample(gw8, i, 0, 64)["kwargs"] for i in range(4)]
     assert all(p["group_width"] == 8 and p["se_ratio"] == 0.25 for p in points)
+    subset = spaces.parse_space("mbspace:kernel=3|5")
+    kernels = {s["kernel"] for i in range(6)
+               for s in spaces.sample(subset, i, 0, 64)["kwargs"]["spec"]["stages"]}
+    assert kernels == {3, 5}
     with pytest.raises(ValueError, match="outside the space's choices"):
         spaces.parse_space("mbspace:kernel=9")
     with pytest.raises(ValueError, match="Did you mean 'mbspace'"):
@@ -78,7 +82,7 @@ def test_fit_recovers_known_operator_costs():
     rows = []
     for _ in range(40):
         feats = {k: [int(rng.integers(1, 12)), float(rng.uniform(0, 3)) * (k != "add"),
-                     float(rng.uniform(0, 0.5))] for k in truth["ops"]}
+                     float(rng.uniform(0, 0.5)), []] for k in truth["ops"]}
         rows.append({"features": feats,
                      "measured_us": {"fp32": latency.predict_features(truth, feats)}})
     table = latency.fit(rows, "fp32")
@@ -86,6 +90,19 @@ def test_fit_recovers_known_operator_costs():
     err = latency.errors(pred, [r["measured_us"]["fp32"] for r in rows])
     assert err["rmspe_pct"] < 2.0 and err["within_10pct"] == 1.0
     assert table["ops"]["dwconv_k3_s1"]["us_per_mmac"] == pytest.approx(60.0, rel=0.1)
+
+
+def test_kernel_table_interpolates_per_pixel_cost_log_log():
+    entry = {"sides": [2, 8], "channels": [16, 64, 256],
+             "us_per_px": [[4.0, 16.0, 32.0], [1.0, 4.0, 8.0]]}
+    # on grid points; between channels (log-log: 32 -> 2.0 at side 8) and beyond (slope
+    # 0.5); between sides (log-log: side 4 -> 2x side 8); sides clamped outside the grid
+    assert latency.kernel_us(entry, [[64, 8, 100]]) == pytest.approx(400.0)
+    assert latency.kernel_us(entry, [[32, 8, 10], [16, 2, 1]]) == pytest.approx(24.0)
+    assert latency.kernel_us(entry, [[1024, 8, 1]]) == pytest.approx(16.0)
+    assert latency.kernel_us(entry, [[16, 4, 1]]) == pytest.approx(2.0)
+    assert latency.kernel_us(entry, [[16, 1, 1]]) == pytest.approx(4.0)
+    assert latency.kernel_us(None, [[1024, 8, 1]]) == 0.0
 
 
 def test_errors_are_rmspe_and_share_within_ten_percent():
@@ -123,13 +140,19 @@ def test_latency_model_build_and_eval_on_the_host(tmp_path):
     out = tmp_path / "lut.json"
     runner = CliRunner()
     res = runner.invoke(cli, ["latency-model", "build", "--space", "mbspace-tiny", "--samples",
-                              "4", "--resolution", "32", "--dtype", "fp32", "--out", str(out)])
+                              "4", "--resolution", "32", "--dtype", "fp32", "--kernel-channels",
+                              "16,64", "--kernel-sides", "4", "--out", str(out)])
     assert res.exit_code == 0, res.output
     lut = latency.load_lut(out)
     assert lut["target"] == "host" and lut["threads"] == 1 and list(lut["tables"]) == ["fp32"]
     assert len(lut["samples"]) == 4 and all(r["measured_us"]["fp32"] > 0 for r in lut["samples"])
     # The table prices each measured model; keys are op type + kernel + stride.
     assert any(k.startswith("dwconv_k") for k in lut["tables"]["fp32"]["ops"])
+    kernels = lut["tables"]["fp32"]["kernels"]  # depthwise convs timed one by one
+    assert kernels and all(k.startswith("dwconv_") and v["channels"] == [16, 64]
+                           and v["sides"] == [4] and len(v["us_per_px"]) == 1
+                           and all(us > 0 for us in v["us_per_px"][0])
+                           for k, v in kernels.items())
     res = runner.invoke(cli, ["latency-model", "eval", str(out), "--samples", "2",
                               "--out", str(tmp_path / "eval.json")])
     assert res.exit_code == 0, res.output

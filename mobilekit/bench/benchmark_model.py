@@ -399,7 +399,8 @@ def run_local(model_path, binary=None, delegate="xnnpack", threads=1, *, num_run
     log_path = _log_path(log_dir, model_path, "local", delegate, threads)
     base = empty_result(**model_fields(model_path), target="local", serial=None,
                         device=_host_device(), runtime=RUNTIME, delegate=delegate, threads=threads,
-                        warmup_runs=warmup_runs, num_runs=num_runs, raw_log_path=str(log_path))
+                        warmup_runs=warmup_runs, num_runs=num_runs, raw_log_path=str(log_path),
+                        run_flags=[str(f) for f in flags], binary_sha256=file_sha256(binary))
     show = _Progress(progress, f"benchmark_model {model_path.name} {delegate} t{threads}")
     try:
         rc, text, timed_out = _stream([str(binary), *flags], log_path, show, timeout)
@@ -721,7 +722,9 @@ def run_adb(model_path, binary=None, delegate="xnnpack", threads=1, *, num_runs=
         adb = Adb(adb_path, serial)
     base = empty_result(**model_fields(model_path), target="adb", serial=adb.requested,
                         runtime=RUNTIME_APK if apk else RUNTIME, delegate=delegate,
-                        threads=threads, warmup_runs=warmup_runs, num_runs=num_runs)
+                        threads=threads, warmup_runs=warmup_runs, num_runs=num_runs,
+                        run_flags=flags, cpu_mask=cpu_mask,
+                        binary_sha256=None if apk else file_sha256(binary))
     try:
         base["serial"] = adb.select()
         base["device"] = adb.fingerprint()
@@ -822,6 +825,9 @@ def read_sweep(out_dir, serial=None, device=None):
 
     Reads out_dir/results.tsv (model, delegate, threads, exit code, log relative to out_dir)
     and parses each log. model_path is the path on the device (its hash is unknown here).
+    One row per run (repeats are separate rows); with the state files run_sweep.sh writes
+    (state/<log name>.before.txt / .after.txt) each row gets state_before / state_after,
+    emulator and the unstable flag (mobilekit.bench.trust).
     """
     out_dir = Path(out_dir)
     results = out_dir / "results.tsv"
@@ -844,5 +850,20 @@ def read_sweep(out_dir, serial=None, device=None):
         row = _finish_row(base, text, int(rc), False, None, "benchmark_model")
         if not log_path.is_file():
             row.update(ok=False, error=f"log {log} missing from {out_dir}")
-        rows.append(row)
+        rows.append(_sweep_state(row, out_dir, log))
     return rows
+
+
+def _sweep_state(row, out_dir, log):
+    """Attach state/<log name>.before.txt / .after.txt (run_sweep.sh) and judge the row;
+    a sweep from an older script has no state files and keeps its row as it was."""
+    from mobilekit.bench.device_state import parse_state_text
+    from mobilekit.bench.trust import judge, merge_repeats
+
+    stem = Path(log).name.removesuffix(".log")
+    paths = [out_dir / "state" / f"{stem}.{when}.txt" for when in ("before", "after")]
+    if not all(p.is_file() for p in paths):
+        return row
+    before, after = (parse_state_text(p.read_text(encoding="utf-8", errors="replace"))
+                     for p in paths)
+    return judge(merge_repeats([row]), [(before, after)])

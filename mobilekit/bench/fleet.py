@@ -118,7 +118,7 @@ class _Worker:
                 if row.get("ok") or not lost or attempts > self.retries:
                     break
                 log.append(f"attempt {attempts}: {row['error']}")
-                model, delegate, threads = config
+                model, delegate, threads = config[:3]   # (a 4th item: CPU placement)
                 self.note(f"{os.path.basename(model)} {delegate} t{threads}: attempt {attempts} "
                           f"failed ({row['error']}); retrying")
             if self.cancel.is_set():   # a row finished as Ctrl-C came: it is still complete
@@ -129,7 +129,7 @@ class _Worker:
 
 def run_devices(plans, run_one, *, adb_path=None, retries=1, wait_device=60.0,
                 emit, cancel, on_start=None, on_note=None, lost_row):
-    """Run each device's configurations (plans: serial -> [(model, delegate, threads)]) in
+    """Run each device's configurations (plans: serial -> [(model, delegate, threads, ...)]) in
     parallel, one thread per device; returns when all are done. KeyboardInterrupt in the
     calling thread sets `cancel`, waits for the workers to abandon their current
     configuration (ending it on the device) and is raised again.

@@ -48,7 +48,7 @@ from mobilekit.bench.gpu import NO_GPU
 from mobilekit.bench.schema import delegation_state, empty_result, model_fields
 from mobilekit.errors import check_choice
 
-__all__ = ["run_host", "interleaved_medians", "HOST_DELEGATES", "NO_GPU", "litert_version"]
+__all__ = ["run_host", "interleaved_medians", "interleaved_times", "HOST_DELEGATES", "NO_GPU", "litert_version"]
 
 HOST_DELEGATES = ("xnnpack", "cpu", "gpu")
 RUNTIME = "litert"
@@ -99,6 +99,13 @@ def interleaved_medians(model_paths, rounds=50, delegate="xnnpack", threads=1, w
     For A/B ratios (int8 vs fp32 of one network) on a shared, noisy host: a load change
     hits every model of the comparison alike, which back-to-back sweeps cannot promise.
     """
+    times = interleaved_times(model_paths, rounds, delegate, threads, warmup_runs)
+    return [statistics.median(bucket) for bucket in times]
+
+
+def interleaved_times(model_paths, rounds=50, delegate="xnnpack", threads=1, warmup_runs=5):
+    """Per-model lists of invoke times (µs), round-robin; element i of each list is round i
+    (paired samples for mobilekit.bench.stats.ratio_ci)."""
     check_choice("delegate", delegate, ("xnnpack", "cpu"))
     if rounds < 1 or threads < 1 or warmup_runs < 0:
         raise ValueError("rounds and threads must be >= 1 and warmup_runs >= 0")
@@ -124,7 +131,7 @@ def interleaved_medians(model_paths, rounds=50, delegate="xnnpack", threads=1, w
             t0 = time.perf_counter_ns()
             interpreter.invoke()
             bucket.append((time.perf_counter_ns() - t0) / 1000.0)
-    return [statistics.median(bucket) for bucket in times]
+    return times
 
 
 def _timed_runs(invoke, min_runs, min_secs, max_secs):
@@ -158,6 +165,7 @@ def _measure(invoke, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
     fields = _stats(runs)
     fields["first_inference_us"] = round(warm[0], 3) if warm else None
     fields["warmup_avg_us"] = round(statistics.fmean(warm), 3) if warm else None
+    fields["warmup_count"] = len(warm)   # can exceed warmup_runs (warmup_min_secs)
     return fields
 
 

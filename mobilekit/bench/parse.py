@@ -48,7 +48,7 @@ _RE = {name: re.compile(p, re.IGNORECASE if name in ("version",) else 0) for nam
     "rss_overall": r"^\[Overall\] - Memory usage: max resident set size(?:/physical footprint)?"
                    r"\s*=\s*(" + _NUM + r")\s*MB",
     "init_session": r"^Initialized session in (" + _NUM + r")\s*ms",
-    "model_size": r"^The input model file size \(MB\):\s*(" + _NUM + r")",
+    "model_size": r"^(?:The input model file size \(MB\):|Model size:)\s*(" + _NUM + r")\s*(?:MB)?\s*$",
     "mem_pair": r"^(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\):"
                 r"\s*init=(" + _NUM + r")\s+overall=(" + _NUM + r")",
     "mem_peak": r"^Overall peak memory footprint \(MB\) via periodic monitoring:\s*(" + _NUM + r")",
@@ -461,6 +461,7 @@ def _build(state):
             row["delegation"] = state.gpu["executed"]
     profile = _op_profile(state)
     row["op_profile"] = profile["summary_by_node_type"]
+    row["warmup_count"], row["model_size_mb"] = f.get("warmup_count"), f.get("model_size_mb")
     row["ok"], row["error"] = _outcome(state, row)
     init_ms = f.get("init_ms")
     if row["init_us"] is not None and (init_ms is None or f.prio("init_us") > 1):

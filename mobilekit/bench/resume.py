@@ -1,8 +1,11 @@
 """Resuming a benchmark sweep: which configurations an output directory already measured.
 
 A configuration is identified by its key: (model path, model sha256, target, serial, delegate,
-threads, flags), where `flags` are the measurement settings of the sweep (runs, seconds, op
-profiling, CPU mask, APK mode) as sorted `name=value` strings stored in every row. A
+threads, flags, cluster), where `flags` are the measurement settings of the sweep (runs,
+seconds, op profiling, CPU mask, APK mode, and the trial settings that change a row: repeat,
+cooldown, cooldown_temp and its timeout, temp_rise_c, sustained and its window) as sorted
+`name=value` strings stored in every row, and `cluster` the CPU cluster of a
+`--cpu-mask auto` row (None otherwise). A
 configuration counts as measured when some row with its key has `ok: true`; failed rows
 (device lost, delegate failure) are measured again on resume.
 
@@ -25,11 +28,16 @@ JSONL = "results.jsonl"
 # Settings that change what a measurement means; all targets, then the adb-only ones.
 _SETTINGS = ("warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs", "op_profiling")
 _ADB_SETTINGS = ("cpu_mask", "apk")
+# Trial settings (issue 17, mobilekit.bench.trust / sustained): repeats, cooldowns, the
+# unstable threshold and sustained mode change what a row holds (a setting that is off is
+# passed as None by the sweep, so that e.g. --window alone does not re-measure).
+_TRIAL_SETTINGS = ("repeat", "cooldown", "cooldown_temp", "cooldown_timeout", "temp_rise_c",
+                   "sustained", "window")
 
 
 def sweep_flags(target, **settings):
     """The sweep's measurement settings as sorted `name=value` strings (the `flags` column)."""
-    names = _SETTINGS + (_ADB_SETTINGS if target == "adb" else ())
+    names = _SETTINGS + _TRIAL_SETTINGS + (_ADB_SETTINGS if target == "adb" else ())
     missing = [n for n in names if n not in settings]
     if missing:
         raise TypeError(f"sweep_flags needs {', '.join(missing)}")
@@ -47,7 +55,8 @@ def _text(value):
 def config_key(row):
     """The identity of a row's configuration (see the module docstring)."""
     return (row.get("model_path"), row.get("model_sha256"), row.get("target"), row.get("serial"),
-            row.get("delegate"), row.get("threads"), tuple(row.get("flags") or ()))
+            row.get("delegate"), row.get("threads"), tuple(row.get("flags") or ()),
+            row.get("cluster"))
 
 
 def load_previous(out_dir):

@@ -28,6 +28,23 @@ RESULT_KEYS = (
     "flags", "attempts", "attempt_log",
 )
 
+# Issue 17: what a reader needs to judge a number (see mobilekit.bench.trust / device_state).
+TRUST_KEYS = (
+    # printed by benchmark_model, dropped before
+    "warmup_count", "model_size_mb",
+    # how it ran: the full flag list (`flags` above are the sweep's settings, the resume key),
+    # binary identity, CPU placement
+    "run_flags", "binary_sha256", "binary_version", "cpu_mask", "cluster",
+    # device state read before and after the configuration (mobilekit.bench.device_state)
+    "emulator", "state_before", "state_after",
+    # repeated trials (--repeat): per-repeat medians, 95 % bootstrap interval, spread, flags
+    "repeats", "repeat_medians_us", "median_ci_low_us", "median_ci_high_us", "cv",
+    "unstable", "unstable_reasons", "notes",
+    # --sustained: latency, temperature and frequencies per window (mobilekit.bench.sustained)
+    "sustained",
+)
+RESULT_KEYS += TRUST_KEYS
+
 DEVICE_KEYS = ("manufacturer", "model", "board", "soc", "abi", "android_version", "fingerprint")
 
 

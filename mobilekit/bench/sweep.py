@@ -11,15 +11,23 @@ Files in the output directory:
                  unless the sweep resumes it: then the new rows are appended)
   results.csv    one row per configuration (the result schema), written at the end, also
                  after Ctrl-C
-  results.md     the human table (ms, FPS, speed-up, GMAC/s, size, delegation, status); one
-                 section per device when rows come from several
+  results.md     the human table (ms, 95 % interval, FPS, speed-up, GMAC/s, size, delegation,
+                 CV, temperatures, stability, status); one section per device when rows come
+                 from several
+
+Trust (issue 17, mobilekit.bench.trust): every row carries the device state read before and
+after it, `repeat` runs merged into a median with a 95 % interval and a CV, and an
+`unstable` flag with its reasons; `cpu_mask="auto"` (adb) runs each CPU cluster and all cores
+(per device: each phone's own clusters).
 
 Resuming (mobilekit.bench.resume), several phones and device loss (mobilekit.bench.fleet):
 see run_sweep. Host and local configurations never run concurrently (they would share cores).
 """
+import functools
 import json
 import math
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -36,8 +44,9 @@ __all__ = ["TARGETS", "run_sweep", "export_report_info", "summary_table", "write
 
 TARGETS = ("host", "local", "adb")
 JSONL, CSV, MARKDOWN = "results.jsonl", "results.csv", "results.md"
-TABLE_HEADERS = ("model", "delegate", "threads", "median ms", "avg ms", "FPS", "speed-up",
-                 "GMAC/s", "size MB", "delegation", "status")
+TABLE_HEADERS = ("model", "delegate", "threads", "cpu", "median ms", "95% CI ms", "avg ms", "FPS",
+                 "speed-up", "GMAC/s", "size MB", "delegation", "CV %", "CPU °C", "stable",
+                 "status")
 _MAX_STATUS_CHARS = 120
 
 
@@ -53,7 +62,9 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
               warmup_min_secs=0.5, num_runs=50, min_secs=1.0, max_secs=150.0, op_profiling=False,
               benchmark_binary=None, serial=None, cpu_mask=None, apk=False, adb_path=None,
               out_dir="bench_results", on_start=None, on_row=None, resume=False, retries=1,
-              wait_device=60.0, on_note=None):
+              wait_device=60.0, on_note=None, repeat=1, cooldown=0.0, cooldown_temp=None,
+              cooldown_timeout=600.0, temp_rise_c=5.0, read_state=None, sustained=None,
+              window=10.0):
     """Run the matrix; return the table rows. Writes results.jsonl as it goes, then .csv and .md.
 
     on_start(index, total, model, delegate, threads, serial=None), on_row(index, total, row)
@@ -64,24 +75,45 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
     serial, "A,B,C" or "all" (one worker per device, in parallel); retries / wait_device:
     see mobilekit.bench.fleet. Host and local configurations always run one after another.
 
+    repeat / cooldown / cooldown_temp / cooldown_timeout / temp_rise_c:
+    mobilekit.bench.trust.Trials (one per device); read_state() -> snapshot overrides the
+    target's reader (mobilekit.bench.device_state). sustained (minutes) / window (seconds):
+    mobilekit.bench.sustained, one benchmark run per window instead of repeats.
+
     Ctrl-C (KeyboardInterrupt): the current configuration is abandoned (ended on the device
     too), the tables are written for the rows done and SweepInterrupted is raised.
     """
+    from mobilekit.bench.trust import check_trial_args
+
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise ValueError(f"retries must be an integer >= 0; got {retries!r}")
     if wait_device is None or not wait_device >= 0:
         raise ValueError(f"wait_device must be a number of seconds >= 0; got {wait_device!r}")
+    check_trial_args(repeat, cooldown, cooldown_temp, cooldown_timeout, temp_rise_c)
+    if sustained is not None:
+        if repeat > 1:
+            raise ValueError("--sustained runs one long trial per configuration; drop --repeat")
+        from mobilekit.bench.sustained import Sustained
+
+        Sustained(None, None, sustained, window)   # ValueError for a bad period or window
+    cpu_mask = check_cpu_mask(cpu_mask, target, apk)
     configs = _configs(models, target, delegates, threads)
     out_dir = Path(out_dir)
     previous = resume_mod.load_previous(out_dir) if resume else []
+    trial = dict(repeat=repeat, cooldown=cooldown, cooldown_temp=cooldown_temp,
+                 cooldown_timeout=cooldown_timeout, temp_rise_c=temp_rise_c,
+                 sustained=sustained, window=window)
     flags = resume_mod.sweep_flags(target, warmup_runs=warmup_runs,
                                    warmup_min_secs=warmup_min_secs, num_runs=num_runs,
                                    min_secs=min_secs, max_secs=max_secs,
-                                   op_profiling=op_profiling, cpu_mask=cpu_mask, apk=apk)
+                                   op_profiling=op_profiling, cpu_mask=cpu_mask, apk=apk,
+                                   **_trial_settings(**trial))
     serials = [None]
     if target == "adb":
         from mobilekit.bench.fleet import resolve_serials
         serials = resolve_serials(serial, adb_path)
+    readers = {s: read_state or _state_reader(target, adb_path, s) for s in serials}
+    placed = {s: _placed(configs, cpu_mask, readers[s]) for s in serials}
     hashes = {m: _sha256_or_none(m) for m in dict.fromkeys(c[0] for c in configs)}
     stale = []
     if resume:
@@ -90,12 +122,12 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
             _say(on_note, f"{Path(path).name} changed since it was measured in {out_dir / JSONL} "
                           f"(sha256 {old[:12]} then, {new[:12]} now): measuring it again")
     done = resume_mod.measured_keys(previous)
-    plans = {s: [c for c in configs
+    plans = {s: [c for c in placed[s]
                  if _planned_key(c, hashes, target, s, flags) not in done] for s in serials}
     total = sum(len(p) for p in plans.values())
     if resume:
-        skipped = len(configs) * len(serials) - total
-        _say(on_note, f"resume: {skipped} of {len(configs) * len(serials)} configurations "
+        planned = sum(len(p) for p in placed.values())
+        _say(on_note, f"resume: {planned - total} of {planned} configurations "
                       f"already measured in {out_dir / JSONL}; {total} to measure")
     jsonl = out_dir / JSONL
     if resume:
@@ -115,30 +147,37 @@ def run_sweep(models, target="host", delegates=("xnnpack",), threads=(1,), *, wa
 
     def start(config, device_serial=None):
         if on_start:
-            on_start(min(counter[0] + 1, total), total, *config, serial=device_serial)
+            on_start(min(counter[0] + 1, total), total, *config[:3], serial=device_serial)
 
     common = dict(warmup_runs=warmup_runs, warmup_min_secs=warmup_min_secs, num_runs=num_runs,
                   min_secs=min_secs, max_secs=max_secs, op_profiling=op_profiling,
                   binary=benchmark_binary, cpu_mask=cpu_mask, apk=apk, adb_path=adb_path,
                   log_dir=out_dir / "logs")
+    run_flags = _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs)
     interrupted = False
     try:
         if target == "adb":
             _run_adb_devices(serials, plans, target, common, retries, wait_device, emit, start,
-                             on_note)
+                             on_note, readers, trial)
         else:
-            run_one = _runner(target, **common)
-            for model, delegate, n_threads in plans[None]:
-                start((model, delegate, n_threads))
-                row = _safe_run(run_one, model, target, delegate, n_threads, warmup_runs,
+            trials = _trials(_runner(target, **common),
+                             _runner(target, **_window_settings(common, window)),
+                             readers[None], trial)
+            for config in plans[None]:
+                model, delegate, n_threads, where = config
+                start(config)
+                row = _safe_run(trials, model, target, delegate, n_threads, warmup_runs,
                                 num_runs)
+                row = _placed_row(row, where, cpu_mask, run_flags(delegate, n_threads))
                 emit(dict(row, attempts=1, attempt_log=[]))
     except KeyboardInterrupt:
         interrupted = True
     rows = resume_mod.table_rows(previous + new_rows, stale)
-    order = {config: i for i, config in enumerate(configs)}   # tables in configuration order
-    rows.sort(key=lambda r: order.get((r.get("model_path"), r.get("delegate"), r.get("threads")),
-                                      len(order)))
+    order = {}   # tables in configuration (and placement) order
+    for config in (c for s in serials for c in placed[s]):
+        order.setdefault(_order_key(*config[:3], (config[3] or {}).get("cluster")), len(order))
+    rows.sort(key=lambda r: order.get(_order_key(r.get("model_path"), r.get("delegate"),
+                                                 r.get("threads"), r.get("cluster")), len(order)))
     write_summary(rows, out_dir)
     if interrupted:
         raise SweepInterrupted(rows, len(new_rows), total, out_dir)
@@ -166,42 +205,103 @@ def _sha256_or_none(path):
 
 
 def _planned_key(config, hashes, target, serial, flags):
-    model, delegate, threads = config
+    model, delegate, threads, where = config
     return resume_mod.config_key({"model_path": model, "model_sha256": hashes.get(model),
                                   "target": target, "serial": serial, "delegate": delegate,
-                                  "threads": threads, "flags": flags})
+                                  "threads": threads, "flags": flags,
+                                  "cluster": (where or {}).get("cluster")})
 
 
-def _run_adb_devices(serials, plans, target, common, retries, wait_device, emit, start, on_note):
-    """One worker per device (mobilekit.bench.fleet), each with its own adb session."""
+def _order_key(model, delegate, threads, cluster):
+    return model, delegate, threads, cluster
+
+
+def _trial_settings(repeat, cooldown, cooldown_temp, cooldown_timeout, temp_rise_c, sustained,
+                    window):
+    """The trial settings that change a row (resume key); a setting that is off has no say."""
+    return dict(repeat=repeat, cooldown=cooldown, cooldown_temp=cooldown_temp,
+                cooldown_timeout=cooldown_timeout if cooldown_temp is not None else None,
+                temp_rise_c=temp_rise_c, sustained=sustained,
+                window=window if sustained is not None else None)
+
+
+def _window_settings(common, window):
+    """The runner settings of one --sustained window: exactly `window` seconds, no warm-up."""
+    return dict(common, warmup_runs=0, warmup_min_secs=0.0, num_runs=1, min_secs=window,
+                max_secs=window)
+
+
+def _trials(run_once, run_window, read_state, trial, sleep=time.sleep):
+    """Trials (repeats, cooldowns, state) or Sustained around the one-run functions."""
+    if trial["sustained"] is not None:
+        from mobilekit.bench.sustained import Sustained
+
+        return Sustained(run_window, read_state, trial["sustained"], trial["window"],
+                         temp_rise_c=trial["temp_rise_c"])
+    from mobilekit.bench.trust import Trials
+
+    return Trials(run_once, read_state, trial["repeat"], trial["cooldown"],
+                  trial["cooldown_temp"], trial["cooldown_timeout"], trial["temp_rise_c"],
+                  sleep=sleep)
+
+
+def _placed_row(row, where, cpu_mask, run_flags):
+    """The row with its CPU placement and, where the runner kept none, its run flags."""
+    return dict(row, cpu_mask=(where or {}).get("cpu_mask", cpu_mask),
+                cluster=(where or {}).get("cluster"),
+                run_flags=row.get("run_flags") or run_flags)
+
+
+def _run_adb_devices(serials, plans, target, common, retries, wait_device, emit, start, on_note,
+                     readers, trial):
+    """One worker per device (mobilekit.bench.fleet), each with its own adb session and its
+    own Trials (cooldowns and state readings are per phone)."""
     from mobilekit.bench import benchmark_model as bm
     from mobilekit.bench.fleet import run_devices
 
     binary = common["binary"] or os.environ.get(bm.ENV_BINARY) or None
-    extra = (f"--warmup_min_secs={common['warmup_min_secs']:g}",
-             f"--max_secs={common['max_secs']:g}")
+    per_device, lock = {}, threading.Lock()
+
+    def runner(adb, cancel, settings):
+        extra = (f"--warmup_min_secs={settings['warmup_min_secs']:g}",
+                 f"--max_secs={settings['max_secs']:g}")
+        return lambda m, d, t, mask=common["cpu_mask"]: bm.run_adb(
+            m, binary, d, t, num_runs=settings["num_runs"], warmup_runs=settings["warmup_runs"],
+            min_secs=settings["min_secs"], op_profiling=settings["op_profiling"],
+            extra_flags=extra, serial=adb.requested, cpu_mask=mask,
+            apk=common["apk"], adb=adb, log_dir=common["log_dir"], cancel=cancel,
+            progress=len(serials) == 1)   # several phones: no interleaved status lines
+
+    def trials_of(adb, cancel):
+        with lock:
+            if adb.requested not in per_device:
+                per_device[adb.requested] = _trials(
+                    runner(adb, cancel, common),
+                    runner(adb, cancel, _window_settings(common, trial["window"])),
+                    readers.get(adb.requested) or readers[serials[0]], trial,
+                    sleep=cancel.wait)   # a cooldown ends at once on Ctrl-C
+            return per_device[adb.requested]
 
     def run_one(config, adb, cancel):
-        model, delegate, threads = config
-        return _safe_run(lambda m, d, t: bm.run_adb(
-            m, binary, d, t, num_runs=common["num_runs"], warmup_runs=common["warmup_runs"],
-            min_secs=common["min_secs"], op_profiling=common["op_profiling"],
-            extra_flags=extra, serial=adb.requested, cpu_mask=common["cpu_mask"],
-            apk=common["apk"], adb=adb, log_dir=common["log_dir"], cancel=cancel,
-            progress=len(serials) == 1),   # several phones: no interleaved status lines
-            model, target, delegate, threads, common["warmup_runs"], common["num_runs"])
+        model, delegate, threads, where = config
+        trials = trials_of(adb, cancel)
+        run = functools.partial(trials, mask=where["cpu_mask"]) if where else trials
+        row = _safe_run(run, model, target, delegate, threads, common["warmup_runs"],
+                        common["num_runs"])
+        return _placed_row(row, where, common["cpu_mask"], None)
 
     def lost_row(config, serial, adb, error):
-        model, delegate, threads = config
+        model, delegate, threads, where = config
         fields = {"model_path": model}
         if os.path.isfile(model):
             fields = model_fields(model)
         device = adb.known_fingerprint()
-        return empty_result(**fields, target=target, serial=serial, device=device,
-                            runtime=bm.RUNTIME_APK if common["apk"] else bm.RUNTIME,
-                            delegate=delegate, threads=threads,
-                            warmup_runs=common["warmup_runs"], num_runs=common["num_runs"],
-                            ok=False, error=error)
+        row = empty_result(**fields, target=target, serial=serial, device=device,
+                           runtime=bm.RUNTIME_APK if common["apk"] else bm.RUNTIME,
+                           delegate=delegate, threads=threads,
+                           warmup_runs=common["warmup_runs"], num_runs=common["num_runs"],
+                           ok=False, error=error)
+        return _placed_row(row, where, common["cpu_mask"], None)
 
     run_devices({s: plans[s] for s in serials}, run_one, adb_path=common["adb_path"],
                 retries=retries, wait_device=wait_device, emit=emit, cancel=threading.Event(),
@@ -306,6 +406,68 @@ def _runner(target, *, warmup_runs, warmup_min_secs, num_runs, min_secs, max_sec
         min_secs=min_secs, op_profiling=op_profiling, extra_flags=extra, log_dir=log_dir)
 
 
+# ---------------------------------------------------------------- state, CPU placement
+
+
+def check_cpu_mask(cpu_mask, target, apk=False):
+    """None, "auto" or a hex mask; ValueError for anything else (or a mask off adb)."""
+    if cpu_mask is None or str(cpu_mask).strip() == "":
+        return None
+    cpu_mask = str(cpu_mask).strip().lower()
+    if cpu_mask != "auto" and (not re.fullmatch(r"(0x)?[0-9a-f]+", cpu_mask)
+                               or int(cpu_mask, 16) == 0):
+        raise ValueError(f"--cpu-mask must be 'auto' (every CPU cluster, then all cores) or a "
+                         f"non-zero hex CPU mask such as f0; got {cpu_mask!r}")
+    if target != "adb":
+        raise ValueError(f"--cpu-mask needs --target adb (taskset on the device); got target "
+                         f"{target!r}")
+    if apk:
+        raise ValueError("--cpu-mask cannot be used with --apk (the APK runs as an Activity)")
+    return cpu_mask
+
+
+def _state_reader(target, adb_path, serial):
+    from mobilekit.bench import device_state as ds
+
+    if target != "adb":
+        return ds.host_state
+    from mobilekit.bench.benchmark_model import Adb
+
+    session = {}
+
+    def read():   # its own Adb session: reading state must never disturb the runs' one
+        if "adb" not in session:
+            session["adb"] = Adb(adb_path, serial)
+        return ds.adb_state(session["adb"])
+
+    return read
+
+
+def _placed(configs, cpu_mask, read_state):
+    """(model, delegate, threads, where): where None, or {cluster, cpu_mask} for "auto"."""
+    if cpu_mask != "auto":
+        return [(*c, None) for c in configs]
+    from mobilekit.bench.device_state import placements
+
+    state = read_state() or {}
+    threads = sorted({t for _, _, t in configs})
+    models = list(dict.fromkeys((m, d) for m, d, _ in configs))
+    return [(m, d, t, {"cluster": name, "cpu_mask": mask})
+            for name, mask, fits in placements(state, threads) for m, d in models for t in fits]
+
+
+def _host_flags(target, warmup_runs, warmup_min_secs, num_runs, min_secs, max_secs):
+    """The host runner's settings as a `run_flags` list (benchmark_model rows carry their own)."""
+    def flags(delegate, threads):
+        if target != "host":
+            return None
+        return [f"--delegate={delegate}", f"--threads={threads}", f"--warmup_runs={warmup_runs}",
+                f"--warmup_min_secs={warmup_min_secs:g}", f"--num_runs={num_runs}",
+                f"--min_secs={min_secs:g}", f"--max_secs={max_secs:g}"]
+
+    return flags
+
+
 def _safe_run(run_one, model, target, delegate, threads, warmup_runs, num_runs):
     """run_one, with any exception turned into an ok=False row (the sweep never aborts)."""
     try:
@@ -380,10 +542,60 @@ def _table_row(row, base_row, info):
     speedup = (base_row["inference_median_us"] / median) if median and base_row else None
     size = row.get("model_size_bytes")
     return [Path(row.get("model_path") or "?").name, row.get("delegate"), row.get("threads"),
-            _num(median and median / 1e3), _num(avg and avg / 1e3),
-            _num(median and 1e6 / median), None if speedup is None else f"{_num(speedup)}x",
+            row.get("cluster") or row.get("cpu_mask"),
+            _num(median and median / 1e3), _ci_text(row), _num(avg and avg / 1e3),
+            _num(median and 1e6 / median), _speedup_text(speedup, row, base_row),
             _num(macs / median / 1e3 if macs and median else None),
-            _num(size and size / 1e6), _delegation_text(row), _status(row)]
+            _num(size and size / 1e6), _delegation_text(row),
+            None if row.get("cv") is None else f"{row['cv'] * 100:.1f}",
+            _temps_text(row), _stable_text(row), _status(row)]
+
+
+def _ci_text(row):
+    low, high = row.get("median_ci_low_us"), row.get("median_ci_high_us")
+    if not row.get("ok") or low is None or high is None:
+        return None
+    return f"{_num(low / 1e3)}-{_num(high / 1e3)}"
+
+
+def _speedup_text(speedup, row, base_row):
+    """x-fold speed-up; with its interval and verdict when both rows have repeats."""
+    if speedup is None:
+        return None
+    text = f"{_num(speedup)}x"
+    if row is base_row:
+        return text
+    from mobilekit.bench.compare import row_samples
+    from mobilekit.bench.stats import compare_samples
+
+    a, b = row_samples(base_row), row_samples(row)
+    if len(a) >= 2 and len(b) >= 2:
+        c = compare_samples(a, b)
+        text += f" [{c['ci_low']:.2f}, {c['ci_high']:.2f}] {c['verdict']}"
+    return text
+
+
+def _temps_text(row):
+    from mobilekit.bench.device_state import hottest_cpu_c
+
+    before, after = (hottest_cpu_c(row.get(k) or {}) for k in ("state_before", "state_after"))
+    if before is None and after is None:
+        return None
+    show = lambda t: "?" if t is None else f"{t:.0f}"   # noqa: E731
+    return f"{show(before)}->{show(after)}"
+
+
+def _stable_text(row):
+    if row.get("emulator"):
+        prefix = "EMULATOR "
+    else:
+        prefix = ""
+    if row.get("unstable") is None:
+        return (prefix + "-").strip() if prefix else None
+    if not row["unstable"]:
+        return prefix + "stable"
+    reasons = "; ".join(row.get("unstable_reasons") or [])
+    return (prefix + "UNSTABLE: " + reasons)[:_MAX_STATUS_CHARS]
 
 
 def _num(value):
@@ -428,6 +640,23 @@ def _notes(rows, base_row):
         notes.append(f"target: {', '.join(targets)}; runtime: {', '.join(versions) or '-'}")
     if "host" in targets:
         notes.append("host rows: in-process LiteRT on this machine, not phone numbers")
+    if any(r.get("emulator") for r in rows):
+        notes.append("EMULATOR rows: timings are the host CPU's through virtualisation, "
+                     "not a phone's")
+    if any((r.get("repeats") or 1) > 1 for r in rows):
+        notes.append("95% CI ms: percentile bootstrap of the median over repeats; CV: across "
+                     "repeats (else within the one run); speed-up [interval] verdict when both "
+                     "rows have repeats")
+    if any(r.get("unstable") for r in rows):
+        notes.append("UNSTABLE: CV > 5 %, a CPU frequency changed, a dynamic governor, a "
+                     "temperature rise or thermal status during timing (reasons in the row)")
+    for r in rows:
+        summary = r.get("sustained") or {}
+        if r.get("ok") and summary.get("steady_median_us") and summary.get("first_minute_median_us"):
+            notes.append(f"sustained {Path(r['model_path']).name} {r['delegate']} t{r['threads']}: "
+                         f"first minute {summary['first_minute_median_us'] / 1e3:.2f} ms, steady "
+                         f"state {summary['steady_median_us'] / 1e3:.2f} ms "
+                         f"({summary['slowdown']:.2f}x) over {len(summary['windows'])} windows")
     failed = sum(not r.get("ok") for r in rows)
     notes.append(f"{len(rows) - failed} of {len(rows)} configurations succeeded")
     return notes

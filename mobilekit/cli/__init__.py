@@ -13,6 +13,7 @@ from mobilekit import quiet
 # command name -> "module:function" (one line per command; keep sorted by name).
 COMMANDS = {
     "bench": "mobilekit.cli.bench_cmds:bench",
+    "bench-compare": "mobilekit.cli.bench_compare:bench_compare",
     "bench-parse": "mobilekit.cli.bench_parse:bench_parse",
     "compress": "mobilekit.cli.compress_cmds:compress",
     "data": "mobilekit.cli.train_cmds:data",

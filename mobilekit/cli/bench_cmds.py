@@ -51,6 +51,9 @@ def _progress_row(index, total, row):
         median = row["inference_median_us"]
         click.echo(f"[{index}/{total}]   {where}median {median / 1000:.2f} ms "
                    f"({row['inference_count']} runs){tries}", err=True)
+        if row.get("unstable"):
+            click.echo(f"[{index}/{total}]   UNSTABLE: {'; '.join(row['unstable_reasons'])}",
+                       err=True)
     else:
         click.echo(f"[{index}/{total}]   {where}FAILED{tries}: {row['error']}", err=True)
 
@@ -118,7 +121,29 @@ def resume_command(ctx):
                    "before a configuration; missing files are re-pushed (size + sha256 check). "
                    "0: do not wait.")
 @click.option("--cpu-mask", default=None, show_default="none",
-              help="adb: run under `taskset MASK` (hex, e.g. f0 for big cores).")
+              help="adb: run under `taskset MASK` (hex, e.g. f0 for big cores), or `auto`: "
+                   "every CPU cluster (little/big/prime from cpu_capacity) and all cores.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per configuration: per-run medians, their median, a 95% bootstrap "
+                   "interval and the CV.")
+@click.option("--cooldown", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait before each run after the first.")
+@click.option("--cooldown-temp", type=click.FloatRange(0, 150, min_open=True), default=None,
+              show_default="off",
+              help="Before each run after the first, wait until the hottest CPU thermal zone "
+                   "is below this many °C.")
+@click.option("--cooldown-timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
+              show_default=True, help="Give up waiting for --cooldown-temp after this many "
+                                      "seconds (the row is flagged unstable).")
+@click.option("--temp-rise", type=click.FloatRange(min=0, min_open=True), default=5.0,
+              show_default=True, help="Flag a row unstable when its hottest CPU zone rose more "
+                                      "than this many °C during timing.")
+@click.option("--sustained", type=click.FloatRange(min=0, min_open=True), default=None,
+              show_default="off",
+              help="Run each configuration back to back for this many minutes: latency, "
+                   "temperatures and frequencies per window, steady state vs the first minute.")
+@click.option("--window", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="--sustained: seconds per window (one benchmark run).")
 @click.option("--apk", is_flag=True, default=False, show_default="off",
               help="adb: use the benchmark APK (an Activity) instead of the native binary.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench_results",
@@ -136,7 +161,8 @@ def resume_command(ctx):
 @click.pass_context
 def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs, num_runs,
           min_secs, max_secs, op_profiling, benchmark_binary, serial, retries, wait_device,
-          cpu_mask, apk, out_dir, resume, plots, accuracy, as_json):
+          cpu_mask, repeat, cooldown, cooldown_temp, cooldown_timeout, temp_rise, sustained,
+          window, apk, out_dir, resume, plots, accuracy, as_json):
     """Benchmark MODELS (.tflite) for every delegate x thread count; write results to --out.
 
     A configuration that fails becomes a row with its error; the sweep goes on (exit code 1
@@ -156,6 +182,8 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
       mobilekit bench a.tflite b.tflite --delegate xnnpack,cpu --threads 1,2,4
       mobilekit bench m.tflite --target local --benchmark-binary ./linux_x86-64_benchmark_model
       mobilekit bench m.tflite --target adb --serial R58M --cpu-mask f0 --threads 1,4
+      mobilekit bench m.tflite --target adb --cpu-mask auto --repeat 5 --cooldown-temp 40
+      mobilekit bench m.tflite --target adb --sustained 30 --window 20 --plots
       mobilekit bench a.tflite b.tflite --plots --accuracy a=0.70 --accuracy b=0.72
       mobilekit bench *.tflite --target adb --serial all --retries 2 --wait-device 300 --out zoo
       mobilekit bench *.tflite --target adb --serial all --out zoo --resume
@@ -183,7 +211,10 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
                          benchmark_binary=benchmark_binary, serial=serial, cpu_mask=cpu_mask,
                          apk=apk, out_dir=out_dir, on_start=_progress_start,
                          on_row=_progress_row, resume=resume, retries=retries,
-                         wait_device=wait_device, on_note=_note)
+                         wait_device=wait_device, on_note=_note, repeat=repeat,
+                         cooldown=cooldown, cooldown_temp=cooldown_temp,
+                         cooldown_timeout=cooldown_timeout, temp_rise_c=temp_rise,
+                         sustained=sustained, window=window)
     except SweepInterrupted as stop:
         click.echo(f"\nInterrupted: {stop.done} of {stop.total} configurations measured this "
                    f"time; the current one was abandoned. Tables for {len(stop.rows)} rows: "

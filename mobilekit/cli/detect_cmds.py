@@ -3,7 +3,7 @@ from pathlib import Path
 
 import click
 
-from mobilekit.cli.common import echo_json
+from mobilekit.cli.common import echo_json, input_size_option
 
 MODEL_HELP = "A .tflite file, a .keras file or a run directory (its model.keras)."
 
@@ -41,17 +41,22 @@ def _encode(image, suffix):
 @click.option("--score-threshold", type=float, default=0.5, help="Keep faces scoring above this.")
 @click.option("--nms-iou", type=float, default=0.3, help="NMS IoU threshold (official 0.3).")
 @click.option("--threads", type=int, default=1, help="Interpreter threads for a .tflite model.")
-def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threads):
+@input_size_option(show_default="the model's input size",
+                   help_text="Run a Keras detector (run directory, .keras) at WIDTHxHEIGHT, "
+                             "e.g. 640x480 (width first); a .tflite file's size is fixed.")
+def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threads, input_size):
     """Detect faces in images; boxes are pixel coordinates of the original image.
 
     Each image is warped to the model's input size; decoding happens in the model (or the
-    .tflite) and NMS in NumPy. With --out, writes NAME.json ([{"box": [x1, y1, x2, y2],
+    .tflite) and NMS in NumPy, or in the file for one exported with --nms (its IoU and
+    score threshold apply; a higher --score-threshold filters further). With --out, writes NAME.json ([{"box": [x1, y1, x2, y2],
     "score": s}]) and NAME_faces.png/.jpg with the boxes drawn.
 
     \b
     Examples:
       mobilekit detect runs/train/faceboxes/ photo.jpg --out detections/
       mobilekit detect faceboxes.tflite a.jpg b.png --json --score-threshold 0.3
+      mobilekit detect runs/train/faceboxes/ photo.jpg --input-size 640x480
     """
     import numpy as np
 
@@ -62,7 +67,7 @@ def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threa
 
     check_range("--score-threshold", score_threshold, 0, 1, low_inclusive=True, high_inclusive=False)
     check_range("--nms-iou", nms_iou, 0, 1)
-    detector = Detector.load(model_path, num_threads=threads)
+    detector = Detector.load(model_path, num_threads=threads, input_hw=input_size)
     results = {}
     for path in images:
         image = np.asarray(read_image(str(path)))
@@ -110,8 +115,17 @@ def detect(model_path, images, out_dir, as_json, score_threshold, nms_iou, threa
               help="Also write the metrics JSON here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--threads", type=int, default=1, help="Interpreter threads for a .tflite model.")
+@input_size_option(show_default="the model's input size",
+                   help_text="Run a Keras detector (run directory, .keras) at WIDTHxHEIGHT, "
+                             "e.g. 640x480 (width first); a .tflite file's size is fixed.")
+@click.option("--scale", "scales", type=float, multiple=True, default=(),
+              show_default="none: warp to the model's input",
+              help="Multi-scale inference as the official test scripts run it: the image "
+                   "resized by this factor is the input (FDDB 3.0, PASCAL 2.5, AFW 1.0); "
+                   "repeat for several scales (detections merged, NMS again). Keras "
+                   "detectors only; the cost is reported.")
 def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, matching, fddb_roc,
-                  predictions, pr_curve, out_file, as_json, threads):
+                  predictions, pr_curve, out_file, as_json, threads, input_size, scales):
     """Evaluate a face detector, each number by a named protocol.
 
     \b
@@ -128,6 +142,7 @@ def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, m
       mobilekit eval-detector faceboxes.tflite --data fddb:data/FDDB --fddb-roc roc/
       mobilekit eval-detector faceboxes.tflite --data xml:data/voc --matching coco
       mobilekit eval-detector --predictions preds/ --data wider:data/WIDER
+      mobilekit eval-detector runs/train/faceboxes/ --data fddb:data/FDDB --scale 3.0
 
     \b
     Prediction files: an image they name that is not in the set is an error; an image of
@@ -139,9 +154,25 @@ def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, m
 
     if (model_path is None) == (predictions is None):
         raise click.UsageError("give a MODEL or --predictions (one of the two)")
-    detector = Detector.load(model_path, num_threads=threads) if model_path else None
+    if scales and (input_size or predictions):
+        raise click.UsageError("--scale sets the input from each image; not with --input-size "
+                               "or --predictions")
+    if any(s <= 0 for s in scales):
+        raise click.UsageError(f"--scale must be positive; got {', '.join(map(str, scales))}")
+    detector = (Detector.load(model_path, num_threads=threads, input_hw=input_size)
+                if model_path else None)
+    if scales:
+        if detector.interpreter is not None or detector.training_model is None:
+            raise click.UsageError("--scale needs a Keras detector (run directory or .keras): a "
+                                   ".tflite file has a fixed input and constant anchors")
+        from mobilekit.detection.multiscale import ScaledDetector
+
+        fixed_hw = detector.input_hw
+        detector = ScaledDetector(detector.training_model, scales)
     result = evaluate_detector(detector, spec, split, min_face, score_threshold, nms_iou, pr_curve,
                                matching=matching, fddb_roc_dir=fddb_roc, predictions=predictions)
+    if scales:
+        result["multiscale"] = detector.cost(_macs_per_pixel(detector.model, fixed_hw))
     result["model"] = str(model_path) if model_path else None
     if out_file:
         write_json_atomic(out_file, result)
@@ -168,3 +199,20 @@ def eval_detector(model_path, spec, split, min_face, score_threshold, nms_iou, m
             click.echo(f"FDDB ROC: {path}")
     if pr_curve:
         click.echo(f"PR curve: {result['pr_curve']}")
+    if "multiscale" in result:
+        m = result["multiscale"]
+        click.echo(f"scales {', '.join(f'{s:g}' for s in m['scales'])}: "
+                   f"{m['seconds_per_image'] * 1e3:.1f} ms/image (1 thread, host), "
+                   f"{m['input_pixels_per_image'] / 1e6:.2f} Mpx and "
+                   f"{m.get('macs_per_image', 0) / 1e9:.2f} GMAC per image")
+
+
+def _macs_per_pixel(model, input_hw):
+    """MACs per input pixel of a convolutional detector, from its profile at one size."""
+    from mobilekit.profile import profile_model
+
+    try:
+        return profile_model(model)["macs"] / (input_hw[0] * input_hw[1])
+    except (TypeError, ValueError, KeyError):
+        return None
+

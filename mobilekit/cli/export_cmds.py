@@ -1,7 +1,7 @@
 """`mobilekit export`: Keras -> .tflite (+ JSON report) in one quantization mode."""
 import click
 
-from mobilekit.cli.common import echo_next, parse_model_kwargs
+from mobilekit.cli.common import echo_next, input_size_option, parse_model_kwargs
 
 QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 CALIBRATION_METHODS = ("average", "mse", "minmax")
@@ -64,10 +64,27 @@ CALIBRATION_METHODS = ("average", "mse", "minmax")
               help="Zoo name only: square input size.")
 @click.option("--num-classes", type=int, default=None, show_default="1000",
               help="Zoo name only: classifier outputs.")
+@input_size_option(show_default="the model's input size",
+                   help_text="Input WIDTHxHEIGHT, e.g. 640x480 (width first): a zoo model is "
+                             "built at it; a trained detector (run or .keras) is rebuilt at it "
+                             "with its weights (fully convolutional; anchors follow).")
 @click.option("--option", "options", multiple=True, default=(), show_default="none",
-              metavar="KEY=VALUE", help="Zoo name only: extra model argument (repeatable).")
+              metavar="KEY=VALUE", help="Zoo name only: extra model argument (repeatable), "
+                                        "e.g. input_shape=480,640,3.")
+@click.option("--nms", is_flag=True, default=False,
+              help="Detectors: put NMS in the file (TFLite_Detection_PostProcess; outputs "
+                   "boxes, classes, scores, count as the Task Library's ObjectDetector "
+                   "expects) and write the standard TFLITE_METADATA.")
+@click.option("--score-threshold", type=float, default=0.05, show_default=True,
+              help="--nms: keep detections scoring at least this (0..1).")
+@click.option("--nms-iou", type=float, default=0.3, show_default=True,
+              help="--nms: IoU above which a lower-scoring box is suppressed (0..1).")
+@click.option("--max-detections", type=int, default=100, show_default=True,
+              help="--nms: detections per image the file returns at most.")
 def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method, dense_quant,
-           bias_correction, out, allow_float_ops, sparse, s2d_input, eval_data, eval_samples, atol, gpu_check, alpha, resolution, num_classes, options):
+           bias_correction, out, allow_float_ops, sparse, s2d_input, eval_data, eval_samples,
+           atol, gpu_check, alpha, resolution, num_classes, input_size, options, nms, score_threshold,
+           nms_iou, max_detections):
     """Convert a run directory, a .keras file or a zoo model (random weights) to TFLite.
 
     Writes X.tflite (with embedded labels / normalisation / quant metadata) and the
@@ -81,10 +98,16 @@ def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method
       mobilekit export mobilenet_v3_large --quant int8 --calib-data random --num-classes 10
       mobilekit export runs/compress/mobilenet_v2-prune --sparse
       mobilekit export runs/train/faceboxes --quant int8 --s2d-input
+      mobilekit export runs/train/faceboxes --quant fp16 --input-size 640x480 --nms
     """
     from mobilekit.export.pipeline import export as run_export, summary_lines
 
-    kwargs = parse_model_kwargs(alpha, resolution, options)
+    from mobilekit.errors import check_range
+
+    check_range("--score-threshold", score_threshold, 0, 1, low_inclusive=True)
+    check_range("--nms-iou", nms_iou, 0, 1, low_inclusive=True)
+    check_range("--max-detections", max_detections, 0, 100000)
+    kwargs = parse_model_kwargs(alpha, resolution, options, input_size)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     path, report = run_export(
@@ -93,6 +116,8 @@ def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method
         bias_correction=bias_correction, out=out,
         allow_float_ops=allow_float_ops, sparse=sparse, s2d_input=s2d_input,
         eval_data=eval_data, eval_samples=eval_samples, atol=atol, model_kwargs=kwargs,
+        nms=nms, score_threshold=score_threshold, nms_iou=nms_iou,
+        max_detections=max_detections,
         log=lambda msg: click.echo(msg, err=True), gpu_check=gpu_check)
     for line in summary_lines(path, report):
         click.echo(line)

@@ -7,7 +7,8 @@ from mobilekit.cli.common import echo_json
 
 TARGETS = ("host", "local", "adb", "gpu")
 SPACE_HELP = ("Design space NAME[:key=value,...]: regnet, regnet-tiny, mbspace, mbspace-tiny; "
-              "overrides pin a choice, e.g. mbspace:se=off, regnet:group_width=8.")
+              "overrides pin a choice or keep a subset, e.g. mbspace:se=off, "
+              "mbspace:kernel=3|5, regnet:group_width=8.")
 
 
 def _dtypes(text):
@@ -15,6 +16,19 @@ def _dtypes(text):
     if not items:
         raise ValueError(f"--dtype needs at least one of fp32, int8; got {text!r}")
     return items
+
+
+def _ints(what, text):
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be comma-separated integers or 'none'; "
+                         f"got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise ValueError(f"{what} must be positive; got {text!r}")
+    return tuple(values)
 
 
 def _log(msg):
@@ -43,9 +57,15 @@ def latency_model():
 @click.option("--resolution", type=int, default=64, help="Input size of the sampled models.")
 @click.option("--dtype", "dtype", default="fp32,int8", help="Comma-separated: fp32, int8.")
 @click.option("--threads", type=int, default=1, help="Interpreter threads.")
+@click.option("--kernel-channels", default="16,64,256,1024",
+              help="Channel counts at which depthwise convs are timed one by one "
+                   "('none': fit them from end-to-end times only).")
+@click.option("--kernel-sides", default="2,4,8,16,32",
+              help="Output sides (pixels) at which depthwise convs are timed one by one.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               show_default="required", help="LUT file (JSON) to write.")
-def build(target, serial, space, samples, seed, resolution, dtype, threads, out):
+def build(target, serial, space, samples, seed, resolution, dtype, threads, kernel_channels,
+          kernel_sides, out):
     """Sample models of a space, time them on the target and fit the operator table.
 
     \b
@@ -57,7 +77,9 @@ def build(target, serial, space, samples, seed, resolution, dtype, threads, out)
 
     if serial and target != "adb":
         raise ValueError(f"--serial is for --target adb; got --target {target}")
-    lut = build_lut(space, samples, seed, resolution, _dtypes(dtype), threads, target, log=_log)
+    channels = _ints("--kernel-channels", kernel_channels)
+    lut = build_lut(space, samples, seed, resolution, _dtypes(dtype), threads, target, log=_log,
+                    kernel_channels=channels, kernel_sides=_ints("--kernel-sides", kernel_sides))
     write_lut(out, lut)
     click.echo(f"Latency model: {out}")
     echo_json({"target": lut["target"], "threads": lut["threads"], "space": lut["space"],
@@ -149,7 +171,8 @@ def search(spaces, zoo, study, out, **settings):
             lo, hi = c["diff_ci90"]
             diff = 100 * c["mean_error_diff_b_minus_a"]
             click.echo(f"{c['b']} vs {c['a']}: mean error {diff:+.2f} points (90 % CI "
-                       f"{100 * lo:+.2f} .. {100 * hi:+.2f}), KS {c['ks_distance']:.2f}, n = {c['n_b']} / {c['n_a']}")
+                       f"{100 * lo:+.2f} .. {100 * hi:+.2f}), KS {c['ks_distance']:.2f}, "
+                       f"n = {c['n_b']} / {c['n_a']}")
         click.echo(f"Study: {Path(out) / 'study.json'}")
         return
     if len(spaces) != 1:

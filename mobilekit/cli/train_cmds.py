@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from mobilekit.cli.common import echo_json, echo_next, parse_model_kwargs
+from mobilekit.cli.common import echo_json, echo_next, input_size_option, parse_model_kwargs
 
 FROM_RECIPE = "card recipe, else built-in"
 
@@ -18,6 +18,9 @@ FROM_RECIPE = "card recipe, else built-in"
               show_default="64 on synthetic data (xception: its minimum, 71), "
                            "else the model's default",
               help="Training input size (square).")
+@input_size_option(show_default="--resolution",
+                   help_text="Training input WIDTHxHEIGHT, e.g. 640x480 (width first; "
+                             "detectors take any size >= 128 per side, classifiers a square).")
 @click.option("--option", "options", multiple=True, default=(), show_default="none",
               help="Extra model kwarg key=value (repeatable).")
 @click.option("--data", default=None, show_default="synthetic",
@@ -77,7 +80,7 @@ FROM_RECIPE = "card recipe, else built-in"
               show_default="runs/train/<model>[-N]", help="Run directory to create.")
 @click.option("--resume", type=click.Path(), default=None, show_default="none",
               help="Continue a killed or finished run directory with its own config.")
-def train(model, alpha, resolution, options, out, resume, **settings):
+def train(model, alpha, resolution, input_size, options, out, resume, **settings):
     """Train a zoo model into a run directory.
 
     \b
@@ -89,13 +92,22 @@ def train(model, alpha, resolution, options, out, resume, **settings):
       mobilekit train --model mobilenet_v1 --resume runs/train/mobilenet_v1-2
       mobilekit train --model mobilenet_v1 --alpha 0.75 --qat --from runs/train/mobilenet_v1 --epochs 2
       mobilekit train --model faceboxes --data wider:./WIDER --resolution 1024
+      mobilekit train --model faceboxes --data wider:./WIDER --input-size 640x480
       mobilekit train --model faceboxes --data wider:./WIDER --qat --from runs/train/faceboxes --lr 1e-4 --epochs 5
     """
     from mobilekit.train import rundir, trainer
 
     if _is_detector(model, resume):
-        _train_detector(model, alpha, resolution, options, out, resume, settings)
+        _train_detector(model, alpha, resolution, options, out, resume, settings, input_size)
         return
+    if input_size is not None:  # classifiers train square crops
+        if resolution is not None:
+            raise click.UsageError("give either --resolution (square) or --input-size WxH, "
+                                   "not both")
+        if input_size[0] != input_size[1]:
+            raise click.UsageError(f"--input-size {input_size[1]}x{input_size[0]}: classifiers "
+                                   "train on square inputs; give WxW or --resolution")
+        resolution = input_size[0]
     if resume:
         config = rundir.load_run(resume)
         if model and model != config["model"]:
@@ -142,7 +154,7 @@ DETECTOR_SETTINGS = ("data", "epochs", "batch_size", "lr", "optimizer", "weight_
                      "qat", "init_from")
 
 
-def _train_detector(model, alpha, resolution, options, out, resume, settings):
+def _train_detector(model, alpha, resolution, options, out, resume, settings, input_size=None):
     """`mobilekit train --model faceboxes ...`: same run-directory contract, detection loop."""
     from mobilekit.detection.train import train_detector
 
@@ -151,9 +163,7 @@ def _train_detector(model, alpha, resolution, options, out, resume, settings):
     if ignored:
         raise ValueError(f"not used when training a detector: {', '.join('--' + k.replace('_', '-') for k in ignored)}")
     kwargs = {k: settings[k] for k in DETECTOR_SETTINGS if settings.get(k) is not None}
-    kwargs.update(parse_model_kwargs(alpha, None, options))
-    if resolution is not None:
-        kwargs["resolution"] = resolution
+    kwargs.update(parse_model_kwargs(alpha, resolution, options, input_size))
     if resume:
         metrics = train_detector(resume=resume, **{k: v for k, v in kwargs.items() if k == "epochs"})
         run_dir = Path(resume)

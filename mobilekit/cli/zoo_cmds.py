@@ -1,7 +1,7 @@
 """`mobilekit models` and `mobilekit profile`."""
 import click
 
-from mobilekit.cli.common import echo_json, parse_model_kwargs
+from mobilekit.cli.common import echo_json, input_size_option, parse_model_kwargs
 from mobilekit.report.tables import format_table
 
 
@@ -47,24 +47,27 @@ def models(task, as_json):
 @click.option("--alpha", type=float, default=None, help="Width multiplier (default: the model's).")
 @click.option("--resolution", type=int, default=None,
               help="Square input size in pixels (default: the model's).")
+@input_size_option()
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Extra model argument, e.g. --option minimalistic=true (repeatable).")
+              help="Extra model argument, e.g. --option minimalistic=true or "
+                   "input_shape=480,640,3 (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full profile as JSON.")
 @click.option("--layers/--no-layers", "show_layers", default=True,
               help="Show the per-layer table (text output).")
-def profile(model_name, alpha, resolution, options, as_json, show_layers):
+def profile(model_name, alpha, resolution, input_size, options, as_json, show_layers):
     """Count params, MACs, activations and memory traffic per layer.
 
     \b
     Examples:
       mobilekit profile --model mobilenet_v1 --alpha 0.75 --resolution 160
       mobilekit profile --model efficientnet_b2 --json
+      mobilekit profile --model faceboxes --input-size 640x480 --no-layers
       mobilekit profile --model mobilenet_v3_small --option minimalistic=true --no-layers
     """
     from mobilekit.profile import profile_model
     from mobilekit.zoo.registry import create_model
 
-    kwargs = parse_model_kwargs(alpha, resolution, options)
+    kwargs = parse_model_kwargs(alpha, resolution, options, input_size)
     result = profile_model(create_model(model_name, **kwargs), name=model_name)
     result["arguments"] = kwargs
     from mobilekit.zoo.summary import task_extras

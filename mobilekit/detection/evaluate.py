@@ -494,13 +494,15 @@ def run_detector(detector, samples, score_threshold=0.01, nms_iou=0.3):
     return detections, shapes
 
 
-def ignore_small(samples, shapes, input_hw, min_face):
+def ignore_small(samples, shapes, input_hw, min_face, scale=None):
     """Ignore masks that also drop faces under `min_face` px once the image is warped to the
-    network input (the faces training filtered out)."""
+    network input (the faces training filtered out); with `scale` (multi-scale inference,
+    no fixed input) at the image's size times the smallest scale."""
     out = []
     for s, (h, w) in zip(samples, shapes):
-        fw = (s.boxes[:, 2] - s.boxes[:, 0]) * input_hw[1] / w
-        fh = (s.boxes[:, 3] - s.boxes[:, 1]) * input_hw[0] / h
+        sx, sy = (scale, scale) if scale is not None else (input_hw[1] / w, input_hw[0] / h)
+        fw = (s.boxes[:, 2] - s.boxes[:, 0]) * sx
+        fh = (s.boxes[:, 3] - s.boxes[:, 1]) * sy
         out.append(s.ignore | (fw < min_face) | (fh < min_face))
     return out
 
@@ -620,7 +622,8 @@ def evaluate_detector(detector, spec, split="val", min_face=0, score_threshold=0
     samples = load_samples(spec, split)
     if detector is not None:
         detections, shapes = run_detector(detector, samples, score_threshold, nms_iou)
-        ignore = ignore_small(samples, shapes, detector.input_hw, min_face)
+        ignore = ignore_small(samples, shapes, detector.input_hw, min_face,
+                              getattr(detector, "min_scale", None))
     else:
         detections, missing = read_predictions(predictions, samples)
         shapes = image_shapes(samples) if kind == "fddb" else None
@@ -634,7 +637,8 @@ def evaluate_detector(detector, spec, split="val", min_face=0, score_threshold=0
                                 "interpolation": INTERPOLATION,
                                 "description": PROTOCOLS[matching]},
               "min_face": min_face,
-              "input": list(detector.input_hw) if detector is not None else None}
+              "input": (list(detector.input_hw) if detector is not None
+                        and detector.input_hw is not None else None)}
     if predictions is not None:
         result["predictions"] = str(predictions)
         result["images_without_predictions"] = missing

@@ -142,3 +142,23 @@ def map_sizes(model):
     names = {layer.name for layer in model.layers}
     prefix = "quant_" if "head1_loc" not in names and "quant_head1_loc" in names else ""
     return [tuple(model.get_layer(f"{prefix}head{i}_loc").output.shape[1:3]) for i in (1, 2, 3)]
+
+
+def with_input_size(model, input_hw):
+    """The same detector (same weights) built for another input (height, width): FaceBoxes
+    is fully convolutional, so only the detection maps and the anchor count change."""
+    h, w = (int(v) for v in input_hw)
+    if tuple(model.inputs[0].shape[1:3]) == (h, w):
+        return model
+    if any(type(layer).__name__.startswith("Quantize") for layer in model.layers):
+        raise ValueError("a quantization-aware-trained detector keeps its training input size; "
+                         "train (or export) the float run at the new size instead")
+    config = model.get_config()
+    inputs = [layer for layer in config["layers"] if layer["class_name"] == "InputLayer"]
+    if len(inputs) != 1:
+        raise ValueError(f"expected one input layer in {model.name}; got {len(inputs)}")
+    shape = inputs[0]["config"]["batch_input_shape"]
+    inputs[0]["config"]["batch_input_shape"] = [shape[0], h, w, shape[-1]]
+    resized = keras.Model.from_config(config)
+    resized.set_weights(model.get_weights())
+    return resized

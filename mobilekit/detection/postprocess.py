@@ -4,10 +4,14 @@ Choice: the *inference model* (`inference_model`) appends one registered layer,
 `DecodeDetections`, which holds the anchors as a constant (recomputed from its config, so
 the .keras file stays small) and outputs decoded corner boxes [N, A, 4] (normalised
 x1 y1 x2 y2) and face probabilities [N, A]. A .tflite converted from it (fp32 or int8)
-therefore gives boxes directly with builtin ops only (no TFLite_Detection_PostProcess
-custom op). Score thresholding, top-k and NMS run in NumPy (`nms`, `select`) - the same
-code for Keras and TFLite outputs, so both are post-processed identically; NMS on a few
+therefore gives boxes directly with builtin ops only, in forms every delegate takes (see
+DecodeDetections). Score thresholding, top-k and NMS run in NumPy (`nms`, `select`) - the
+same code for Keras and TFLite outputs, so both are post-processed identically; NMS on a few
 hundred candidates costs far less than the network.
+
+For apps, `nms_input_model` gives the pre-NMS form that mobilekit.export.nms completes with
+TFLite's TFLite_Detection_PostProcess op (`mobilekit export --nms`); `Detector` runs such
+files too (their NMS is the file's).
 """
 import numpy as np
 
@@ -24,37 +28,115 @@ KEEP_TOP_K = 750
 
 @register("mobilekit")
 class DecodeDetections(layers.Layer):
-    """[loc [N, A, 4], conf [N, A, 2]] -> [boxes [N, A, 4], scores [N, A]]."""
+    """[loc [N, A, 4], conf [N, A, 2]] -> [boxes [N, A, 4], scores [N, A]].
+
+    Written in ops every delegate takes (XNNPACK fp32 and int8, the GPU delegate in fp32 and
+    fp16): elementwise MUL / ADD with per-anchor constants, one EXP, a 4x4 FULLY_CONNECTED
+    and a LOGISTIC; no slice at all (a shrink-axis STRIDED_SLICE is refused by the GPU
+    delegate, SOFTMAX and EXP have no int8 XNNPACK kernel). With d = loc:
+
+        s      = d * [.1 wa, .1 ha, 0, 0] + [cxa, cya, 0, 0]
+                 + exp(d * [0, 0, .2, .2]) * [0, 0, wa/2, ha/2]
+               = [cx, cy, w/2, h/2]                     (exp(0) = 1 on the centre columns, times 0)
+        boxes  = s @ [[1,0,1,0], [0,1,0,1], [-1,0,1,0], [0,-1,0,1]] = [x1, y1, x2, y2]
+        scores = sigmoid(conf @ [-1, 1]) = softmax(conf)[..., 1]
+
+    `exp_form="elu"` (the int8 export's stand-in, see `int8_form`) writes exp(z) as
+    e^c * (ELU(z - c) + 1), exact for z <= c (ELU(x) = e^x - 1 for x <= 0) and XNNPACK has
+    an int8 ELU; z = log(w / w_anchor) above c = ELU_SHIFT (boxes e^c times their anchor)
+    grows linearly instead.
+    """
 
     QUANT = "passthrough"
+    EXP_FORMS = ("exp", "elu")
 
     def __init__(self, image_size, min_sizes=MIN_SIZES, steps=STEPS, map_sizes=None,
-                 variances=VARIANCES, **kwargs):
+                 variances=VARIANCES, exp_form="exp", **kwargs):
         super().__init__(**kwargs)
+        if exp_form not in self.EXP_FORMS:
+            raise ValueError(f"exp_form must be one of {', '.join(self.EXP_FORMS)}; "
+                             f"got {exp_form!r}")
         self.image_size = [int(v) for v in image_size]
         self.min_sizes = [[int(m) for m in sizes] for sizes in min_sizes]
         self.steps = [int(s) for s in steps]
         self.map_sizes = None if map_sizes is None else [[int(v) for v in s] for s in map_sizes]
         self.variances = [float(v) for v in variances]
+        self.exp_form = exp_form
         anchors = generate_anchors(self.image_size, self.min_sizes, self.steps,
                                    None if map_sizes is None else [tuple(s) for s in map_sizes])
-        # Precomputed so decoding is two MULs and one EXP per coordinate pair.
-        self._centers = tf.constant(anchors[None, :, :2])
-        self._sizes = tf.constant(anchors[None, :, 2:])
+        self._consts = {k: tf.constant(v, tf.float32) for k, v in
+                        decode_constants(anchors, self.variances, exp_form).items()}
 
     def call(self, inputs):
         loc, conf = inputs
-        cxcy = self._centers + loc[..., :2] * (self.variances[0] * self._sizes)
-        wh = self._sizes * tf.exp(loc[..., 2:] * self.variances[1])
-        boxes = tf.concat([cxcy - 0.5 * wh, cxcy + 0.5 * wh], axis=-1)
-        scores = tf.nn.softmax(conf, axis=-1)[..., 1]
-        return [boxes, scores]
+        c = self._consts
+        z = loc * c["exp_gain"]
+        grow = tf.exp(z) if self.exp_form == "exp" else tf.nn.elu(z - ELU_SHIFT)
+        s = loc * c["center_gain"] + grow * c["half_size"] + c["offset"]
+        num = int(loc.shape[1])
+        boxes = tf.reshape(tf.matmul(tf.reshape(s, [-1, 4]), c["corners"]), [-1, num, 4])
+        logit = tf.matmul(tf.reshape(conf, [-1, 2]), c["face_minus_bg"])
+        return [boxes, tf.reshape(tf.sigmoid(logit), [-1, num])]
+
+    def int8_form(self):
+        """The same decoding with the int8-delegable exp (exp_form="elu"), same name."""
+        return DecodeDetections(**{**self.get_config(), "exp_form": "elu"})
 
     def get_config(self):
         config = super().get_config()
         config.update(image_size=self.image_size, min_sizes=self.min_sizes, steps=self.steps,
-                      map_sizes=self.map_sizes, variances=self.variances)
+                      map_sizes=self.map_sizes, variances=self.variances,
+                      exp_form=self.exp_form)
         return config
+
+
+# exp(z) = e^c (ELU(z - c) + 1) is exact up to z = c: boxes up to e = 2.7x their anchor.
+ELU_SHIFT = 1.0
+CORNERS = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-1, 0, 1, 0], [0, -1, 0, 1]], np.float32)
+
+
+def decode_constants(anchors, variances=VARIANCES, exp_form="exp"):
+    """The constant tensors of DecodeDetections' graph form (see its docstring): per-anchor
+    ones [1, A, 4], the 4x4 corner map and the [2, 1] face-minus-background logit map."""
+    a = np.asarray(anchors, np.float64)
+    zeros = np.zeros_like(a[:, :2])
+    half = np.concatenate([zeros, a[:, 2:] / 2], axis=1)
+    offset = np.concatenate([a[:, :2], zeros], axis=1)
+    if exp_form == "elu":  # e^c * (ELU + 1): the "+1" joins the constant offset
+        half = half * np.exp(ELU_SHIFT)
+        offset = offset + half
+    return {"center_gain": np.concatenate([variances[0] * a[:, 2:], zeros], axis=1)[None],
+            "exp_gain": np.array([[[0, 0, variances[1], variances[1]]]]),
+            "half_size": half[None], "offset": offset[None], "corners": CORNERS,
+            "face_minus_bg": np.array([[-1.0], [1.0]])}
+
+
+@register("mobilekit")
+class NmsInputs(layers.Layer):
+    """[loc [N, A, 4], conf [N, A, 2]] -> what TFLite_Detection_PostProcess takes (see
+    mobilekit.export.nms): encodings [N, A, 4] in (dy, dx, dh, dw) order and scores
+    [N, A, 2] = softmax(conf) = sigmoid(conf @ [[1, -1], [-1, 1]]); two 4x4 / 2x2
+    FULLY_CONNECTED and a LOGISTIC, ops XNNPACK (fp32, int8) and the GPU delegate take."""
+
+    QUANT = "passthrough"
+    SWAP_XY = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], np.float32)
+    SOFTMAX2 = np.array([[1, -1], [-1, 1]], np.float32)
+
+    def call(self, inputs):
+        loc, conf = inputs
+        num = int(loc.shape[1])
+        enc = tf.matmul(tf.reshape(loc, [-1, 4]), tf.constant(self.SWAP_XY))
+        probs = tf.sigmoid(tf.matmul(tf.reshape(conf, [-1, 2]), tf.constant(self.SOFTMAX2)))
+        return [tf.reshape(enc, [-1, num, 4]), tf.reshape(probs, [-1, num, 2])]
+
+
+def nms_input_model(model):
+    """Wrap a training-form FaceBoxes model into its pre-NMS form ([encodings, scores])."""
+    if len(model.outputs) != 2:
+        raise ValueError(f"expected a detector with outputs [loc, conf]; "
+                         f"got {len(model.outputs)} outputs")
+    enc, scores = NmsInputs(name="nms_inputs")(list(model.outputs))
+    return keras.Model(model.inputs, [enc, scores], name=f"{model.name}_nms")
 
 
 def inference_model(model):
@@ -106,7 +188,7 @@ class Detector:
     a .tflite file; `detect` adds thresholding + NMS and maps boxes to image pixels."""
 
     def __init__(self, model=None, tflite_path=None, num_threads=1):
-        self.interpreter, self.layout = None, None
+        self.interpreter, self.layout, self.in_graph_nms = None, None, False
         if tflite_path is not None:
             from ai_edge_litert.interpreter import Interpreter
 
@@ -115,21 +197,27 @@ class Detector:
 
             self.interpreter = Interpreter(model_path=str(tflite_path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
+            # A file with NMS in the graph (TFLite_Detection_PostProcess): 4 outputs.
+            self.in_graph_nms = len(self.interpreter.get_output_details()) == 4
             # A space-to-depth file (mobilekit.export.stem) takes rearranged images.
             self.layout = input_layout(read_metadata(tflite_path))
             shape = (self.layout["image_size"] if self.layout else
                      self.interpreter.get_input_details()[0]["shape"][1:3])
             self.input_hw = tuple(int(side) for side in shape)
         else:
+            self.training_model = None  # the [loc, conf] form, where given (resizable)
             if len(model.outputs) == 2 and model.outputs[1].shape.rank == 3:
+                self.training_model = model
                 model = inference_model(model)
             self.model = model  # shares its layers (weights) with a training-form model
             self.input_hw = tuple(model.inputs[0].shape[1:3])
             self._predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     @classmethod
-    def load(cls, path, num_threads=1):
-        """A .tflite, a .keras file, or a run directory holding model.keras."""
+    def load(cls, path, num_threads=1, input_hw=None):
+        """A .tflite, a .keras file, or a run directory holding model.keras; `input_hw`
+        (height, width) rebuilds a Keras detector at that input (a .tflite file's input is
+        fixed: a different size is an error)."""
         from pathlib import Path
 
         path = Path(path)
@@ -138,13 +226,21 @@ class Detector:
         if not path.exists():
             raise FileNotFoundError(f"detector model not found: {path}")
         if path.suffix == ".tflite":
-            return cls(tflite_path=path, num_threads=num_threads)
+            detector = cls(tflite_path=path, num_threads=num_threads)
+            if input_hw is not None and tuple(input_hw) != detector.input_hw:
+                (h, w), (fh, fw) = input_hw, detector.input_hw
+                raise ValueError(f"{path} takes {fw}x{fh} images (WxH); re-export it with "
+                                 f"--input-size {w}x{h}")
+            return detector
+        from mobilekit.detection.model import with_input_size
         from mobilekit.loading import load_keras
 
-        return cls(load_keras(path))  # QAT runs included
+        model = load_keras(path)  # QAT runs included
+        return cls(model if input_hw is None else with_input_size(model, input_hw))
 
     def raw(self, batch):
-        """float32 [1, h, w, 3] in [-1, 1] -> (boxes [A, 4], scores [A]) normalised."""
+        """float32 [1, h, w, 3] in [-1, 1] -> (boxes [A, 4], scores [A]) normalised; for a
+        file with NMS in the graph, its detections (boxes [K, 4], scores [K]), best first."""
         if self.interpreter is None:
             boxes, scores = self._predict(tf.constant(batch, tf.float32))
             return np.asarray(boxes[0]), np.asarray(scores[0])
@@ -162,6 +258,11 @@ class Detector:
                             np.iinfo(inp["dtype"]).max).astype(inp["dtype"])
         it.set_tensor(inp["index"], batch)
         it.invoke()
+        if self.in_graph_nms:  # boxes, classes, scores, count; boxes (ymin, xmin, ymax, xmax)
+            boxes, _, scores, count = (it.get_tensor(d["index"])
+                                       for d in it.get_output_details())
+            n = int(count[0])
+            return boxes[0, :n][:, [1, 0, 3, 2]], scores[0, :n]
         outs = {}
         for d in it.get_output_details():
             value = it.get_tensor(d["index"])
@@ -182,6 +283,11 @@ class Detector:
         """(pixel boxes [K, 4] of the original image, scores [K]), best first. `batch` is
         `prepare(image)` when the caller already has it."""
         boxes, scores = self.raw(self.prepare(image) if batch is None else batch)
-        boxes, scores = select(boxes, scores, score_threshold, nms_iou, keep_top_k=keep_top_k)
+        if self.in_graph_nms:  # thresholds and IoU are the file's; a higher threshold applies
+            keep = scores > score_threshold
+            boxes = np.asarray(boxes[keep], np.float64)
+            scores = np.asarray(scores[keep], np.float64)
+        else:
+            boxes, scores = select(boxes, scores, score_threshold, nms_iou, keep_top_k=keep_top_k)
         h, w = np.asarray(image).shape[:2]
         return to_pixels(boxes, w, h), scores

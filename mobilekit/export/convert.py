@@ -17,7 +17,7 @@ import numpy as np
 
 from mobilekit.errors import check_choice
 from mobilekit.export.calibration import CALIBRATION_METHODS, calibration_hook
-from mobilekit.export.delegable import delegable_clone, gpu_safe_clone
+from mobilekit.export.delegable import delegable_clone, float_clone
 from mobilekit.keras import tf
 
 QUANT_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
@@ -190,7 +190,8 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
                          "preprocessed like the model inputs); modes without it: "
                          "fp32, fp16, dynamic")
     integer = quant in ("int8", "int16x8")
-    source = delegable_clone(model) if integer and not qat else gpu_safe_clone(model)
+    source = (delegable_clone(model) if integer and not qat else
+              model if qat else float_clone(model))
     if s2d_input:
         from mobilekit.export.stem import apply_input_layout, space_to_depth_stem
 

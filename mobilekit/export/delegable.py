@@ -13,12 +13,14 @@ int8 model is one XNNPACK partition with no float island:
                + CONCAT tree (memory ops int8 does not
                speed up; ~17 ops and their constants
                per layer)
+  box decoding EXP (no int8 XNNPACK kernel)               -> ELU (a layer's own `int8_form()`,
+               e.g. mobilekit.detection.postprocess.DecodeDetections)
 
-Float exports (fp32 / fp16: the GPU's files) get one stand-in, `gpu_safe_clone`: an average
-pool fed by an explicit ZeroPadding2D becomes the depthwise form, because LiteRT's GPU
-delegate folds the PAD into the pool and then leaves the padded zeros out of the average
-(count_include_pad=False): ShuffleNet v1's stride-2 shortcut came out 34-40 % off on every
-element next to the border, fully "accelerated" (tests/test_gpu.py pins it).
+Float exports (fp32 / fp16: the GPU's files) get one stand-in, `float_clone`: an average pool
+fed by an explicit ZeroPadding2D becomes the depthwise form, because LiteRT's GPU delegate
+folds the PAD into the pool and then leaves the padded zeros out of the average: ShuffleNet
+v1's stride-2 shortcut came out 34-40 % off next to the border and FaceBoxes' boxes moved,
+both fully "accelerated" (tests/test_gpu.py pins the case).
 """
 from mobilekit.keras import keras, layers, register, tf
 from mobilekit.layers.activations import HardSwish
@@ -224,27 +226,40 @@ def _delegable_layer(layer):
         return DelegableAveragePool(layer.pool_size, layer.strides, name=layer.name)
     if type(layer) is Shift:
         return DelegableShift(layer.kernel_size, name=layer.name)
+    if hasattr(layer, "int8_form"):  # e.g. FaceBoxes' box decoding (no int8 EXP in XNNPACK)
+        return layer.int8_form()
     return None
 
 
-def gpu_safe_swaps(model):
-    """{name: stand-in} for the average pools whose input is a ZeroPadding2D."""
+def padded_pool_swaps(model):
+    """{layer name: DelegableAveragePool} for each valid AveragePooling2D fed by a
+    ZeroPadding2D (PyTorch's count_include_pad average, FaceBoxes' Inception pool branch).
+
+    For float files: LiteRT's GPU delegate merges PAD into the AVERAGE_POOL_2D after it and
+    then averages over the real values only, so border outputs change (measured on a
+    trained FaceBoxes through the real delegate, enforce_f32: up to 2.4 on values of 3.8,
+    top-50 decoded boxes IoU 0.87). A depthwise conv with 1/k^2 weights keeps the padded
+    zeros in the sum on every delegate, and the reference kernels give the same numbers.
+    """
     inputs, _ = model_graph(model)
     swaps = {}
     for layer in model.layers:
-        stand_in = _delegable_layer(layer) if type(layer) is layers.AveragePooling2D else None
-        producers = [model.get_layer(n) for n in inputs.get(layer.name, [])]
-        if stand_in is not None and any(type(p) is layers.ZeroPadding2D for p in producers):
-            swaps[layer.name] = stand_in
+        producers = inputs.get(layer.name, [])
+        if (type(layer) is layers.AveragePooling2D and layer.padding == "valid"
+                and layer.data_format == "channels_last" and len(producers) == 1
+                and type(model.get_layer(producers[0])) is layers.ZeroPadding2D):
+            swaps[layer.name] = DelegableAveragePool(layer.pool_size, layer.strides,
+                                                     name=layer.name)
     return swaps
 
 
-def gpu_safe_clone(model):
-    """A weight-sharing clone of `model` with `gpu_safe_swaps` applied (same math)."""
-    swaps = gpu_safe_swaps(model)
+def float_clone(model):
+    """A weight-sharing clone of `model` with `padded_pool_swaps` (float exports)."""
+    swaps = padded_pool_swaps(model)
     if not swaps:
         return model
-    return keras.models.clone_model(model, clone_function=lambda l: swaps.get(l.name, l))
+    return keras.models.clone_model(model, clone_function=lambda layer: swaps.get(layer.name,
+                                                                                   layer))
 
 
 def delegable_clone(model):

@@ -35,6 +35,11 @@ _NV = "NumericVerify"
 # channel carries no signal (dead ReLU units): left out of the median.
 _FLAT_CHANNEL = 1e-12
 _MAX_DB = 120.0
+# Ops that only move int8 values (same scale in and out): they add no error, though a slice
+# of some channels can show another per-channel median than its whole input.
+_DATA_MOVES = ("RESHAPE", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "GATHER",
+               "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PACK", "UNPACK")
+_WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 
 
 class LayerTable:
@@ -80,7 +85,8 @@ class LayerTable:
                    "weights-only dB", "activations-only dB", "rmse/step"]
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         for row in self.rows[:limit]:
-            cells = [row["index"], f"`{row['fused']}`", row["op"], _db(row["sqnr_db"]),
+            shown = row["fused"] if "+" in row["fused"] else row["layer"]
+            cells = [row["index"], f"`{shown}`", row["op"], _db(row["sqnr_db"]),
                      _db(row["added_db"]), f"{row['rel_rmse']:.3g}",
                      f"{100 * row['clip_rate']:.2f}", _db(row["weights_sqnr_db"]),
                      _db(row["activations_sqnr_db"]),
@@ -292,6 +298,20 @@ def _layer_names(tensor, weight_names, layer_names):
     return "+".join(ordered) if ordered else tensor
 
 
+def _short_name(fused, tensor, op):
+    """The op's own layer: the conv, not its folded BN; for an op inside a layer (the box
+    decoding's EXP, a pooling's MEAN) the layer and the op's name there ("decode/Exp")."""
+    first = fused.split("+")[0]
+    if op in _WEIGHT_OPS or first == tensor:
+        return first
+    if tensor.startswith("Identity"):  # a model output: the converter's name, not a layer's
+        return f"{first}:{tensor}"
+    parts = tensor.split(";")[0].split("/")
+    if first in parts and parts.index(first) + 1 < len(parts):
+        return f"{first}/{parts[parts.index(first) + 1]}"
+    return first
+
+
 @contextlib.contextmanager
 def rounded_weights(model, dense_quant="per-tensor"):
     """While active, `model`'s Conv2D / DepthwiseConv2D / Dense kernels sit on the int8 grid
@@ -354,6 +374,8 @@ def layer_errors(model, calib_images, images, method="average", dense_quant="per
         before = [sqnr[i] for i in inputs_of.get(name, []) if i in sqnr]
         # An op on the model input starts from the input's own int8 rounding.
         base = min(before) if before else input_db
+        if op in _DATA_MOVES:  # same scale in and out: a slice cannot add error
+            base = sqnr[name]
         row = {"index": position, "tensor": name,
                "fused": _layer_names(name, weights.get(name, []), layer_names), "op": op,
                "sqnr_db": round(sqnr[name], 2),
@@ -368,7 +390,7 @@ def layer_errors(model, calib_images, images, method="average", dense_quant="per
             row["activations_sqnr_db"] = round(activations.sqnr_db(), 2)
             row["dominant"] = ("weights" if row["weights_sqnr_db"] < row["activations_sqnr_db"]
                                else "activations")
-        row["layer"] = row["fused"].split("+")[0]  # the op's own layer: the conv, not its BN
+        row["layer"] = _short_name(row["fused"], name, op)
         rows.append(row)
     if not rows:
         raise ValueError(f"{model.name} has no quantized tensor: nothing for int8 to hurt")

@@ -20,6 +20,7 @@ from mobilekit.loading import load_keras
 from mobilekit.export.convert import QUANT_MODES, convert, input_spec, is_qat_model, resolve_io
 
 DEFAULT_CALIB_SAMPLES = 300
+DEFAULT_MAX_DETECTIONS = 100
 PARITY_SAMPLES = 4
 BATCHNORM_SAMPLES = 16
 RANDOM_DATA = "random"
@@ -116,9 +117,11 @@ def _layout_entry(model, s2d_input):
 
 
 def check_float_decode_only(tflite, name):
-    """A QAT detector's int8 file may compute its box decoding in float (QAT gives the
-    network's tensors ranges, not the decode arithmetic after it); anything else in float
-    is the usual float-island error."""
+    """A detector's integer file may compute part of its box decoding in float: a QAT file
+    all of it (QAT gives the network's tensors ranges, not the decode arithmetic after it),
+    a PTQ file the ELU of its exp (the converter has no int8 ELU; XNNPACK runs the float
+    ELU and the QUANTIZE/DEQUANTIZE around it in the same partition as the int8 network).
+    Anything else in float is the usual float-island error."""
     from mobilekit.export.convert import FloatOpsError, describe_float_ops
     from mobilekit.export.report import analyze
 
@@ -205,6 +208,55 @@ def parity(model, tflite, images, quant, atol):
             "ok": (diff <= atol) if quant == "fp32" else None}
 
 
+def nms_parity(model, tflite, images, options, quant):
+    """The file's in-graph NMS against the Python path (Detector: Keras decoding + NumPy
+    NMS with the same thresholds) on `images`: each box's best match, scores in order; `ok`
+    (fp32 only) = same count, box IoU >= 0.99, scores within 1e-3."""
+    import tempfile
+
+    from mobilekit.detection.boxes import iou_np
+    from mobilekit.detection.postprocess import Detector, select
+
+    reference = Detector(model)
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(tflite)
+        f.flush()
+        lite = Detector.load(f.name)
+        counts_equal, min_iou, score_diff = True, 1.0, 0.0
+        for image in images:
+            boxes, scores = reference.raw(image[None])
+            kb, ks = select(boxes, scores, options["nms_score_threshold"],
+                            options["nms_iou_threshold"], keep_top_k=options["max_detections"])
+            lb, ls = lite.raw(image[None])
+            counts_equal &= len(kb) == len(lb)
+            n = min(len(kb), len(lb))
+            if n:  # near-equal scores may come out in either order: best match per box
+                min_iou = min(min_iou, float(iou_np(kb, lb).max(axis=1).min()))
+                score_diff = max(score_diff, float(np.abs(np.sort(ks)[::-1][:n]
+                                                          - np.sort(ls)[::-1][:n]).max()))
+    ok = counts_equal and min_iou >= 0.99 and score_diff <= 1e-3
+    return {"samples": int(len(images)), "max_abs_diff": score_diff, "min_box_iou": min_iou,
+            "counts_equal": bool(counts_equal), "atol": 1e-3,
+            "ok": ok if quant == "fp32" else None}
+
+
+def _standard_metadata(name, input_hw, detector, postprocess, s2d_input, labels, mean, std):
+    """The TFLITE_METADATA description for this export, or None: detectors with NMS in the
+    graph (ObjectDetector), classifiers whose preprocessing is known (ImageClassifier);
+    not for space-to-depth inputs, which no Task Library loader prepares."""
+    from mobilekit.export import tflite_metadata as tm
+
+    if s2d_input:
+        return None
+    if detector:  # images scaled to [-1, 1] (mobilekit.detection.data.preprocess)
+        return None if postprocess is None else tm.detector_description(
+            name, input_hw, [127.5] * 3, [127.5] * 3, postprocess)
+    if mean is None or std is None or not labels:
+        return None
+    return tm.classifier_description(name, input_hw, np.ravel(mean).tolist(),
+                                     np.ravel(std).tolist(), [str(v) for v in labels])
+
+
 def _same_shape(arrays, like):
     """The TFLite output matching a Keras output (files may order outputs differently)."""
     matches = [a for a in arrays if a.shape == like.shape]
@@ -234,10 +286,16 @@ def card_export_defaults(name):
 def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_SAMPLES,
            out=None, allow_float_ops=False, eval_data=None, eval_samples=None, atol=1e-4,
            model_kwargs=None, sparse=False, s2d_input=False, calib_method="average",
-           dense_quant="per-tensor", bias_correction=None, log=None, gpu_check=True):
+           dense_quant="per-tensor", bias_correction=None, nms=False,
+           score_threshold=None, nms_iou=None, max_detections=DEFAULT_MAX_DETECTIONS,
+           log=None, gpu_check=True):
     """Run the whole export; returns (tflite path, report dict). calib_method, dense_quant
     and bias_correction: see mobilekit.export.convert.convert (calib_method is its
     `calibration`); bias_correction None takes the model card's [export] value, else off.
+    nms: a detector's file ends in TFLite_Detection_PostProcess (mobilekit.export.nms) with
+    these options (score_threshold / nms_iou None: the official 0.05 / 0.3) and carries
+    the standard TFLITE_METADATA (mobilekit.export.tflite_metadata). model_kwargs'
+    input_shape also rebuilds a trained detector (run or .keras) at that input.
     gpu_check: compile the file with LiteRT's GPU accelerator where one can be set up
     (report["gpu"]["runtime"])."""
     log = log or (lambda msg: None)
@@ -246,6 +304,17 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
         raise ValueError(f"calib_samples must be a positive integer; got {calib_samples}")
     model, config, name, keras_path = resolve_source(source, model_kwargs)
     detector = _is_detector(name, config)
+    if nms and not detector:
+        raise ValueError(f"--nms puts detection post-processing in the file; {name} is not a "
+                         "detector")
+    input_shape = (model_kwargs or {}).get("input_shape")
+    if input_shape is not None and keras_path is not None:
+        if not detector:
+            raise ValueError(f"--input-size rebuilds only a trained detector at another size; "
+                             f"export {name} at its training input")
+        from mobilekit.detection.model import with_input_size
+
+        model = with_input_size(model, input_shape[:2])
     qat = is_qat_model(model)
     io = resolve_io(quant, io, qat)
     resolution = tuple(int(side) for side in input_spec(model).shape[1:3])
@@ -278,19 +347,36 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
         reestimate_batchnorm(model, images[:BATCHNORM_SAMPLES])
         log(f"BatchNorm statistics re-estimated on {min(len(images), BATCHNORM_SAMPLES)} "
             "calibration images (random-init zoo model)")
-    if detector:  # boxes and scores come out of the file: decoding is in the graph
-        from mobilekit.detection.postprocess import inference_model
+    postprocess, anchors = None, None
+    if detector:  # boxes and scores (or NMS'd detections) come out of the file
+        from mobilekit.detection.anchors import generate_anchors
+        from mobilekit.detection.model import map_sizes
+        from mobilekit.detection.postprocess import inference_model, nms_input_model
 
-        model = inference_model(model)
+        anchors = generate_anchors(resolution, map_sizes=map_sizes(model))
+        training_form, model = model, (nms_input_model(model) if nms else inference_model(model))
+    if nms:
+        from mobilekit.detection.postprocess import NMS_IOU, SCORE_THRESHOLD
+        from mobilekit.export.nms import postprocess_options
+
+        postprocess = postprocess_options(
+            SCORE_THRESHOLD if score_threshold is None else score_threshold,
+            NMS_IOU if nms_iou is None else nms_iou, max_detections)
     start = time.perf_counter()
-    log(f"converting {name} to {quant} (io {io})")
-    float_decode = detector and qat and quant == "int8"
+    log(f"converting {name} to {quant} (io {io})" + (" + NMS in the graph" if nms else ""))
+    # The PTQ box decoding keeps one float ELU (see check_float_decode_only); the NMS form
+    # has no exp before the post-processing op.
+    float_decode = detector and quant in ("int8", "int16x8") and not nms
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
                      allow_float_ops=allow_float_ops or float_decode, sparse=sparse,
                      s2d_input=s2d_input, calibration=calib_method, dense_quant=dense_quant,
                      bias_correction=bias_correction)
     if float_decode and not allow_float_ops:
         check_float_decode_only(tflite, name)
+    if postprocess is not None:
+        from mobilekit.export.nms import append_postprocess
+
+        tflite = append_postprocess(tflite, anchors, postprocess)
     seconds = time.perf_counter() - start
     from mobilekit.export.metadata import build_metadata, embed_metadata
     from mobilekit.export.report import analyze
@@ -299,8 +385,15 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
                           labels=(config or {}).get("class_names"), mean=mean, std=std,
                           io=io, qat=qat, model_kwargs=(config or {}).get("model_kwargs",
                                                                            model_kwargs or {}),
-                          **_layout_entry(model, s2d_input))
+                          **_layout_entry(model, s2d_input),
+                          **({"postprocess": postprocess} if postprocess else {}))
     tflite = embed_metadata(tflite, meta)
+    standard = _standard_metadata(name, resolution, detector, postprocess, s2d_input,
+                                  (config or {}).get("class_names"), mean, std)
+    if standard is not None:  # last: it appends the labels zip after the flatbuffer
+        from mobilekit.export.tflite_metadata import embed_standard_metadata
+
+        tflite = embed_standard_metadata(tflite, standard)
     report = analyze(tflite, gpu_runtime=gpu_check)
     if not report["float_ops"]:
         del report["float_op_list"]
@@ -317,9 +410,13 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
                    "dense_quant": ("per-tensor" if qat else dense_quant)
                    if quant == "int8" else None,
                    "conversion_seconds": round(seconds, 2)})
+    report["standard_metadata"] = None if standard is None else {
+        "name": "TFLITE_METADATA", "outputs": [t["name"] for t in standard["outputs"]],
+        "associated_files": ["labels.txt"] if standard.get("labels") else []}
     parity_images = (samples[:PARITY_SAMPLES] if samples is not None else
                      dataset_samples(RANDOM_DATA, resolution, PARITY_SAMPLES, channels=channels))
-    report["parity"] = parity(model, tflite, parity_images, quant, atol)
+    report["parity"] = (nms_parity(training_form, tflite, parity_images, postprocess, quant)
+                        if postprocess else parity(model, tflite, parity_images, quant, atol))
     evaluation = (model, keras_path, eval_data, eval_samples, config)
     return _write(out, tflite, report, evaluation if eval_data else None, log)
 

@@ -8,7 +8,7 @@ export report beside each model (mobilekit.bench.sweep.export_report_info), from
 from pathlib import Path
 
 __all__ = ["PlotDependencyError", "require_matplotlib", "plot_latency_vs_macs", "plot_pareto",
-           "plot_op_breakdown", "write_plots", "pareto_front", "accuracy_for"]
+           "plot_op_breakdown", "plot_sustained", "write_plots", "pareto_front", "accuracy_for"]
 
 PLOT_FILES = {"latency_vs_macs": "latency_vs_macs.png",
               "pareto": "latency_vs_accuracy.png",
@@ -193,6 +193,29 @@ def plot_op_breakdown(rows, path, top=_TOP_OPS):
         plt.close(fig)
 
 
+def plot_sustained(row, path):
+    """Latency per window and the hottest CPU zone vs time of a `--sustained` row."""
+    windows = [w for w in (row.get("sustained") or {}).get("windows", []) if w.get("median_us")]
+    if not windows:
+        return None
+    plt = require_matplotlib()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    minutes = [w["t_s"] / 60.0 for w in windows]
+    ax.plot(minutes, [w["median_us"] / 1e3 for w in windows], "o-", color="tab:blue",
+            label="median latency per window (ms)")
+    ax.set_ylabel("latency (ms)")
+    temps = [(m, w["hottest_cpu_c"]) for m, w in zip(minutes, windows)
+             if w.get("hottest_cpu_c") is not None]
+    if temps:
+        twin = ax.twinx()
+        twin.plot([m for m, _ in temps], [t for _, t in temps], "s--", color="tab:red",
+                  label="hottest CPU zone (°C)")
+        twin.set_ylabel("temperature (°C)")
+        twin.legend(fontsize=8, loc="lower right")
+    return _finish(plt, fig, ax, "time (minutes)", "latency (ms)",
+                   f"sustained: {_label(row)}", path)
+
+
 def write_plots(rows, out_dir, infos=None, accuracies=None):
     """Draw every plot the data allows into out_dir. Returns {name: path or skip reason}."""
     require_matplotlib()
@@ -210,4 +233,10 @@ def write_plots(rows, out_dir, infos=None, accuracies=None):
         "op_breakdown": (plot_op_breakdown(rows, out_dir / PLOT_FILES["op_breakdown"]),
                          "no row has an operator profile (benchmark_model --op-profiling)"),
     }
+    for row in rows:
+        if row.get("ok") and row.get("sustained"):
+            name = f"sustained_{Path(row['model_path']).stem}_{row['delegate']}_t{row['threads']}"
+            if row.get("cluster") or row.get("cpu_mask"):
+                name += f"_{row.get('cluster') or row.get('cpu_mask')}"
+            made[name] = (plot_sustained(row, out_dir / f"{name}.png"), "no window succeeded")
     return {name: (str(path) if path else f"skipped: {why}") for name, (path, why) in made.items()}

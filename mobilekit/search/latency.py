@@ -1,12 +1,15 @@
 """Latency model per target: a per-operator lookup table fitted to end-to-end timings.
 
 The Python LiteRT interpreter has no per-operator profiler, so on the host the table is
-fitted (nn-Meter's kernel-level idea, least squares instead of timing kernels one by one):
-every sampled model is cut into operators read off its Keras graph (BatchNorm folds into
-the conv, as the converter does), each keyed on op type, kernel and stride (`conv_k3_s2`,
-`dwconv_k5_s1`, `add`, `hard_swish`, ...) with its MACs and the elements it reads and
-writes (from the shapes); then per key three costs, per op, per MMAC and per million
-elements, are fitted with non-negative least squares on relative error to the measured
+partly fitted: every sampled model is cut into operators read off its Keras graph
+(BatchNorm folds into the conv, as the converter does), each keyed on op type, kernel and
+stride (`conv_k3_s2`, `dwconv_k5_s1`, `add`, `hard_swish`, ...) with its MACs and the
+elements it reads and writes (from the shapes). Depthwise convs, whose cost per MAC is far
+from constant (7x7 runs 10-300x slower per MAC than 5x5 on XNNPACK here, int8 worst), are
+also timed one by one as single-op models on a grid of output sides x channel counts
+(nn-Meter's kernel-level tables; cost per output pixel, interpolated log-log). Then
+per key four costs, per op, per MMAC, per million elements and a scale on the kernel
+table's time, are fitted with non-negative least squares on relative error to the measured
 end-to-end medians of the converted fp32 / int8 models. The LUT file holds these costs
 per dtype together with the target, delegate and thread count it was measured with; a
 prediction for another target or thread count is refused (ValueError).
@@ -30,7 +33,8 @@ FORMAT = "mobilekit-latency-lut/1"
 TARGETS = ("host", "local", "adb", "gpu")
 IMPLEMENTED_TARGETS = ("host",)
 DTYPES = ("fp32", "int8")
-FEATURES = ("count", "mmacs", "melements")
+FEATURES = ("count", "mmacs", "melements", "kernel_us")
+COSTS = ("us_per_op", "us_per_mmac", "us_per_melement", "kernel_scale")
 RIDGE = 1e-3  # keeps keys seen in few samples from soaking up the noise
 MEASURE_RUNS = 40
 
@@ -55,7 +59,8 @@ def _shape(tensor_shape):
 
 
 def model_ops(model):
-    """[(key, macs, elements)] of the operators that run after conversion."""
+    """[(key, macs, elements, (channels, output pixels))] of the operators that run after
+    conversion; the last item only for kernel-table keys (depthwise convs), else None."""
     from mobilekit.keras import keras
 
     L = keras.layers
@@ -67,11 +72,12 @@ def model_ops(model):
         out = _shape(layer.output_shape)
         ins = layer.input_shape if isinstance(layer.input_shape, list) else [layer.input_shape]
         elements = _elements(out) + sum(_elements(s) for s in ins)
-        macs = 0
+        macs, ref = 0, None
         if isinstance(layer, L.DepthwiseConv2D):
             k, s = layer.kernel_size[0], layer.strides[0]
             key = f"dwconv_k{k}_s{s}"
-            macs = k * k * _elements(out) * layer.depth_multiplier // layer.depth_multiplier
+            macs = k * k * _elements(out)
+            ref = (int(out[-1]), int(out[1]), int(out[1] * out[2]))
         elif isinstance(layer, L.Conv2D):
             k, s = layer.kernel_size[0], layer.strides[0]
             cin = ins[0][-1]
@@ -100,19 +106,109 @@ def model_ops(model):
                 layer, L.Activation) else "relu"
         else:
             key = name.lower()
-        ops.append((key, int(macs), int(elements)))
+        ops.append((key, int(macs), int(elements), ref))
     return ops
 
 
+def is_kernel_key(key):
+    """Keys timed one by one into a kernel table: depthwise convs, whose cost per MAC
+    changes by 10-300x with the kernel size and dtype on XNNPACK (7x7 int8 on AVX2)."""
+    return key.startswith("dwconv_")
+
+
 def op_features(model):
-    """{key: [count, MMACs, M elements]} summed over the model's operators."""
+    """{key: [count, MMACs, M elements, [[channels, side, pixels], ...]]} over the model's
+    operators (the list only for kernel-table keys)."""
     feats = {}
-    for key, macs, elements in model_ops(model):
-        f = feats.setdefault(key, [0, 0.0, 0.0])
+    for key, macs, elements, ref in model_ops(model):
+        f = feats.setdefault(key, [0, 0.0, 0.0, []])
         f[0] += 1
         f[1] += macs / 1e6
         f[2] += elements / 1e6
+        if ref is not None:
+            f[3].append(list(ref))
     return feats
+
+
+# ---------------------------------------------------------------- kernel tables
+
+KERNEL_CHANNELS = (16, 64, 256, 1024)
+# Output sides of the timed single-op models: the cost per pixel is not constant in the
+# side (a 7x7 kernel on a 2x2 map in int8 costs ~100x per pixel what it does on 16x16).
+KERNEL_SIDES = (2, 4, 8, 16, 32)
+
+
+def _kernel_model(key, side, channels):
+    from mobilekit.keras import keras, layers
+
+    k, s = (int(part[1:]) for part in key.split("_")[1:3])
+    inputs = layers.Input((side * s, side * s, channels))
+    x = layers.DepthwiseConv2D(k, strides=s, padding="same", use_bias=False)(inputs)
+    x = layers.BatchNormalization()(x)
+    return keras.Model(inputs, layers.ReLU()(x))
+
+
+def measure_kernels(keys, dtypes, threads, log=print, workdir=None, channels=KERNEL_CHANNELS,
+                    sides=KERNEL_SIDES):
+    """{dtype: {key: {"sides", "channels", "us_per_px": [[per channel] per side]}}} from
+    single-op models (depthwise conv + folded BN + ReLU) on the grid sides x channels."""
+    from mobilekit.keras import keras
+
+    sides, channels = sorted(set(sides)), sorted(set(channels))
+    tables = {d: {} for d in dtypes}
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        for key in sorted(keys):
+            grid = {d: [] for d in dtypes}
+            for side in sides:
+                rows = {d: [] for d in dtypes}
+                for c in channels:
+                    model = _kernel_model(key, side, c)
+                    for d in dtypes:
+                        path = convert_for_latency(model, d, Path(tmp) / f"k_{d}.tflite",
+                                                   random_init=True)
+                        us = measure_file(path, threads, runs=_runs_for(path, threads))
+                        rows[d].append(round(us / side ** 2, 4))
+                    keras.backend.clear_session()
+                for d in dtypes:
+                    grid[d].append(rows[d])
+            for d in dtypes:
+                tables[d][key] = {"sides": sides, "channels": channels, "us_per_px": grid[d]}
+            log(f"kernel table {key}: " + "; ".join(
+                f"{d} side {sides[0]}: {grid[d][0]}, side {sides[-1]}: {grid[d][-1]}"
+                for d in dtypes) + " (µs per output pixel at channels " + f"{channels})")
+    return tables
+
+
+def _runs_for(path, threads):
+    # Slow kernels (7x7 int8 takes ms per call) get fewer runs: ~0.3 s per pass.
+    first = measure_file(path, threads, runs=3, passes=1)
+    return int(min(MEASURE_RUNS, max(5, 3e5 / max(first, 1.0))))
+
+
+def _interp_log(xs, ys, x, extrapolate):
+    """ys(x) linear in log-log between points; beyond them extrapolated (or clamped)."""
+    lx, ly = np.log(xs), np.log(np.maximum(ys, 1e-9))
+    t = math.log(x)
+    if len(lx) == 1:
+        return float(np.exp(ly[0]))
+    if lx[0] < t < lx[-1] or not extrapolate:
+        return float(np.exp(np.interp(t, lx, ly)))
+    i = 0 if t <= lx[0] else len(lx) - 2
+    slope = (ly[i + 1] - ly[i]) / (lx[i + 1] - lx[i])
+    return float(np.exp(ly[i] + slope * (t - lx[i])))
+
+
+def kernel_us(entry, refs):
+    """Σ over ops (channels, side, pixels) of pixels x µs per pixel, interpolated in the
+    kernel table log-log: extrapolated in channels, clamped in the side."""
+    if not entry or not refs:
+        return 0.0
+    total = 0.0
+    for channels, side, pixels in refs:
+        per_side = [_interp_log(entry["channels"], row, channels, True)
+                    for row in entry["us_per_px"]]
+        total += pixels * _interp_log(entry["sides"], per_side, side, False)
+    return total
 
 
 # ---------------------------------------------------------------- measuring on the host
@@ -176,16 +272,25 @@ def measure_points(points, resolution, dtypes, threads, log=print, workdir=None)
 # ---------------------------------------------------------------- fitting and predicting
 
 
-def fit(rows, dtype):
-    """{"base_us", "ops": {key: {us_per_op, us_per_mmac, us_per_melement}}} by NNLS on
-    relative error with a small ridge."""
+def _design_row(features, key, kernels):
+    f = features.get(key)
+    if f is None:
+        return [0.0] * len(FEATURES)
+    return [f[0], f[1], f[2], kernel_us(kernels.get(key), f[3])]
+
+
+def fit(rows, dtype, kernels=None):
+    """{"base_us", "ops": {key: costs}, "kernels": {key: kernel table}} by NNLS
+    on relative error with a small ridge; costs per op, MMAC, million elements, and a
+    scale on the kernel table's time for depthwise convs."""
     from scipy.optimize import nnls
 
+    kernels = kernels or {}
     keys = sorted({k for r in rows for k in r["features"]})
     columns = [(k, j) for k in keys for j in range(len(FEATURES))]
 
     def design(r):
-        return [1.0] + [r["features"].get(k, [0, 0, 0])[j] for k, j in columns]
+        return [1.0] + [v for k in keys for v in _design_row(r["features"], k, kernels)]
 
     X = np.array([design(r) for r in rows], float)
     y = np.array([r["measured_us"][dtype] for r in rows], float)
@@ -198,19 +303,20 @@ def fit(rows, dtype):
     coef = nnls(A, b, maxiter=50 * n)[0] / scale
     table = {k: {} for k in keys}
     for (k, j), c in zip(columns, coef[1:]):
-        table[k][("us_per_op", "us_per_mmac", "us_per_melement")[j]] = round(float(c), 6)
-    return {"base_us": round(float(coef[0]), 4), "ops": table}
+        table[k][COSTS[j]] = round(float(c), 6)
+    return {"base_us": round(float(coef[0]), 4), "ops": table, "kernels": kernels}
 
 
 def predict_features(table, features):
     total = table["base_us"]
-    for key, (count, mmacs, melements) in features.items():
+    kernels = table.get("kernels") or {}
+    for key in features:
         cost = table["ops"].get(key)
         if cost is None:
             # An operator the table never saw: priced like the mean of its kind's keys.
             cost = _fallback(table, key)
-        total += (cost["us_per_op"] * count + cost["us_per_mmac"] * mmacs
-                  + cost["us_per_melement"] * melements)
+        total += sum(cost.get(c, 0.0) * v
+                     for c, v in zip(COSTS, _design_row(features, key, kernels)))
     return total
 
 
@@ -218,8 +324,7 @@ def _fallback(table, key):
     kind = key.split("_")[0]
     similar = [v for k, v in table["ops"].items() if k.split("_")[0] == kind] or \
         list(table["ops"].values())
-    return {f: float(np.mean([v[f] for v in similar]))
-            for f in ("us_per_op", "us_per_mmac", "us_per_melement")}
+    return {f: float(np.mean([v.get(f, 0.0) for v in similar])) for f in COSTS}
 
 
 def errors(predicted, measured):
@@ -235,8 +340,9 @@ def errors(predicted, measured):
 
 
 def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="host",
-              log=print):
-    """Sample `samples` points of the space, measure them and fit one table per dtype."""
+              log=print, kernel_channels=KERNEL_CHANNELS, kernel_sides=KERNEL_SIDES):
+    """Sample `samples` points of the space, measure them and the depthwise convs one by
+    one (at `kernel_channels`; empty: no kernel tables), and fit one table per dtype."""
     from mobilekit.search.spaces import parse_space, sample
 
     check_target(target)
@@ -250,12 +356,16 @@ def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="
     points = [sample(space, i, seed, resolution) for i in range(samples)]
     t0 = time.time()
     rows = measure_points(points, resolution, dtypes, threads, log)
+    keys = {k for r in rows for k in r["features"] if is_kernel_key(k)}
+    kernels = (measure_kernels(keys, dtypes, threads, log, channels=kernel_channels,
+                               sides=kernel_sides or (8,))
+               if kernel_channels else {})
     lut = {"format": FORMAT, "target": target, "delegate": "xnnpack", "threads": threads,
            "space": space["label"], "seed": seed, "resolution": resolution,
            "features": list(FEATURES), "tables": {}, "fit_error": {}, "samples": rows,
            "measure_seconds": round(time.time() - t0, 1), "host": _host()}
     for d in dtypes:
-        table = fit(rows, d)
+        table = fit(rows, d, kernels.get(d))
         lut["tables"][d] = table
         lut["fit_error"][d] = errors([predict_features(table, r["features"]) for r in rows],
                                      [r["measured_us"][d] for r in rows])

@@ -169,14 +169,15 @@ class Search:
 
     # -- latency model
     def predictor(self):
-        from mobilekit.search.latency import Predictor, build_lut, write_lut
+        from mobilekit.search.latency import KERNEL_CHANNELS, Predictor, build_lut, write_lut
 
         path = Path(self.s["lut"]) if self.s["lut"] else self.out / "lut.json"
         if not path.is_file() and not self.s["lut"]:
             self.log(f"Building the latency model {path} ({self.s['lut_samples']} samples)")
             lut = build_lut(self.s["space"], self.s["lut_samples"], self.s["seed"] + 7777,
                             self.s["resolution"], [self.s["quant"]], self.s["threads"],
-                            self.s["target"], log=self.log)
+                            self.s["target"], log=self.log,
+                            kernel_channels=self.s.get("kernel_channels", KERNEL_CHANNELS))
             write_lut(path, lut)
         predictor = Predictor.load(path, self.s["target"], self.s["threads"], self.s["quant"])
         if predictor.lut["resolution"] != self.s["resolution"]:

@@ -1,7 +1,7 @@
 """Design spaces as data: what may vary, the ranges, and a reproducible sampler.
 
 A space is named by a SPACE string `NAME[:key=value,...]`; the overrides pin one choice of
-the space (e.g. `mbspace:se=off`, `regnet:group_width=8`) so that two settings of one space
+the space (e.g. `mbspace:se=off`, `regnet:group_width=8`) or keep a subset (`kernel=3|5`) so that two settings of one space
 can be compared on the same budget (RegNet's design-space study). A sampled point is
 `{"model": zoo name, "kwargs": create_model kwargs}` (without resolution / num_classes),
 JSON-serialisable, so trials.jsonl and a model card can hold it.
@@ -52,7 +52,9 @@ def parse_space(text):
             choosable = sorted(k for k, v in SPACES[name].items() if isinstance(v, tuple))
             raise ValueError(f"space override {item!r} not understood; {name} takes "
                              f"key=value with key one of {', '.join(choosable)}")
-        space[key] = (_parse_value(key, value.strip(), space[key]),)
+        # a|b keeps a subset of the choices (e.g. kernel=3|5), one value pins it
+        space[key] = tuple(_parse_value(key, v.strip(), SPACES[name][key])
+                           for v in value.split("|"))
     return space
 
 
