@@ -90,6 +90,7 @@ def test_named_regnet_equals_pycls_counts(name):
     assert cx["conv_activations"] == R.conv_activations(profile)
 
 
+@pytest.mark.slow  # ~20 s; the named RegNet counts stay fast
 def test_constraints_on_a_sampled_model_match_the_formulas():
     rng = np.random.default_rng(7)
     kwargs = R.sample_regnet(rng, flops_range=(150e6, 250e6))
