@@ -77,6 +77,7 @@ def test_prune_reaches_target_and_leaves_original_dense():
     assert pruning.sparsity_report(model)["zeros"] == 0
 
 
+@pytest.mark.slow  # ~20 s; the pruning target test stays fast
 def test_default_frequency_prunes_nothing_in_a_short_run():
     # tfmot's default frequency (100): the polynomial schedule's only update in the first
     # 100 steps is at begin_step, where the sparsity is still the initial 0
@@ -172,7 +173,9 @@ def _zero_every_third(model):
     return keep
 
 
-@pytest.mark.parametrize("name,alpha", [("mobilenet_v2", 0.35), ("mobilenet_v3_small", 0.75)])
+@pytest.mark.parametrize("name,alpha", [("mobilenet_v2", 0.35),
+                                        pytest.param("mobilenet_v3_small", 0.75,
+                                                     marks=pytest.mark.slow)])
 def test_pruning_zeroed_channels_is_exact(name, alpha):
     model = _model(name, alpha)
     keep = _zero_every_third(model)
@@ -304,6 +307,7 @@ def _invoke(*args):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow  # ~45 s of pruning fine-tune; the library prune tests stay fast
 def test_cli_prune_writes_a_run_directory(run_dir):
     out = run_dir.parent / "pruned"
     result = _invoke("compress", "prune", run_dir, "--sparsity", "0.6", "--epochs", "1",

@@ -143,6 +143,7 @@ def test_detect_cli_writes_pixel_boxes(overfit_run, tmp_path):
     assert drawn[:2] == b"\xff\xd8"  # a JPEG
 
 
+@pytest.mark.slow  # ~75 s contended; detection model/eval/data tests stay fast
 def test_synthetic_run_and_resume(tmp_path):
     out = tmp_path / "run"
     first = train_detector(data="synthetic", resolution=128, epochs=1, batch_size=4,

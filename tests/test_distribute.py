@@ -56,6 +56,7 @@ def _free_ports(n):
     return ports
 
 
+@pytest.mark.slow  # ~80 s: two training processes; test_mirrored_run keeps tf.distribute in the fast tier
 def test_two_local_workers(tmp_path):
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     out = tmp_path / "mw"

@@ -65,6 +65,7 @@ def test_keras_and_tflite_backends_agree(run, tmp_path):
     assert result["top1"] == pytest.approx(ev.evaluate(run_dir, DATA)["top1"], abs=1 / 40)
 
 
+@pytest.mark.slow  # ~26 s; test_keras_and_tflite_backends_agree keeps .tflite eval fast
 def test_int8_tflite_is_quantized_and_dequantized(run, tmp_path):
     run_dir, metrics = run
     path = _tflite(run_dir, tmp_path, int8=True)

@@ -365,6 +365,7 @@ def test_space_to_depth_stem_needs_a_strided_3_channel_stem():
         convert(model, "fp32", s2d_input=True)
 
 
+@pytest.mark.slow  # ~50 s; the plain int8 CLI export stays fast
 def test_cli_export_s2d_input_int8_scores_like_plain_int8(tmp_path):
     """--s2d-input: the layout travels in the metadata and `mobilekit eval` applies it, so the
     file scores as the plain int8 export does (same calibration, same weights)."""
@@ -641,6 +642,7 @@ def test_bias_correction_cancels_the_mean_shift_of_int8_weights():
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
+@pytest.mark.slow  # ~40 s; bias correction's own tests stay fast
 def test_model_card_export_table_turns_bias_correction_on(tmp_path):
     """models/squeezenet_1_0.toml [export] sets bias correction (measured to keep it within
     a point); --no-bias-correction still wins, and other models keep it off."""

@@ -25,7 +25,18 @@ PARITY = [
 ]
 
 
-@pytest.mark.parametrize("name,kwargs", PARITY, ids=[f"{n}-{k}" for n, k in PARITY])
+# The fast tier (`pytest -m "not slow"`) keeps one case per kind of block; the rest is slow.
+FAST_PARITY = {("mobilenet_v1", "{'alpha': 0.25}"), ("mobilenet_v2", "{'alpha': 0.35}")}
+
+
+def _tiered(cases, ids, fast):
+    return [pytest.param(*case, id=i, marks=() if i in fast else pytest.mark.slow)
+            for case, i in zip(cases, ids)]
+
+
+@pytest.mark.parametrize("name,kwargs", _tiered(
+    PARITY, [f"{n}-{k}" for n, k in PARITY],
+    {f"{n}-{k}" for n, k in FAST_PARITY}))
 def test_trainable_params_equal_keras_applications(name, kwargs):
     ours = create_model(name, **kwargs)
     theirs = keras_application(name, ours.inputs[0].shape[1:], **kwargs)
@@ -48,7 +59,8 @@ def _randomise_bn(model, rng):
                                rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
 
 
-@pytest.mark.parametrize("name,kwargs,res,whole_model", IMPORT, ids=[i[0] for i in IMPORT])
+@pytest.mark.parametrize("name,kwargs,res,whole_model",
+                         _tiered(IMPORT, [i[0] for i in IMPORT], {"mobilenet_v2"}))
 def test_weight_import_matches_keras_outputs(tmp_path, name, kwargs, res, whole_model):
     rng = np.random.default_rng(0)
     theirs = keras_application(name, (res, res, 3), num_classes=10, **kwargs)
@@ -70,6 +82,7 @@ def test_weight_import_matches_keras_outputs(tmp_path, name, kwargs, res, whole_
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # ~9 s; test_pretrained covers the importer's errors in the fast tier
 def test_weight_import_rejects_other_architecture(tmp_path):
     other = keras_application("mobilenet_v2", (64, 64, 3), num_classes=10, alpha=0.35)
     path = tmp_path / "v2.keras"

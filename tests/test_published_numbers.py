@@ -16,7 +16,23 @@ def _id(item):
     return f"{name}:{entry['variant']}"
 
 
-@pytest.mark.parametrize("item", ENTRIES, ids=[_id(i) for i in ENTRIES])
+# The fast tier (`pytest -m "not slow"`) counts the first published row of a few small
+# models; every other row (full-size networks, seconds each) is slow.
+FAST_MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "shufflenet_v2",
+               "squeezenet_1_1")
+
+
+def _tiered(entries):
+    first = {}
+    for i, (name, _) in enumerate(entries):
+        first.setdefault(name, i)
+    return [pytest.param(item, id=_id(item),
+                         marks=() if item[0] in FAST_MODELS and first[item[0]] == i
+                         else pytest.mark.slow)
+            for i, item in enumerate(entries)]
+
+
+@pytest.mark.parametrize("item", _tiered(ENTRIES))
 def test_published_variant(item):
     name, entry = item
     if not entry.get("check", True):

@@ -82,7 +82,7 @@ def _plant(model, fault, images):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """{fault: .keras path} of the trained tiny CNN, healthy and with each planted fault."""
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
     from mobilekit.keras import keras
 
     folder = tmp_path_factory.mktemp("doctor")
@@ -122,7 +122,7 @@ def test_planted_fault_ranked_first_and_cured(models, fault, culprit, tmp_path):
     # The recommended file is the measured one: scoring it again gives the same drop.
     from mobilekit.export.metadata import read_metadata
     from mobilekit.export.pipeline import tflite_predict
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
     from mobilekit.train.evaluate import paired_drop
 
     tflite = (out / f"{fault}_int8_doctor.tflite").read_bytes()
@@ -148,7 +148,7 @@ def test_dense_fault_is_a_weight_fault_cured_by_per_channel_dense(models):
 
 def test_layer_table_api(models):
     from mobilekit.export.layer_errors import LayerTable, layer_errors
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
 
     x, _ = _arrays("val")
     table, calibrated = layer_errors(load_keras(models["outlier"]), x[:32], x[:16])

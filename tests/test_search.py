@@ -287,7 +287,7 @@ def test_tiny_search_files_consistent_and_resumes_after_kill(tmp_path):
     assert json.loads((run / "config.json").read_text())["model_kwargs"]["spec"] == \
         chosen["point"]["kwargs"]["spec"]
     assert (run / "model.keras").is_file()
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
 
     assert model.count_params() == load_keras(run / "model.keras").count_params()
 

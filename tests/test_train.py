@@ -143,6 +143,8 @@ def _history_epochs(run_dir):
         return [int(r["epoch"]) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow  # ~20 s contended: two training processes; resume stays in the fast tier
+# through test_pretrained's resume across a phase change
 def test_resume_after_sigkill_mid_epoch(tmp_path):
     run_dir = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mobilekit", "train", "--model", "mobilenet_v1", "--alpha", "0.25",

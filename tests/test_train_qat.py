@@ -1,6 +1,6 @@
 """`mobilekit train --qat --from RUN`: QAT fine-tune of a float run, saved, reloaded, full int8."""
 from mobilekit.export.pipeline import export
-from mobilekit.io import load_keras
+from mobilekit.loading import load_keras
 from mobilekit.train import trainer
 
 DATA = "synthetic:train=16,val=8,classes=4"
@@ -21,6 +21,7 @@ def float_run(tmp_path_factory):
     return _train(tmp_path_factory.mktemp("float") / "run")
 
 
+@pytest.mark.slow  # ~50 s; QAT conversion (test_zoo_tflite) and range init stay fast
 def test_qat_fine_tune_exports_full_int8(tmp_path, float_run):
     qat_run = _train(tmp_path / "qat", qat=True, init_from=str(float_run))
     model = load_keras(qat_run / "model.keras")  # rebuilt from config + QAT weights

@@ -92,7 +92,8 @@ def test_profile_keys_and_totals():
 
 
 @pytest.mark.parametrize("name,kwargs", [("mobilenet_v3_small", dict(alpha=0.75)),
-                                         ("efficientnet_b0", {})])
+                                         pytest.param("efficientnet_b0", {},
+                                                      marks=pytest.mark.slow)])
 def test_keras_save_load_round_trip(tmp_path, name, kwargs):
     model = mobilekit.create_model(name, resolution=32, num_classes=5, **kwargs)
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
@@ -106,7 +107,7 @@ def test_keras_save_load_round_trip(tmp_path, name, kwargs):
 
 
 def test_load_keras_needs_no_prior_imports(tmp_path):
-    """mobilekit.io.load_keras registers every custom layer itself: a fresh process that
+    """mobilekit.loading.load_keras registers every custom layer itself: a fresh process that
     imports nothing else loads a model full of them (hard-swish, SE, shift)."""
     import subprocess
     import sys
@@ -115,7 +116,7 @@ def test_load_keras_needs_no_prior_imports(tmp_path):
     for name in ("mobilenet_v3_small", "shiftnet"):
         paths.append(str(tmp_path / f"{name}.keras"))
         mobilekit.create_model(name, alpha=0.25, resolution=32, num_classes=3).save(paths[-1])
-    code = ("import sys; from mobilekit.io import load_keras\n"
+    code = ("import sys; from mobilekit.loading import load_keras\n"
             "for p in sys.argv[1:]: print(load_keras(p).name)")
     result = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True,
                             text=True)
@@ -138,8 +139,10 @@ def test_cli_profile_json(mobilekit_cli):
 
 @pytest.mark.parametrize("args,needle", [
     (["--model", "mobilenet_v9"], "Did you mean 'mobilenet_v2'"),
-    (["--model", "mobilenet_v1", "--alpha", "-1"], "alpha must be in (0, 4]; got -1"),
-    (["--model", "mobilenet_v1", "--resolution", "7"], "got 7"),
+    pytest.param(["--model", "mobilenet_v1", "--alpha", "-1"], "alpha must be in (0, 4]; got -1",
+                 marks=pytest.mark.slow),  # a subprocess each: one stays in the fast tier
+    pytest.param(["--model", "mobilenet_v1", "--resolution", "7"], "got 7",
+                 marks=pytest.mark.slow),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(mobilekit_cli, args, needle):
     r = mobilekit_cli("profile", *args)

@@ -90,6 +90,7 @@ def test_named_regnet_equals_pycls_counts(name):
     assert cx["conv_activations"] == R.conv_activations(profile)
 
 
+@pytest.mark.slow  # ~20 s; the named RegNet counts stay fast
 def test_constraints_on_a_sampled_model_match_the_formulas():
     rng = np.random.default_rng(7)
     kwargs = R.sample_regnet(rng, flops_range=(150e6, 250e6))
@@ -236,6 +237,7 @@ def _trainable(model):
     return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
+@pytest.mark.slow  # ~9 s of large models
 def test_xception_and_keras_style_resnet50_match_keras_applications():
     apps = keras.applications
     ours = create_model("xception", include_top=False, resolution=299)
@@ -267,7 +269,8 @@ def test_vgg16_signal_reaches_the_head_at_init():
 
 
 @pytest.mark.parametrize("name,kwargs", [
-    ("ghostnet", {"alpha": 0.5, "resolution": 32, "num_classes": 5}),
+    pytest.param("ghostnet", {"alpha": 0.5, "resolution": 32, "num_classes": 5},
+                 marks=pytest.mark.slow),  # ~11 s; shiftnet keeps custom layers fast
     ("shiftnet", {"alpha": 0.5, "resolution": 32, "num_classes": 5}),
 ])
 def test_keras_round_trip(tmp_path, name, kwargs):

@@ -13,6 +13,16 @@ NUM_CLASSES = 10
 # swish + SE and a channel shuffle.
 QAT_MODELS = [n for n in ("mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2")
               if n in CLASSIFIERS]
+# The fast tier (`pytest -m "not slow"`) converts one model per kind of block: depthwise
+# separable, inverted residual + hard-swish + SE, channel shuffle, fire, shift, group conv;
+# the rest of the zoo is marked slow (the full suite still converts every model).
+FAST = {"mobilenet_v1", "mobilenet_v3_small", "shufflenet_v2", "squeezenet_1_1", "shiftnet",
+        "regnetx_200mf"}
+FAST_QAT = {"shufflenet_v2"}
+
+
+def tiered(names, fast):
+    return [pytest.param(n, marks=() if n in fast else pytest.mark.slow) for n in names]
 
 
 def tiny(name):
@@ -33,7 +43,7 @@ def test_every_classifier_is_covered():
     assert all(get_entry(n).task == "classification" for n in CLASSIFIERS)
 
 
-@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("name", tiered(CLASSIFIERS, FAST))
 def test_zoo_model_exports_fp32_and_full_int8(name):
     from mobilekit.export.convert import convert
     from mobilekit.export.pipeline import tflite_predict
@@ -64,7 +74,7 @@ def test_zoo_model_exports_fp32_and_full_int8(name):
     assert report["xnnpack"]["partitions"] == 1, report["xnnpack"]
 
 
-@pytest.mark.parametrize("name", QAT_MODELS)
+@pytest.mark.parametrize("name", tiered(QAT_MODELS, FAST_QAT))
 def test_qat_model_exports_full_int8(name):
     from mobilekit.compress.qat import quantize_model
     from mobilekit.export.convert import convert

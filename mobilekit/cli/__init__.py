@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from mobilekit import quiet
+
 # command name -> "module:function" (one line per command; keep sorted by name).
 COMMANDS = {
     "bench": "mobilekit.cli.bench_cmds:bench",
@@ -52,6 +54,9 @@ class MobilekitGroup(click.Group):
 @click.group(cls=MobilekitGroup, context_settings={"help_option_names": ["-h", "--help"],
                                                     "show_default": True})
 @click.version_option(package_name="mobilekit")
+@click.option("--verbose", is_flag=True, default=False, is_eager=True, expose_value=False,
+              callback=lambda ctx, param, value: value and quiet.set_verbose(),
+              help="Show TensorFlow, absl, XLA and converter logs (also MOBILEKIT_VERBOSE=1).")
 def cli():
     """mobilekit: mobile vision models from design to a measured latency.
 
@@ -60,10 +65,12 @@ def cli():
       mobilekit models
       mobilekit profile --model mobilenet_v1 --alpha 0.75 --resolution 160
       mobilekit profile --model efficientnet_b2 --json
+      mobilekit --verbose export runs/train/mobilenet_v1_0.75 --quant int8
     """
 
 
 def main(argv=None):
+    quiet.install()
     try:
         cli.main(args=argv, prog_name="mobilekit", standalone_mode=True)
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@ import os
 
 import click
 
-from mobilekit.cli.common import echo_json
+from mobilekit.cli.common import echo_json, echo_next
 
 _TARGETS = ("host", "local", "adb")
 
@@ -239,3 +239,6 @@ def bench(ctx, models, target, delegates, threads, warmup_runs, warmup_min_secs,
         click.echo(f"wrote {', '.join(written)}", err=True)
     if not any(row["ok"] for row in rows):
         ctx.exit(1)
+    if target != "adb":  # the honest figure is the phone's
+        echo_next(f"mobilekit bench {' '.join(models)} --target adb --threads 1,4  "
+                  "(see android_bench/)")

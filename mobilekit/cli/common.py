@@ -10,6 +10,12 @@ def echo_json(obj):
     click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
+def echo_next(command):
+    """The natural next command (train -> export -> bench), on stderr so stdout stays data."""
+    if command:
+        click.echo(f"next: {command}", err=True)
+
+
 # One convention everywhere: --input-size is WIDTH x HEIGHT, as camera modes are written
 # (640x480 = a landscape VGA frame = input_shape (480, 640, 3), height first like NHWC).
 INPUT_SIZE_HELP = ("Input WIDTHxHEIGHT in pixels (width first, as camera modes are written: "

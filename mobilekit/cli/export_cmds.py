@@ -1,7 +1,7 @@
 """`mobilekit export`: Keras -> .tflite (+ JSON report) in one quantization mode."""
 import click
 
-from mobilekit.cli.common import input_size_option, parse_model_kwargs
+from mobilekit.cli.common import echo_next, input_size_option, parse_model_kwargs
 
 QUANTS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 CALIBRATION_METHODS = ("average", "mse", "minmax")
@@ -121,3 +121,4 @@ def export(model_or_run, quant, io_type, calib_data, calib_samples, calib_method
         log=lambda msg: click.echo(msg, err=True), gpu_check=gpu_check)
     for line in summary_lines(path, report):
         click.echo(line)
+    echo_next(f"mobilekit bench {path}")

@@ -24,5 +24,9 @@ def quickstart(model, alpha, epochs, resolution, data, batch_size, threads, num_
     """
     from mobilekit.quickstart import run
 
+    from mobilekit.cli.common import echo_next
+
     run(model=model, alpha=alpha, epochs=epochs, resolution=resolution, data=data,
         batch_size=batch_size, threads=threads, out=out, num_runs=num_runs, log=click.echo)
+    echo_next(f"mobilekit train --model {model} --weights imagenet --freeze-epochs 2 "
+              "--data ./your_photos  (one folder per class)")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from mobilekit.cli.common import echo_json, input_size_option, parse_model_kwargs
+from mobilekit.cli.common import echo_json, echo_next, input_size_option, parse_model_kwargs
 
 FROM_RECIPE = "card recipe, else built-in"
 
@@ -65,6 +65,17 @@ FROM_RECIPE = "card recipe, else built-in"
 @click.option("--from", "init_from", type=click.Path(), default=None, show_default="none",
               help="Initialise from a run directory (or .keras) of the same model, e.g. to "
                    "fine-tune it with --qat.")
+@click.option("--weights", default=None, show_default="none (random init)",
+              help="Start from ImageNet weights: 'imagenet' (keras.applications' published "
+                   "file, downloaded once into ~/.keras/models; mobilenet_v1/v2 at their "
+                   "alpha x resolution grid, mobilenet_v3_large/small, efficientnet_b0-b3) "
+                   "or PATH to such a .h5/.keras file. Another class count gets a new head.")
+@click.option("--freeze-epochs", type=int, default=None, show_default=f"{FROM_RECIPE} 0",
+              help="First train only the new head for this many epochs (backbone frozen, "
+                   "its BatchNorm in inference mode), then the whole network.")
+@click.option("--fine-tune-lr", type=float, default=None,
+              show_default=f"{FROM_RECIPE} --lr / 10",
+              help="Peak learning rate of the whole-network phase after --freeze-epochs.")
 @click.option("--out", type=click.Path(), default=None,
               show_default="runs/train/<model>[-N]", help="Run directory to create.")
 @click.option("--resume", type=click.Path(), default=None, show_default="none",
@@ -75,6 +86,7 @@ def train(model, alpha, resolution, input_size, options, out, resume, **settings
     \b
     Examples:
       mobilekit train --model mobilenet_v1 --alpha 0.75 --epochs 3
+      mobilekit train --model mobilenet_v2 --data ./photos --resolution 128 --weights imagenet --freeze-epochs 2 --epochs 6
       mobilekit train --model mobilenet_v2 --alpha 0.35 --data ./flowers --resolution 128
       mobilekit train --model mobilenet_v1 --alpha 0.25 --teacher runs/train/mobilenet_v1
       mobilekit train --model mobilenet_v1 --resume runs/train/mobilenet_v1-2
@@ -126,6 +138,7 @@ def train(model, alpha, resolution, input_size, options, out, resume, **settings
         metrics = trainer.train(config, run_dir)
     click.echo(f"Run directory: {run_dir}")
     echo_json(metrics)
+    echo_next(f"mobilekit export {run_dir} --quant int8")
 
 
 def _is_detector(model, resume):
@@ -165,6 +178,7 @@ def _train_detector(model, alpha, resolution, options, out, resume, settings, in
         metrics = train_detector(model_name=model, out=str(run_dir), **kwargs)
     click.echo(f"Run directory: {run_dir}")
     echo_json(metrics)
+    echo_next(f"mobilekit export {run_dir} --quant int8")
 
 
 def _config_for_resume(config):

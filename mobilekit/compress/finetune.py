@@ -24,7 +24,7 @@ PRECISE_BN_BATCHES = 20
 
 def load_source(run_dir):
     """(model, config) of a training run directory."""
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
     from mobilekit.train.rundir import BEST, load_run
 
     config = load_run(run_dir)

@@ -233,7 +233,7 @@ class Detector:
                                  f"--input-size {w}x{h}")
             return detector
         from mobilekit.detection.model import with_input_size
-        from mobilekit.io import load_keras
+        from mobilekit.loading import load_keras
 
         model = load_keras(path)  # QAT runs included
         return cls(model if input_hw is None else with_input_size(model, input_hw))

@@ -173,6 +173,7 @@ def _build(config):
     from mobilekit.detection.anchors import generate_anchors
     from mobilekit.detection.model import map_sizes
     from mobilekit.keras import keras, tf
+    from mobilekit.train.rundir import model_kwargs
     from mobilekit.zoo.registry import create_model
 
     keras.utils.set_random_seed(config["seed"])
@@ -210,15 +211,6 @@ def _range_images(config, input_hw):
     # Annotated samples carry a path, synthetic ones their pixels.
     return network_inputs((read_image(s.image) if isinstance(s, Sample) else s[0]
                            for s in samples), input_hw)
-
-
-def model_kwargs(config):
-    """create_model arguments of a detection run's config."""
-    h, w = config["input_hw"]
-    kwargs = dict(input_shape=(h, w, 3), alpha=config["alpha"])
-    if config.get("backbone"):
-        kwargs["backbone"] = config["backbone"]
-    return kwargs
 
 
 def _make_step(model, opt, config):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilekit.errors import check_choice, unknown_name
-from mobilekit.io import load_keras
+from mobilekit.loading import load_keras
 from mobilekit.export.convert import QUANT_MODES, convert, input_spec, is_qat_model, resolve_io
 
 DEFAULT_CALIB_SAMPLES = 300
@@ -44,6 +44,8 @@ def resolve_source(source, model_kwargs=None):
             raise ValueError(f"MODEL_OR_RUN must be a run directory, a .keras file or a zoo "
                              f"model name; got the file {str(path)!r}")
         config = load_run(path.parent) if is_run_dir(path.parent) else None
+        import mobilekit.detection.postprocess  # noqa: F401  (a saved inference-form detector)
+
         model = load_keras(path)
         return model, config, (config or {}).get("model") or path.stem, path
     if os.sep in str(source):

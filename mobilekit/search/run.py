@@ -269,7 +269,7 @@ class Search:
         return acc * (row[key] / (self.s["latency_target"] * 1e3)) ** MNAS_W
 
     def measure_finalists(self):
-        from mobilekit.io import load_keras
+        from mobilekit.loading import load_keras
 
         trained = [r for r in self.rows if r["status"] in ("trained", "measured")]
         finalists = sorted(trained, key=self.objective, reverse=True)[:self.s["finalists"]]
@@ -284,7 +284,7 @@ class Search:
         return finalists
 
     def run_zoo(self, predictor):
-        from mobilekit.io import load_keras
+        from mobilekit.loading import load_keras
 
         have = {r["zoo"] for r in self.zoo_rows if r.get("measured_us") is not None}
         for n, item in enumerate(self.s["zoo"]):

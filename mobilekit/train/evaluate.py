@@ -81,7 +81,7 @@ def _backend(model_file):
 
 
 def keras_backend(path):
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
 
     model = load_keras(path)
 

@@ -62,6 +62,18 @@ def load_run(path):
     return config
 
 
+def model_kwargs(config):
+    """create_model arguments of a run's config: classification runs record them as
+    `model_kwargs`; detection runs as input_hw, alpha and backbone."""
+    if config.get("task") != "detection":
+        return config.get("model_kwargs", {})
+    h, w = config["input_hw"]
+    kwargs = dict(input_shape=(h, w, 3), alpha=config["alpha"])
+    if config.get("backbone"):
+        kwargs["backbone"] = config["backbone"]
+    return kwargs
+
+
 def write_config(path, config):
     write_json_atomic(Path(path) / CONFIG, config)
 
@@ -138,4 +150,5 @@ def restore_checkpoint(ckpt_dir, trackables):
 
     status = tf.train.Checkpoint(**trackables).read(str(Path(ckpt_dir) / "ckpt"))
     status.assert_existing_objects_matched()
+    status.expect_partial()  # saved values not asked for (a phase change's old optimizer)
     return json.loads((Path(ckpt_dir) / "state.json").read_text())

@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 from mobilekit.errors import check_choice, check_range
@@ -21,11 +22,14 @@ BASE_LR = {"sgd": 0.05, "adam": 2e-3, "adamw": 2e-3}
 WEIGHT_DECAY = {"sgd": 4e-5, "adam": 0.0, "adamw": 0.05}
 LR_REFERENCE_BATCH = 64
 # Built-in defaults on the synthetic set (below explicit args and the card's recipe):
-# 64 px and SGD at 0.1 for batch 32 reach ~28 % val accuracy (chance 10 %) with
-# mobilenet_v1 alpha 0.75 in 3 epochs, ~2.5 CPU-minutes; Adam at 1e-3 reached 13 %.
+# 64 px and SGD at 0.1 for batch 32 reach 15-22 % val accuracy (chance 10 %; seeds 0-2,
+# tools/quickstart_seeds.py) with mobilenet_v1 alpha 0.75 in 3 epochs; Adam at 1e-3 reached 13 %.
 SYNTHETIC_RESOLUTION = 64
 SYNTHETIC_OPTIMIZER = "sgd"
 SYNTHETIC_SGD_LR = 0.2  # per 64 images
+# Fine-tuning a pretrained backbone at the head's rate wrecks its features; a tenth is the
+# usual step (Keras' transfer-learning guide and TFLite Model Maker go lower still with Adam).
+FINE_TUNE_LR_FACTOR = 10
 DEFAULTS = {
     "data": "synthetic", "epochs": 10, "batch_size": 32, "optimizer": "adam", "lr": None,
     "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 0.0, "label_smoothing": 0.1,
@@ -33,6 +37,10 @@ DEFAULTS = {
     "seed": 0, "early_stopping": 0, "keep_checkpoints": 3, "distribute": "none",
     "deterministic": False, "precise_bn": 20, "alpha": None, "resolution": None, "model_options": {},
     "qat": False, "init_from": None,
+    # Transfer learning: start from keras.applications weights ("imagenet" or a file), train
+    # the new head alone for freeze_epochs (backbone frozen, BatchNorm in inference mode),
+    # then the whole network at fine_tune_lr (default lr / FINE_TUNE_LR_FACTOR).
+    "weights": None, "freeze_epochs": 0, "fine_tune_lr": None,
     # QAT: training images whose float activations start the ranges (0: tfmot's [-6, 6]).
     "qat_range_samples": 256,
 }
@@ -82,7 +90,38 @@ def resolve_config(model, **args):
         if synthetic and config["optimizer"] == "sgd":
             base = SYNTHETIC_SGD_LR
         config["lr"] = base * config["batch_size"] / LR_REFERENCE_BATCH
+    _check_transfer(config)
     return config
+
+
+def _check_transfer(config):
+    freeze = config["freeze_epochs"]
+    if not isinstance(freeze, int) or not 0 <= freeze <= config["epochs"]:
+        raise ValueError(f"freeze_epochs must be an integer in [0, epochs={config['epochs']}]; "
+                         f"got {freeze!r}")
+    if freeze and not (config["weights"] or config["init_from"]):
+        raise ValueError("--freeze-epochs trains a new head on a pretrained backbone: give "
+                         "--weights imagenet|PATH (or --from RUN)")
+    if config["weights"] and config["init_from"]:
+        raise ValueError("give --weights or --from, not both")
+    if config["fine_tune_lr"] is None:
+        config["fine_tune_lr"] = config["lr"] / FINE_TUNE_LR_FACTOR
+    check_range("fine_tune_lr", config["fine_tune_lr"], 0, float("inf"))
+
+
+def phases(config):
+    """The run's training phases, 1-based inclusive epochs: [head (frozen backbone)], then
+    the whole network; one phase when nothing is frozen."""
+    freeze, epochs = config.get("freeze_epochs", 0), config["epochs"]
+    out = []
+    if freeze:
+        out.append({"name": "head", "first_epoch": 1, "last_epoch": freeze,
+                    "trainable": "head", "lr": config["lr"]})
+    if epochs > freeze:
+        out.append({"name": "fine-tune" if freeze else "train", "first_epoch": freeze + 1,
+                    "last_epoch": epochs, "trainable": "all",
+                    "lr": config["fine_tune_lr"] if freeze else config["lr"]})
+    return out
 
 
 def make_strategy(kind):
@@ -128,16 +167,23 @@ def train(config, run_dir, resume=False, verbose=None):
     keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:
         tf.config.experimental.enable_op_determinism()
+    config = _pretrained(config)
     data = _datasets(config, replicas, resume)
     config = _finish_config(config, data, replicas)
     if chief:
         rundir.write_config(run_dir, config)
+    done = rundir.latest_checkpoint(run_dir)[0] if resume else 0
+    # The phases still to run; the last one when the run is complete (for the restore).
+    plan = [p for p in config["phases"] if p["last_epoch"] > done] or config["phases"][-1:]
     scope = strategy.scope() if strategy else _null_scope()
     with scope:
-        student, fit_model, optimizer = _build(config, data)
+        student, fit_model, optimizer = _build(config, data, plan[0])
     start_epoch, state = 0, {"history": [], "best": None, "best_epoch": 0}
     if resume:
-        start_epoch, state = _restore(run_dir, student, optimizer, scope, chief)
+        # At a phase change the new phase starts with a fresh optimizer, as in a run
+        # that was never interrupted: restore the model only.
+        start_epoch, state = _restore(run_dir, student, optimizer, scope, chief,
+                                      with_optimizer=done >= plan[0]["first_epoch"])
     if start_epoch >= config["epochs"] or state.get("stopped_early"):
         return _finish(run_dir, config, state, chief)
     train_ds = data["train"]
@@ -152,9 +198,46 @@ def train(config, run_dir, resume=False, verbose=None):
                                                      profile_batch=0))
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    fit_model.fit(train_ds, validation_data=data["val"], epochs=config["epochs"],
-                  initial_epoch=start_epoch, callbacks=callbacks, verbose=verbose)
+    for i, phase in enumerate(plan):
+        if i:
+            with scope:
+                callbacks[0].optimizer_ref = _build_phase(config, student, fit_model, phase)
+        if len(config["phases"]) > 1:
+            print(_phase_line(phase, student), file=sys.stderr)
+        fit_model.fit(train_ds, validation_data=data["val"], epochs=phase["last_epoch"],
+                      initial_epoch=start_epoch, callbacks=callbacks, verbose=verbose)
+        start_epoch = phase["last_epoch"]
+        if callbacks[0].state.get("stopped_early"):
+            break
     return _finish(run_dir, config, callbacks[0].state, chief)
+
+
+def _pretrained(config):
+    """--weights: the file (fetched into Keras' cache for "imagenet") and its record for
+    config.json; the data is then normalised as those weights were trained, unless the
+    run's normalisation is already fixed (a resume)."""
+    if not config.get("weights"):
+        return config
+    from mobilekit.zoo.registry import model_alpha
+    from mobilekit.zoo.weights import preprocessing, resolve_weights
+
+    options = config.get("model_options") or {}
+    path, record = resolve_weights(config["model"], config["weights"],
+                                   alpha=model_alpha(config["model"], config["alpha"]),
+                                   resolution=config["resolution"],
+                                   minimalistic=options.get("minimalistic", False))
+    config = dict(config, weights_file={**record, "path": str(path)})
+    if config.get("mean") is None:
+        config["mean"], config["std"] = preprocessing(config["model"])
+    return config
+
+
+def _phase_line(phase, student):
+    trainable = sum(layer.count_params() for layer in student.layers if layer.trainable)
+    what = ("new head only, backbone frozen (BatchNorm in inference mode)"
+            if phase["trainable"] == "head" else "all layers")
+    return (f"phase {phase['name']}: epochs {phase['first_epoch']}-{phase['last_epoch']}, "
+            f"{what}, {trainable:,} trainable parameters, lr {phase['lr']:g}")
 
 
 def _has_tensorboard():
@@ -239,18 +322,18 @@ def _finish_config(config, data, replicas):
         "scaled_lr": config["lr"] * replicas,
         "steps_per_epoch": math.ceil(info["num_examples"] / (config["batch_size"] * replicas)),
         "normalization": "(pixel - mean) / std, pixels and mean/std in 0..255 units",
+        "phases": phases(config),
         "versions": {"mobilekit": mobilekit.__version__, "tensorflow": tf.__version__},
     })
     return config
 
 
-def _build(config, data):
-    from mobilekit.keras import keras
+def _build(config, data, phase):
     from mobilekit.layers.group_conv import train_grouped_convs_without_xla
-    from mobilekit.train.schedules import make_schedule
     from mobilekit.zoo.registry import create_model
 
-    student = create_model(config["model"], **config["model_kwargs"])
+    weights = (config.get("weights_file") or {}).get("path")
+    student = create_model(config["model"], **config["model_kwargs"], weights=weights)
     if config.get("init_from"):
         init_weights(student, config["init_from"])
     if config.get("qat"):
@@ -268,10 +351,6 @@ def _build(config, data):
                                      config["std"], seed=config["seed"])
             init_ranges(student, float_student, images)
     train_grouped_convs_without_xla(student)
-    schedule = make_schedule(config["schedule"], config["scaled_lr"], config["epochs"],
-                             config["steps_per_epoch"], config["warmup_epochs"])
-    optimizer = _optimizer(config, schedule)
-    optimizer.build(student.trainable_variables)
     from mobilekit.train.distill import Distiller, StudentWrapper
 
     fit_model = StudentWrapper(student)
@@ -279,6 +358,31 @@ def _build(config, data):
         teacher = load_teacher(config["teacher"], config)
         fit_model = Distiller(student, teacher, config["distill_temperature"],
                               config["distill_weight"])
+    optimizer = _build_phase(config, student, fit_model, phase)
+    return student, fit_model, optimizer
+
+
+def _build_phase(config, student, fit_model, phase):
+    """Set what trains in `phase`, and compile with a new optimizer whose schedule spans
+    the phase (its peak: the phase's lr, scaled like lr by the replicas)."""
+    from mobilekit.keras import keras
+    from mobilekit.train.schedules import make_schedule
+
+    if phase["trainable"] == "head":
+        head = [layer for layer in student.layers if layer.weights][-1]
+        _FROZEN[student] = [layer for layer in student.layers
+                            if layer.trainable and layer is not head]
+        for layer in _FROZEN[student]:
+            layer.trainable = False  # a frozen BatchNorm also runs in inference mode
+    else:
+        for layer in _FROZEN.pop(student, []):
+            layer.trainable = True
+    first = phase["first_epoch"] == 1
+    schedule = make_schedule(config["schedule"], phase["lr"] * config["num_replicas"],
+                             phase["last_epoch"] - phase["first_epoch"] + 1,
+                             config["steps_per_epoch"], config["warmup_epochs"] if first else 0)
+    optimizer = _optimizer(config, schedule)
+    optimizer.build(student.trainable_variables)
     k = min(5, config["num_classes"])
     fit_model.compile(
         optimizer=optimizer,
@@ -286,12 +390,16 @@ def _build(config, data):
                                                   label_smoothing=config["label_smoothing"]),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(k, name="top5")])
-    return student, fit_model, optimizer
+    return optimizer
+
+
+# student -> the layers its head phase froze (and the next phase unfreezes).
+_FROZEN = weakref.WeakKeyDictionary()
 
 
 def init_weights(model, source):
     """Start from the best model of a run (or a .keras file) of the same architecture."""
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
     from mobilekit.train.rundir import BEST
 
     source = Path(source)
@@ -349,7 +457,7 @@ def load_teacher(path, config):
     return teacher
 
 
-def _restore(run_dir, student, optimizer, scope, chief):
+def _restore(run_dir, student, optimizer, scope, chief, with_optimizer=True):
     from mobilekit.train import rundir
 
     for stale in run_dir.glob(f".{rundir.BEST.split('.')[0]}.*.tmp.keras"):
@@ -359,7 +467,8 @@ def _restore(run_dir, student, optimizer, scope, chief):
         # Killed before the first epoch ended: nothing to restore, start from scratch.
         return 0, {"history": [], "best": None, "best_epoch": 0}
     with scope:
-        state = rundir.restore_checkpoint(ckpt, {"model": student, "optimizer": optimizer})
+        trackables = {"model": student, **({"optimizer": optimizer} if with_optimizer else {})}
+        state = rundir.restore_checkpoint(ckpt, trackables)
     if chief:
         rundir.write_history(run_dir, state["history"])
         if state["best_epoch"] == epoch:
@@ -378,7 +487,7 @@ def save_model(model, path):
     os.replace(tmp, path)
     if any("Quantize" in type(layer).__name__ for layer in model.layers):
         # tf_keras cannot reload a QAT .keras (QuantizeLayer variables go missing), so QAT
-        # runs also keep their weights; mobilekit.io.load_keras rebuilds from config.json.
+        # runs also keep their weights; mobilekit.loading.load_keras rebuilds from config.json.
         weights = path.with_name(f"{path.stem}.weights.h5")
         tmp = weights.with_name(f".{weights.stem}.{os.getpid()}.tmp.weights.h5")
         model.save_weights(tmp)

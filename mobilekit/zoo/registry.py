@@ -88,12 +88,23 @@ def resolve_input_shape(entry, input_shape=None, resolution=None):
     return input_shape
 
 
+def model_alpha(name, alpha=None):
+    """The width multiplier create_model uses for `name` (alpha, else its default)."""
+    entry = get_entry(name)
+    params = inspect.signature(entry.builder).parameters
+    if alpha is not None:
+        return alpha
+    return entry.defaults.get("alpha", params["alpha"].default if "alpha" in params else 1.0)
+
+
 def create_model(name, **kwargs):
     """Build a zoo model as a functional tf_keras model.
 
     Common kwargs: alpha (width multiplier), input_shape or resolution, num_classes,
-    include_top, dropout, classifier_activation (None = logits), weights (a local
-    .h5/.keras file of the matching keras.applications model). Family-specific extras
+    include_top, dropout, classifier_activation (None = logits), weights ("imagenet":
+    keras.applications' published file, fetched into Keras' cache; or a local .h5/.keras
+    file of the matching keras.applications model; another num_classes keeps the backbone
+    and starts a new head). Family-specific extras
     are listed by `mobilekit models` and in each model card.
     """
     entry = get_entry(name)
@@ -124,9 +135,13 @@ def create_model(name, **kwargs):
         check_range("dropout", dropout, 0, 1, low_inclusive=True, high_inclusive=False)
     model = entry.builder(input_shape=input_shape, **call)
     if weights is not None:
-        from mobilekit.zoo.weights import import_weights
+        from mobilekit.zoo.weights import import_weights, resolve_weights
 
         twin = {k: call[k] for k in ("num_classes", "include_top", "alpha", "minimalistic")
                 if k in call}
+        if weights == "imagenet":
+            weights = resolve_weights(name, weights, alpha=model_alpha(name, call.get("alpha")),
+                                      resolution=input_shape[0],
+                                      minimalistic=call.get("minimalistic", False))[0]
         import_weights(model, weights, name=name, **twin)
     return model

@@ -1,0 +1,248 @@
+"""Pretrained weights without the internet: a keras.applications-format weights file (from a
+randomly initialised keras.applications model) served from a loopback HTTP server stands in
+for keras.applications' published file; Keras' own downloader fetches it, checks its hash and
+caches it. Then transfer learning: a new head, a frozen phase, fine-tuning, resume."""
+import functools
+import hashlib
+import http.server
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from mobilekit.keras import keras
+from mobilekit.zoo.registry import create_model
+from mobilekit.zoo.weights import (URL_ENV, WeightsFile, WeightsUnavailable, _weighted_layers,
+                                   fetch, imagenet_file, keras_application)
+
+ALPHA, RES = 0.25, 32
+FILE = "mobilenet_2_5_224_tf.h5"  # v1 alpha 0.25: below 128 px the 224 px file is used
+KERAS_PATH = "tensorflow/keras-applications/mobilenet/"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """(served root, the keras.applications model the file was saved from, file md5)."""
+    root = tmp_path_factory.mktemp("mirror")
+    source = keras_application("mobilenet_v1", (RES, RES, 3), alpha=ALPHA)  # 1000 classes
+    rng = np.random.default_rng(0)  # BN statistics away from their 0/1 start, to be seen
+    source.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) if w.ndim == 1 else w
+                        for w in source.get_weights()])
+    path = root / KERAS_PATH / FILE
+    path.parent.mkdir(parents=True)
+    source.save_weights(path)
+    return root, source, hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def server(published):
+    """A loopback HTTP server (127.0.0.1 only) serving the mirror; counts GET requests."""
+    root = published[0]
+    hits = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            functools.partial(Handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def offline_home(tmp_path, monkeypatch, server):
+    """A fresh Keras cache (~/.keras) and the published origin pointed at the server."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(URL_ENV, server[0])
+    return tmp_path / "home" / ".keras" / "models"
+
+
+def _pairs(source, target):
+    return list(zip(_weighted_layers(source), _weighted_layers(target)))
+
+
+def _same(src_layer, dst_layer):
+    return all(np.array_equal(a.ravel(), b.ravel())
+               for a, b in zip(src_layer.get_weights(), dst_layer.get_weights()))
+
+
+def test_published_files_are_keras_applications_own():
+    from tf_keras.src.applications import efficientnet, mobilenet_v3
+
+    v3 = imagenet_file("mobilenet_v3_large", 1.0, 224)
+    assert v3.url == (mobilenet_v3.BASE_WEIGHT_PATH + "weights_mobilenet_v3_large_224_1.0_float.h5")
+    assert v3.file_hash == mobilenet_v3.WEIGHTS_HASHES["large_224_1.0_float"][0]
+    small = imagenet_file("mobilenet_v3_small", 1.0, 224, minimalistic=True)
+    assert small.file_name == "weights_mobilenet_v3_small_minimalistic_224_1.0_float.h5"
+    b2 = imagenet_file("efficientnet_b2")
+    assert b2.url == "https://storage.googleapis.com/keras-applications/efficientnetb2.h5"
+    assert b2.file_hash == efficientnet.WEIGHTS_HASHES["b2"][0]
+    v1 = imagenet_file("mobilenet_v1", 0.75, 160)
+    assert v1.url.endswith("/keras-applications/mobilenet/mobilenet_7_5_160_tf.h5")
+    assert v1.file_hash is None  # keras.applications publishes none for v1 / v2
+    v2 = imagenet_file("mobilenet_v2", 0.35, 96)
+    assert v2.file_name == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96.h5"
+    assert imagenet_file("mobilenet_v2", 1.4, 300).file_name.endswith("_1.4_224.h5")
+    with pytest.raises(ValueError, match="no published Keras weights for shufflenet_v2"):
+        imagenet_file("shufflenet_v2")
+    with pytest.raises(ValueError, match="at alpha 0.3; published: 0.25, 0.5, 0.75, 1"):
+        imagenet_file("mobilenet_v1", 0.3)
+    with pytest.raises(ValueError, match=r"minimalistic\) at alpha 0.75"):
+        imagenet_file("mobilenet_v3_small", 0.75, minimalistic=True)
+
+
+def test_download_checks_the_hash_and_caches(published, server, tmp_path):
+    base, hits = server
+    url = f"{base}/{KERAS_PATH}{FILE}"
+    good = WeightsFile(FILE, url, published[2])
+    before = len(hits)
+    path = fetch(good, cache_dir=tmp_path / "cache")
+    assert path == tmp_path / "cache" / "models" / FILE
+    assert path.read_bytes() == (published[0] / KERAS_PATH / FILE).read_bytes()
+    assert len(hits) == before + 1
+    assert fetch(good, cache_dir=tmp_path / "cache") == path  # from the cache
+    assert len(hits) == before + 1
+    with pytest.raises(ValueError, match="failed its hash check"):
+        fetch(WeightsFile(FILE, url, "0" * 32), cache_dir=tmp_path / "other")
+    assert len(hits) == before + 2
+
+
+def test_offline_error_names_file_url_and_place(tmp_path):
+    with pytest.raises(WeightsUnavailable) as info:
+        fetch(WeightsFile(FILE, "http://127.0.0.1:9/" + FILE, None), cache_dir=tmp_path)
+    message = str(info.value)
+    assert FILE in message and "http://127.0.0.1:9/" + FILE in message
+    assert str(tmp_path / "models" / FILE) in message
+
+
+def test_create_model_imagenet_and_path(published, offline_home, server):
+    _, source, _ = published
+    model = create_model("mobilenet_v1", alpha=ALPHA, resolution=RES, weights="imagenet")
+    assert (offline_home / FILE).is_file()
+    assert all(_same(s, d) for s, d in _pairs(source, model))  # every layer, head included
+    hits = len(server[1])
+    again = create_model("mobilenet_v1", alpha=ALPHA, resolution=RES,
+                         weights=offline_home / FILE)  # a local PATH
+    assert len(server[1]) == hits
+    assert all(_same(s, d) for s, d in _pairs(source, again))
+
+
+def test_ten_class_head_on_a_thousand_class_file(published, offline_home):
+    _, source, _ = published
+    model = create_model("mobilenet_v1", alpha=ALPHA, resolution=RES, num_classes=10,
+                         weights="imagenet")
+    pairs = _pairs(source, model)
+    assert all(_same(s, d) for s, d in pairs[:-1])  # the backbone
+    assert model.layers[-1].output_shape[-1] == 10 and not _same(*pairs[-1])
+    with pytest.raises(ValueError, match="no published Keras weights for squeezenet_1_0"):
+        create_model("squeezenet_1_0", resolution=64, weights="imagenet")
+
+
+def _train(run_dir, **settings):
+    from mobilekit.train import trainer
+
+    config = trainer.resolve_config("mobilenet_v1", alpha=ALPHA, resolution=RES,
+                                    data="synthetic:train=8,val=4", batch_size=16,
+                                    precise_bn=2, **settings)
+    return trainer.train(config, run_dir, verbose=0)
+
+
+def test_frozen_phase_then_fine_tune_and_resume(published, offline_home, tmp_path):
+    from mobilekit.loading import load_keras
+
+    _, source, md5 = published
+    run_dir = tmp_path / "run"
+    _train(run_dir, weights="imagenet", freeze_epochs=1, epochs=1, lr=0.05)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["weights_file"]["source"] == "imagenet"
+    assert config["weights_file"]["file"] == FILE and config["weights_file"]["url"].endswith(FILE)
+    assert config["weights_file"]["sha256"] == hashlib.sha256(
+        (offline_home / FILE).read_bytes()).hexdigest()
+    assert config["mean"] == [127.5] * 3 and config["std"] == [127.5] * 3
+    assert [p["name"] for p in config["phases"]] == ["head"]
+    head_only = load_keras(run_dir / "model.keras")
+    pairs = _pairs(source, head_only)
+    # Backbone bit-identical (kernels and BatchNorm statistics); the new head trained.
+    assert all(_same(s, d) for s, d in pairs[:-1])
+    assert head_only.layers[-1].output_shape[-1] == 10
+
+    from mobilekit.cli.train_cmds import _config_for_resume
+    from mobilekit.train import rundir, trainer
+
+    resumed = dict(_config_for_resume(rundir.load_run(run_dir)), epochs=2)
+    metrics = trainer.train(resumed, run_dir, resume=True, verbose=0)
+    assert metrics["epochs_completed"] == 2
+    config = json.loads((run_dir / "config.json").read_text())
+    assert [(p["name"], p["first_epoch"], p["last_epoch"]) for p in config["phases"]] == [
+        ("head", 1, 1), ("fine-tune", 2, 2)]
+    assert config["phases"][1]["lr"] == pytest.approx(0.005)
+    ckpt = run_dir / "checkpoints" / "epoch-0002"
+    state = json.loads((ckpt / "state.json").read_text())
+    # A fresh optimizer for the new phase: one epoch of steps, not two.
+    assert state["optimizer_iterations"] == config["steps_per_epoch"] == 5  # 80 images / 16
+    tuned = create_model("mobilenet_v1", alpha=ALPHA, resolution=RES, num_classes=10)
+    rundir.restore_checkpoint(ckpt, {"model": tuned})
+    assert not any(_same(s, d) for s, d in _pairs(source, tuned)[:-1])  # all of it trained
+
+
+def test_freeze_needs_pretrained_weights():
+    from mobilekit.train import trainer
+
+    with pytest.raises(ValueError, match="--freeze-epochs trains a new head"):
+        trainer.resolve_config("mobilenet_v1", freeze_epochs=1)
+    with pytest.raises(ValueError, match=r"freeze_epochs must be an integer in \[0, epochs=3\]"):
+        trainer.resolve_config("mobilenet_v1", weights="imagenet", freeze_epochs=4, epochs=3)
+
+
+def test_cards_list_exactly_the_published_files():
+    from mobilekit.zoo.registry import get_card, list_models
+
+    with_weights = set()
+    for name in list_models():
+        try:
+            card = get_card(name).get("pretrained")
+        except FileNotFoundError:
+            card = None
+        if card is None:
+            with pytest.raises(ValueError, match=f"no published Keras weights for {name}"):
+                imagenet_file(name)
+            continue
+        with_weights.add(name)
+        grid = [(a, r, False) for a in card["alphas"] for r in card["resolutions"] or [224]]
+        grid += [(a, 224, True) for a in card.get("minimalistic_alphas", [])]
+        files = {imagenet_file(name, a, r, m).file_name for a, r, m in grid}
+        assert len(files) == len(grid)  # one published file per listed combination
+        assert all(imagenet_file(name, a, r, m).file_hash is not None
+                   for a, r, m in grid) == card["file_hash"].startswith("md5")
+    assert with_weights == {"mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large",
+                            "mobilenet_v3_small", "efficientnet_b0", "efficientnet_b1",
+                            "efficientnet_b2", "efficientnet_b3"}
+
+
+def test_cli_offline_and_unpublished_errors(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mobilekit.cli import cli
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(URL_ENV, "http://127.0.0.1:9")  # nothing listens on the discard port
+    result = CliRunner().invoke(cli, ["train", "--model", "mobilenet_v1", "--alpha", "0.25",
+                                      "--weights", "imagenet", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "mobilenet_2_5_224_tf.h5" in error[0]
+    assert "http://127.0.0.1:9/tensorflow/keras-applications/mobilenet/" in error[0]
+    assert str(tmp_path / ".keras" / "models" / "mobilenet_2_5_224_tf.h5") in error[0]
+    result = CliRunner().invoke(cli, ["train", "--model", "shufflenet_v2", "--weights",
+                                      "imagenet", "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "Error: no published Keras weights for shufflenet_v2" in result.output
