@@ -315,7 +315,7 @@ def test_naive_file_diagnosed_and_cured_by_mobilekit_export(naive_fault):
     from mobilekit.export.layer_errors import calibrated_model, quantize_calibrated
     from mobilekit.export.pipeline import tflite_predict
     from mobilekit.export.report import analyze
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
 
     result = diagnose(str(naive_fault["fault"]), data=SPEC, baseline="naive", **FAST)
     base = result["baseline"]
@@ -354,7 +354,7 @@ def test_given_file_compared_by_name_matches_the_debug_mode_table(naive_fault, t
     from mobilekit.export.doctor import _float_references, diagnose
     from mobilekit.export.layer_errors import file_layer_errors, layer_errors
     from mobilekit.export.pipeline import dataset_samples
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
 
     model = load_keras(naive_fault["fault"])
     calib = dataset_samples(SPEC, 32, FAST["calib_samples"])  # the doctor's own images
@@ -385,7 +385,7 @@ def test_given_file_compared_by_name_matches_the_debug_mode_table(naive_fault, t
 
 def test_given_file_bad_input(naive_fault, tmp_path):
     from mobilekit.export.convert import convert
-    from mobilekit.io import load_keras
+    from mobilekit.loading import load_keras
     from mobilekit.keras import keras
 
     fp32 = tmp_path / "fp32.tflite"
