@@ -324,3 +324,29 @@ def test_trained_classifier_on_the_gpu_over_500_validation_images(gpu, tmp_path)
     assert fp32["accelerated"] == fp16["accelerated"] == "full"
     assert fp32["numerics"]["top1_agreement"] == 1.0, fp32["numerics"]
     assert fp16["numerics"]["top1_agreement"] >= 0.9, fp16["numerics"]
+
+
+def test_grouped_conv_the_delegate_crashes_on_is_a_row_and_the_split_form_runs(gpu, tmp_path):
+    """10 input / 36 output channels per group: LiteRT 2.3's GPU delegate dies (SIGILL)."""
+    from mobilekit.bench.delegates import compare_outputs, run_interpreter
+    from mobilekit.keras import keras
+    from mobilekit.layers.group_conv import group_conv, gpu_safe_groups
+
+    assert not gpu_safe_groups(30, 108, 3)
+    x = {"t0": np.random.default_rng(0).standard_normal((2, 1, 4, 4, 30)).astype(np.float32)}
+    results = {}
+    for impl in ("native", "split"):
+        inp = keras.Input((4, 4, 30), batch_size=1)
+        path = tmp_path / f"{impl}.tflite"
+        path.write_bytes(_convert(keras.Model(inp, group_conv(inp, 108, 1, 3, impl=impl))))
+        res = run_gpu(path, precision="fp32", inputs=x)
+        if res["ok"]:
+            num = compare_outputs(path, run_interpreter(path, x, delegated=False),
+                                  res["outputs"], "other")
+            res["max_rel"] = num["outputs"][0]["max_rel"]
+        results[impl] = res
+    native = results["native"]
+    assert (not native["ok"] and native["error"].startswith("GPU worker killed by SIG")) or \
+        native["max_rel"] < 1e-4, native["error"]
+    split = results["split"]
+    assert split["ok"] and split["accelerated"] == "full" and split["max_rel"] < 1e-4

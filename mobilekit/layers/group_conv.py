@@ -10,10 +10,12 @@ TF 2.21 converter emits grouped CONV_2D, XNNPACK takes it, and it was faster in 
 "split" also cannot go through tfmot QAT when a BatchNorm follows it (tfmot folds BN only
 after a conv, not after the Concatenate).
 
-impl=None picks "native" except where a group's input or output channels are not a multiple
-of 4: LiteRT's GPU delegate (ML Drift, checked on its WebGPU backend) dies with SIGILL while
-compiling such a grouped CONV_2D (e.g. 30 -> 108 channels in 3 groups: 10 per group), which
-ShuffleNet v1 below 1.0x width has; the split form delegates fully (tests/test_gpu.py).
+GPU: LiteRT's GPU delegate (ML Drift, checked on its WebGPU backend) dies with SIGILL while
+compiling a grouped CONV_2D whose channels per group (in or out) are not a multiple of 4
+(`gpu_safe_groups`; e.g. 30 -> 108 channels in 3 groups), which ShuffleNet v1 has below 1.0x
+width. The split form delegates fully; it is not the default there because int8 then keeps
+the BatchNorm after the concat as an unfused ADD that XNNPACK refuses (13 partitions instead
+of 1). For a GPU file of such a width: `--option group_conv_impl=split`.
 """
 from mobilekit.errors import check_choice
 from mobilekit.keras import layers
@@ -32,8 +34,7 @@ def group_conv(x, filters, kernel_size, groups, strides=1, name="gconv", impl=No
     there is one layer `<name>`.
     """
     cin = x.shape[-1]
-    impl = check_choice("group conv impl", _auto_impl(cin, filters, groups) if impl is None
-                        else impl, IMPLS)
+    impl = check_choice("group conv impl", DEFAULT_IMPL if impl is None else impl, IMPLS)
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise ValueError(f"groups must be a positive integer; got {groups!r}")
     if cin % groups or filters % groups:
@@ -52,12 +53,6 @@ def group_conv(x, filters, kernel_size, groups, strides=1, name="gconv", impl=No
 def gpu_safe_groups(cin, filters, groups):
     """False where the GPU delegate crashes on a grouped CONV_2D (see the module docstring)."""
     return groups == 1 or ((cin // groups) % 4 == 0 and (filters // groups) % 4 == 0)
-
-
-def _auto_impl(cin, filters, groups):
-    if isinstance(groups, int) and groups > 0 and not gpu_safe_groups(cin, filters, groups):
-        return "split"
-    return DEFAULT_IMPL
 
 
 def split_weights_from_native(kernel, groups, bias=None):
