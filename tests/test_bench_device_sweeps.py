@@ -141,7 +141,9 @@ def test_device_back_after_a_wait_gets_files_again_and_every_row(device, models,
 @pytest.mark.parametrize("retries", [1, 0])
 def test_mid_run_loss_is_retried_after_the_device_is_back(device, models, binary, tmp_path,
                                                           retries):
-    device.set(faults={SER: {"lost_after_runs": 2, "mid_run": True, "back_after_s": 0.5}})
+    # Back after 3 s: long enough that the failure is seen as the device's on a loaded machine
+    # (0.5 s failed 1 run in 3 at load 11: get-state ran after the phone was back).
+    device.set(faults={SER: {"lost_after_runs": 2, "mid_run": True, "back_after_s": 3.0}})
     rows = adb_sweep(models, binary, tmp_path / "out", wait_device=20, retries=retries)
     third = rows[2]
     if retries:
