@@ -19,7 +19,7 @@ def edf(errors):
 
 def plot_edf(groups, path):
     """Error EDFs (RegNet's design-space view), one curve per group {label: rows}."""
-    from mobilekit.report.plots import _save, require_matplotlib
+    from mobilekit.report.plots import _finish, require_matplotlib
 
     plt = require_matplotlib()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -29,16 +29,9 @@ def plot_edf(groups, path):
             x, f = edf(errs)
             ax.step(np.concatenate([[x[0]], x]), np.concatenate([[0], f]), where="post",
                     label=f"{label} (n={len(errs)})")
-    ax.set_xlabel("proxy validation error (%)")
-    ax.set_ylabel("cumulative share of models")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Error EDF of the sampled space")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _finish(plt, fig, ax, "proxy validation error (%)", "cumulative share of models",
+                   "Error EDF of the sampled space", path)
 
 
 def _latency_ms(row):
