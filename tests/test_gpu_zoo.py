@@ -14,8 +14,6 @@ pytestmark = pytest.mark.slow
 def tiny_model(name):
     from test_zoo_tflite import tiny
 
-    if name == "shufflenet_v1":  # 1.0x: below it see test_gpu.py's grouped-conv crash test
-        return mobilekit.create_model(name, alpha=1.0, resolution=32, num_classes=10)
     if name == "faceboxes":  # the exported form: boxes decoded in the graph
         from mobilekit.detection.postprocess import inference_model
 

@@ -16,15 +16,18 @@ int8 model is one XNNPACK partition with no float island:
   box decoding EXP (no int8 XNNPACK kernel)               -> ELU (a layer's own `int8_form()`,
                e.g. mobilekit.detection.postprocess.DecodeDetections)
 
-Float exports (fp32 / fp16: the GPU's files) get one stand-in, `float_clone`: an average pool
-fed by an explicit ZeroPadding2D becomes the depthwise form, because LiteRT's GPU delegate
-folds the PAD into the pool and then leaves the padded zeros out of the average: ShuffleNet
-v1's stride-2 shortcut came out 34-40 % off next to the border and FaceBoxes' boxes moved,
-both fully "accelerated" (tests/test_gpu.py pins the case).
+Float exports (fp32 / fp16: the GPU's files) get two stand-ins, `float_clone`: an average
+pool fed by an explicit ZeroPadding2D becomes the depthwise form, because LiteRT's GPU
+delegate folds the PAD into the pool and then leaves the padded zeros out of the average
+(ShuffleNet v1's stride-2 shortcut came out 34-40 % off next to the border and FaceBoxes'
+boxes moved, both fully "accelerated"); and a grouped conv with channels per group not a
+multiple of 4, which kills the delegate (SIGILL), becomes SPLIT + CONV_2D per group +
+CONCATENATION (tests/test_gpu.py pins both).
 """
 from mobilekit.keras import keras, layers, register, tf
 from mobilekit.layers.activations import HardSwish
 from mobilekit.layers.crelu import Negate
+from mobilekit.layers.group_conv import gpu_safe_groups
 from mobilekit.layers.shift import Shift, shift_kernel
 
 
@@ -253,9 +256,52 @@ def padded_pool_swaps(model):
     return swaps
 
 
+@register("mobilekit")
+class SplitGroupConv(layers.Layer):
+    """A grouped Conv2D computed as SPLIT + one CONV_2D per group + CONCATENATION, with the
+    wrapped layer's own kernel and bias (float exports only; see `group_conv_swaps`)."""
+
+    def __init__(self, conv, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = conv
+
+    def call(self, inputs):
+        conv, groups = self.conv, self.conv.groups
+        kernels = tf.split(conv.kernel, groups, axis=-1)
+        parts = tf.split(inputs, groups, axis=-1)
+        out = tf.concat([tf.nn.conv2d(x, k, conv.strides, conv.padding.upper(),
+                                      dilations=conv.dilation_rate)
+                         for x, k in zip(parts, kernels)], axis=-1)
+        if conv.use_bias:
+            out = tf.nn.bias_add(out, conv.bias)
+        return conv.activation(out)
+
+    def get_config(self):
+        return {**super().get_config(), "conv": keras.layers.serialize(self.conv)}
+
+    @classmethod
+    def from_config(cls, config):
+        config["conv"] = keras.layers.deserialize(config["conv"])
+        return cls(**config)
+
+
+def group_conv_swaps(model):
+    """{layer name: SplitGroupConv} for each grouped Conv2D whose channels per group are not
+    a multiple of 4: LiteRT's GPU delegate dies (SIGILL) compiling those as one grouped
+    CONV_2D (mobilekit.layers.group_conv), and runs the split form."""
+    swaps = {}
+    for layer in model.layers:
+        if (type(layer) is layers.Conv2D and layer.groups > 1 and layer.data_format
+                == "channels_last" and not gpu_safe_groups(int(layer.input_shape[-1]),
+                                                            layer.filters, layer.groups)):
+            swaps[layer.name] = SplitGroupConv(layer, name=layer.name)
+    return swaps
+
+
 def float_clone(model):
-    """A weight-sharing clone of `model` with `padded_pool_swaps` (float exports)."""
-    swaps = padded_pool_swaps(model)
+    """A weight-sharing clone of `model` with `padded_pool_swaps` and `group_conv_swaps`
+    (float exports: the files a GPU runs)."""
+    swaps = {**padded_pool_swaps(model), **group_conv_swaps(model)}
     if not swaps:
         return model
     return keras.models.clone_model(model, clone_function=lambda layer: swaps.get(layer.name,

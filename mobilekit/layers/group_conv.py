@@ -13,9 +13,10 @@ after a conv, not after the Concatenate).
 GPU: LiteRT's GPU delegate (ML Drift, checked on its WebGPU backend) dies with SIGILL while
 compiling a grouped CONV_2D whose channels per group (in or out) are not a multiple of 4
 (`gpu_safe_groups`; e.g. 30 -> 108 channels in 3 groups), which ShuffleNet v1 has below 1.0x
-width. The split form delegates fully; it is not the default there because int8 then keeps
-the BatchNorm after the concat as an unfused ADD that XNNPACK refuses (13 partitions instead
-of 1). For a GPU file of such a width: `--option group_conv_impl=split`.
+width. The split form delegates fully, but it is not the default there: int8 then keeps the
+BatchNorm after the concat as an unfused ADD that XNNPACK refuses (13 partitions instead of
+1). Float exports (the GPU's files) split just those layers at conversion
+(mobilekit.export.delegable.SplitGroupConv).
 """
 from mobilekit.errors import check_choice
 from mobilekit.keras import layers
