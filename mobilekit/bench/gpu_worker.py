@@ -13,8 +13,9 @@ enforce_f32), threads, inputs (an .npz of arrays keyed "t<tensor index>", or nul
 random inputs), outputs (.npz path to write, or null), bench (timing settings or null).
 
 Result (JSON): gpu_only {compiled, error}: does the model compile with the GPU alone (the
-strict test: every op on the GPU); compiled / fully_accelerated / error of GPU | CPU (the
-partial fallback); timing fields when bench was asked. The log (stderr and stdout) stays
+strict test: every op on the GPU; that model then runs); otherwise compiled /
+fully_accelerated / error of GPU | CPU (the partial fallback) and that model runs; timing
+fields when bench was asked. The log (stderr and stdout) stays
 with the parent, which parses the adapter and the fallback ops from it.
 """
 import json

@@ -90,7 +90,7 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
     """
     from mobilekit.errors import check_choice
     from mobilekit.export.calibration import CALIBRATION_METHODS
-    from mobilekit.export.convert import NAIVE, convert, convert_naive
+    from mobilekit.export.convert import NAIVE, convert_naive
     from mobilekit.export.layer_errors import layer_errors
     from mobilekit.export.pipeline import RANDOM_DATA, resolve_source
 
@@ -136,7 +136,7 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
         base = _row("baseline", NAIVE_LABEL, {"calibration": NAIVE})
     else:
         log(f"int8 export ({calib_method} calibration, per-tensor Dense) ...")
-        files = {"baseline": convert(model, "int8", calib, calibration=calib_method)}
+        files = {"baseline": _convert(model, "int8", calib, calibration=calib_method)}
         base = _row("baseline", f"int8 ({calib_method} calibration)",
                     {"calibration": calib_method})
     try:
@@ -290,7 +290,6 @@ def _selected(plan, names):
 
 def _build(remedy, job):
     """The .tflite bytes of one remedy."""
-    from mobilekit.export.convert import convert
     from mobilekit.export.layer_errors import graph_links, quantize_calibrated
 
     model, calib, calibrated = job["model"], job["calib"], job["calibrated"]
@@ -306,13 +305,29 @@ def _build(remedy, job):
         return quantize_calibrated(calibrated, job.get("dense_quant", "per-tensor"),
                                    denylisted_nodes=sorted(nodes))
     if remedy["kind"] == "int16x8":
-        return convert(model, "int16x8", calib)
+        return _convert(model, "int16x8", calib)
     if remedy["kind"] == "qat":
-        return convert(_qat_model(job), "int8")
+        return _convert(_qat_model(job), "int8")
     if remedy["kind"] == "curve":
-        return convert(model, "int8", calib[:settings["calib_samples"]],
+        return _convert(model, "int8", calib[:settings["calib_samples"]],
                        calibration=job["method"])
-    return convert(model, "int8", calib, **dict({"calibration": job["method"]}, **settings))
+    return _convert(model, "int8", calib, **dict({"calibration": job["method"]}, **settings))
+
+
+def _convert(model, quant, representative_data=None, **kwargs):
+    """mobilekit.export.convert.convert, letting a detector's box decoding keep the one float
+    op its int8 form has (as `mobilekit export` does: check_float_decode_only)."""
+    from mobilekit.export.convert import convert as export_convert
+    from mobilekit.export.pipeline import check_float_decode_only
+
+    decode = quant in ("int8", "int16x8") and any(
+        type(layer).__name__ == "DecodeDetections" for layer in model.layers)
+    tflite = export_convert(model, quant, representative_data,
+                            allow_float_ops=decode or kwargs.pop("allow_float_ops", False),
+                            **kwargs)
+    if decode:
+        check_float_decode_only(tflite, model.name)
+    return tflite
 
 
 def _qat_model(job):
