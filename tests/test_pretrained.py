@@ -246,3 +246,17 @@ def test_cli_offline_and_unpublished_errors(tmp_path, monkeypatch):
                                       "imagenet", "--out", str(tmp_path / "s")])
     assert result.exit_code == 2
     assert "Error: no published Keras weights for shufflenet_v2" in result.output
+
+
+def test_a_mobilekit_run_as_weights_source_keeps_its_normalisation(tmp_path):
+    """Fine-tuning from another run's model.keras: the backbone saw that run's statistics."""
+    from mobilekit.train import rundir
+    from mobilekit.train.trainer import _source_normalisation
+
+    run = tmp_path / "source"
+    run.mkdir()
+    rundir.write_config(run, {"model": "mobilenet_v1", "mean": [128.9, 123.5, 128.8],
+                              "std": [75.3, 75.0, 75.9]})
+    assert _source_normalisation(run / "model.keras") == ([128.9, 123.5, 128.8],
+                                                          [75.3, 75.0, 75.9])
+    assert _source_normalisation(tmp_path / "mobilenet_1_0_224_tf.h5") is None

@@ -228,8 +228,24 @@ def _pretrained(config):
                                    minimalistic=options.get("minimalistic", False))
     config = dict(config, weights_file={**record, "path": str(path)})
     if config.get("mean") is None:
-        config["mean"], config["std"] = preprocessing(config["model"])
+        config["mean"], config["std"] = _source_normalisation(path) or \
+            preprocessing(config["model"])
     return config
+
+
+def _source_normalisation(weights_path):
+    """(mean, std) of the mobilekit run a weights file comes from, else None: that backbone
+    saw its dataset's statistics, not keras.applications' scaling (mean 128 / std 75 on the
+    default data against 127.5 / 127.5)."""
+    from mobilekit.train.rundir import is_run_dir, load_run
+
+    folder = Path(weights_path).parent
+    if not is_run_dir(folder):
+        return None
+    source = load_run(folder)
+    if source.get("mean") and source.get("std"):
+        return source["mean"], source["std"]
+    return None
 
 
 def _phase_line(phase, student):
