@@ -27,17 +27,24 @@ def _convert(model, int8=False):
     return converter.convert()
 
 
+def tiny_model():
+    """4 ops (CONV, DEPTHWISE, MEAN, FULLY_CONNECTED), 16 x 16 x 3 in, 10 logits out."""
+    from mobilekit.keras import keras, layers
+
+    inp = keras.Input((16, 16, 3), batch_size=1)
+    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, layers.Dense(10)(x))
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """tiny: 4 ops, all XNNPACK; split: CONV, LOG_SOFTMAX (not delegated), CONV; int8."""
     from mobilekit.keras import keras, layers
 
     out = tmp_path_factory.mktemp("host_models")
-    inp = keras.Input((16, 16, 3), batch_size=1)
-    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
-    x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    tiny = keras.Model(inp, layers.Dense(10)(x))
+    tiny = tiny_model()
     inp = keras.Input((8, 8, 3), batch_size=1)
     x = layers.Activation("log_softmax")(layers.Conv2D(4, 3, padding="same")(inp))
     split = keras.Model(inp, layers.Conv2D(4, 1)(x))

@@ -157,15 +157,10 @@ def _convert(model):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from mobilekit.keras import keras, layers
+    from test_bench_host import tiny_model
 
-    out = tmp_path_factory.mktemp("gpu_models")
-    inp = keras.Input((16, 16, 3), batch_size=1)
-    x = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
-    x = layers.DepthwiseConv2D(3, padding="same", activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    path = out / "tiny.tflite"
-    path.write_bytes(_convert(keras.Model(inp, layers.Dense(10)(x))))
+    path = tmp_path_factory.mktemp("gpu_models") / "tiny.tflite"
+    path.write_bytes(_convert(tiny_model()))
     return path
 
 

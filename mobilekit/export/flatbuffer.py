@@ -51,3 +51,27 @@ def model_to_bytes(model):
     builder = _SharingBuilder()
     builder.Finish(model.Pack(builder), file_identifier=TFLITE_FILE_IDENTIFIER)
     return bytes(builder.Output())
+
+
+def entry_name(value):
+    """A metadata entry's name as text (the object API gives bytes, the reader str)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def with_metadata_entry(data, name, payload):
+    """Model bytes with `payload` stored as metadata entry `name`; an entry of that name is
+    replaced (its old buffer stays as a few orphan bytes), all other entries are kept."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(payload, dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    kept = [m for m in (model.metadata or []) if entry_name(m.name) != name]
+    model.metadata = kept + [entry]
+    return model_to_bytes(model)  # repeated vectors (zero points, shapes) stored once

@@ -47,34 +47,19 @@ def embed_metadata(tflite, metadata):
 
     An existing "mobilekit" entry is replaced; the converter's own entries are kept.
     """
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    from mobilekit.export.flatbuffer import model_to_bytes
+    from mobilekit.export.flatbuffer import with_metadata_entry
 
     data = _load_bytes(tflite)
     _check_tflite(data)
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
     payload = json.dumps(metadata, sort_keys=True).encode("utf-8")
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(payload, dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    # The replaced entry's buffer stays behind as a few orphan bytes: harmless.
-    kept = [m for m in (model.metadata or []) if _name(m.name) != METADATA_NAME]
-    model.metadata = kept + [entry]
-    return model_to_bytes(model)  # repeated vectors (zero points, shapes) stored once
-
-
-def _name(value):
-    return value.decode("utf-8") if isinstance(value, bytes) else value
+    return with_metadata_entry(data, METADATA_NAME, payload)
 
 
 def read_metadata(path_or_bytes):
     """The "mobilekit" metadata dict of a .tflite file or its bytes; None when absent."""
     from ai_edge_litert import schema_py_generated as schema
+
+    from mobilekit.export.flatbuffer import entry_name
 
     what = "model" if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) \
         else os.fspath(path_or_bytes)
@@ -83,7 +68,7 @@ def read_metadata(path_or_bytes):
     model = schema.Model.GetRootAs(data, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
-        if _name(entry.Name()) != METADATA_NAME:
+        if entry_name(entry.Name()) != METADATA_NAME:
             continue
         buffer = model.Buffers(entry.Buffer())
         if buffer.Offset():  # large models keep buffers after the flatbuffer

@@ -144,9 +144,9 @@ def gpu_analyzer(data):
     return ok, lines
 
 
-def static_gpu_view(data):
+def static_gpu_view(data, interp=None):
     """The analyzer's GPU verdict plus mobilekit's rank / dynamic-shape checks."""
-    _, rank_violations, dynamic = _tensor_checks(_interpreter(data, delegates=False))
+    _, rank_violations, dynamic = _tensor_checks(interp or _interpreter(data, delegates=False))
     analyzer_ok, analyzer_lines = gpu_analyzer(data)
     return {"analyzer_compatible": analyzer_ok, "analyzer_messages": analyzer_lines,
             "rank_over_4": rank_violations, "dynamic_shapes": dynamic,
@@ -185,11 +185,11 @@ def analyze(model, gpu_runtime=False):
     data = _load_bytes(model)
     interp = _interpreter(data, delegates=False)
     ops = interp._get_ops_details()
-    max_rank, rank_violations, dynamic = _tensor_checks(interp)
+    max_rank = _tensor_checks(interp)[0]
     float_list = _float_ops(interp)
     partitions, delegated, left = xnnpack_partitions(data)
-    analyzer_ok, analyzer_lines = gpu_analyzer(data)
-    static_ok = analyzer_ok and not rank_violations and not dynamic
+    static = static_gpu_view(data, interp)
+    static_ok = static["compatible"]
     runtime = gpu_runtime_view(data) if gpu_runtime else None
     gpu_ok = static_ok if runtime is None else runtime["accelerated"] == "full"
     return {
@@ -204,8 +204,7 @@ def analyze(model, gpu_runtime=False):
         "max_tensor_rank": max_rank,
         "xnnpack": {"partitions": partitions, "delegated_nodes": delegated,
                     "total_nodes": len(ops), "undelegated_ops": left},
-        "gpu": {"analyzer_compatible": analyzer_ok, "analyzer_messages": analyzer_lines,
-                "rank_over_4": rank_violations, "dynamic_shapes": dynamic,
+        "gpu": {**{k: v for k, v in static.items() if k != "compatible"},
                 "static_compatible": static_ok, "runtime": runtime,
                 "disagreement": None if runtime is None else static_ok != gpu_ok,
                 "compatible": gpu_ok},

@@ -181,22 +181,10 @@ def _object(b, num_slots, fields):
 def embed_standard_metadata(tflite, desc):
     """Model bytes with the TFLITE_METADATA entry (replacing one already there) and the
     labels zipped after the flatbuffer. Call last: rewriting the model drops the zip."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    from mobilekit.export.flatbuffer import model_to_bytes
+    from mobilekit.export.flatbuffer import with_metadata_entry
 
     # An appended zip (earlier labels) is ignored by the reader and dropped by the rewrite.
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(build_model_metadata(desc), np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    kept = [m for m in (model.metadata or []) if _text(m.name) != METADATA_NAME]
-    model.metadata = kept + [entry]
-    data = model_to_bytes(model)
+    data = with_metadata_entry(tflite, METADATA_NAME, build_model_metadata(desc))
     labels = desc.get("labels")
     if not labels:
         return data
@@ -207,20 +195,18 @@ def embed_standard_metadata(tflite, desc):
     return out.getvalue()
 
 
-def _text(value):
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 def read_standard_metadata(tflite):
     """(ModelMetadata bytes or None, {associated file name: bytes}) of a .tflite's bytes."""
     from ai_edge_litert import schema_py_generated as schema
+
+    from mobilekit.export.flatbuffer import entry_name
 
     data = bytes(tflite)
     model = schema.Model.GetRootAs(data, 0)
     raw = None
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
-        if _text(entry.Name()) == METADATA_NAME:
+        if entry_name(entry.Name()) == METADATA_NAME:
             raw = model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
     files = {}
     try:
