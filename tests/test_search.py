@@ -161,8 +161,9 @@ def test_latency_model_build_and_eval_on_the_host(tmp_path):
     assert ev["seed"] == 1000 and len(ev["dtypes"]["fp32"]["rows"]) == 2
     res = runner.invoke(cli, ["latency-model", "eval", str(out), "--seed", "0"])
     assert res.exit_code == 2 and "seed the LUT was fitted on" in res.output
-    res = runner.invoke(cli, ["latency-model", "build", "--target", "adb", "--out", str(out)])
-    assert res.exit_code == 2 and "not implemented yet" in res.output
+    res = runner.invoke(cli, ["latency-model", "build", "--target", "adb", "--adb",
+                              str(tmp_path / "no-adb"), "--out", str(out)])
+    assert res.exit_code == 2 and "adb executable" in res.output and "does not exist" in res.output
 
 
 # ---------------------------------------------------------------- search

@@ -121,7 +121,9 @@ def parse_log_with_details(text):
     """(row, details): the schema row plus what the log gives beyond the schema.
 
     details: warmup_count, num_threads, init_ms, model_size_mb, use_xnnpack, op_profiling,
-    profiling_nodes_executed, summary_by_node_type, top_by_computation_time_first.
+    profiling_nodes_executed, summary_by_node_type, top_by_computation_time_first, run_order
+    (the regular runs' per-operator rows: node_type, avg_ms, first_ms, times_called, name,
+    node_index; the name without its brackets, node_index the number after its last ':').
     """
     try:
         return _parse(_as_text(text))
@@ -584,7 +586,8 @@ def _op_profile(state):
     return {"op_profiling": profiled,
             "profiling_nodes_executed": state.nodes_executed.get("regular"),
             "summary_by_node_type": summary or None,
-            "top_by_computation_time_first": top}
+            "top_by_computation_time_first": top,
+            "run_order": _run_order_rows(state.tables.get(("regular", "Run Order"), [])) or None}
 
 
 def _flag_value(text):
@@ -616,6 +619,28 @@ def _summary_rows(table):
                      "avg_ms": _cell(cells, cols, "avg ms", float),
                      "avg_pct": _cell(cells, cols, "avg %", float),
                      "times_called": _cell(cells, cols, "times called", int)})
+    return rows
+
+
+_NODE_NAME = re.compile(r"^\[?(.*?)\]?(?::(\d+))?$", re.S)
+
+
+def _run_order_rows(table):
+    """Per-operator rows of a Run Order table (TF 1.x logs have no `:index` on names)."""
+    if not table or not table[0][0].startswith("["):
+        return []
+    cols = _columns(table[0])
+    rows = []
+    for cells in table[1:]:
+        if len(cells) != len(table[0]):
+            continue
+        name = cells[cols["name"]] if "name" in cols else ""
+        m = _NODE_NAME.match(name)
+        rows.append({"node_type": cells[cols.get("node type", 0)],
+                     "avg_ms": _cell(cells, cols, "avg ms", float),
+                     "first_ms": _cell(cells, cols, "first", float),
+                     "times_called": _cell(cells, cols, "times called", int),
+                     "name": m.group(1), "node_index": int(m.group(2)) if m.group(2) else None})
     return rows
 
 

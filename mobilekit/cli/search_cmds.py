@@ -42,15 +42,49 @@ def latency_model():
     \b
     Examples:
       mobilekit latency-model build --target host --space mbspace --samples 40 --out lut.json
+      mobilekit latency-model build --target adb --serial R58M --benchmark-binary ./android_aarch64_benchmark_model --out lut_phone.json
       mobilekit latency-model eval lut.json --samples 20
     """
 
 
+def _runner(target, threads, benchmark_binary, serial, adb, delegate, log_dir):
+    from mobilekit.search.profiled import Runner
+
+    if serial and target != "adb":
+        raise ValueError(f"--serial is for --target adb; got --target {target}")
+    if delegate is None:
+        delegate = "gpu" if target == "gpu" else "xnnpack"
+    elif target in ("host", "gpu"):
+        raise ValueError(f"--delegate is for --target local / adb; got --target {target}")
+    return Runner(target, threads, benchmark_binary, serial, adb, delegate, log_dir)
+
+
+_TARGET_OPTIONS = [
+    click.option("--benchmark-binary", type=click.Path(dir_okay=False), default=None,
+                 show_default="$MOBILEKIT_BENCHMARK_MODEL",
+                 help="benchmark_model binary for --target local / adb (never downloaded)."),
+    click.option("--serial", default=None, show_default="the only device",
+                 help="adb device serial (--target adb)."),
+    click.option("--adb", "adb_path", type=click.Path(dir_okay=False), default=None,
+                 show_default="adb on PATH", help="adb executable (--target adb)."),
+    click.option("--delegate", type=click.Choice(["xnnpack", "cpu"]), default=None,
+                 show_default="xnnpack", help="benchmark_model delegate (--target local / adb; "
+                 "cpu: the builtin kernels, for a build that cannot profile inside XNNPACK)."),
+]
+
+
+def _target_options(fn):
+    for option in reversed(_TARGET_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
 @latency_model.command("build")
 @click.option("--target", type=click.Choice(TARGETS), default="host",
-              help="Where to measure (only host is implemented; others exit 2).")
-@click.option("--serial", default=None, show_default="none",
-              help="adb device serial (for --target adb; not implemented yet).")
+              help="Where to measure: host (LiteRT here, fitted end to end), local / adb "
+                   "(benchmark_model per-operator profile on this machine / a phone), gpu "
+                   "(LiteRT's GPU accelerator, fitted end to end).")
+@_target_options
 @click.option("--space", default="mbspace", help=SPACE_HELP)
 @click.option("--samples", type=int, default=40, help="Models sampled, converted and timed.")
 @click.option("--seed", type=int, default=0, help="Sampling seed.")
@@ -58,33 +92,47 @@ def latency_model():
 @click.option("--dtype", "dtype", default="fp32,int8", help="Comma-separated: fp32, int8.")
 @click.option("--threads", type=int, default=1, help="Interpreter threads.")
 @click.option("--kernel-channels", default="16,64,256,1024",
-              help="Channel counts at which depthwise convs are timed one by one "
+              help="host: channel counts at which depthwise convs are timed one by one "
                    "('none': fit them from end-to-end times only).")
 @click.option("--kernel-sides", default="2,4,8,16,32",
-              help="Output sides (pixels) at which depthwise convs are timed one by one.")
+              help="host: output sides (pixels) at which depthwise convs are timed one by one.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
-              show_default="required", help="LUT file (JSON) to write.")
-def build(target, serial, space, samples, seed, resolution, dtype, threads, kernel_channels,
-          kernel_sides, out):
+              show_default="required", help="LUT file (JSON) to write; local / adb also keep "
+                                            "the benchmark_model logs in OUT.logs/.")
+def build(target, benchmark_binary, serial, adb_path, delegate, space, samples, seed, resolution,
+          dtype, threads, kernel_channels, kernel_sides, out):
     """Sample models of a space, time them on the target and fit the operator table.
 
     \b
     Examples:
       mobilekit latency-model build --target host --space mbspace --samples 40 --out lut.json
       mobilekit latency-model build --space regnet:se=off --dtype int8 --threads 2 --out lut_t2.json
+      mobilekit latency-model build --target local --benchmark-binary ./linux_x86-64_benchmark_model --out lut_local.json
+      mobilekit latency-model build --target adb --serial R58M --delegate cpu --samples 20 --out lut_phone.json
+      mobilekit latency-model build --target gpu --dtype fp32 --samples 20 --out lut_gpu.json
     """
     from mobilekit.search.latency import build_lut, write_lut
 
-    if serial and target != "adb":
-        raise ValueError(f"--serial is for --target adb; got --target {target}")
-    channels = _ints("--kernel-channels", kernel_channels)
-    lut = build_lut(space, samples, seed, resolution, _dtypes(dtype), threads, target, log=_log,
-                    kernel_channels=channels, kernel_sides=_ints("--kernel-sides", kernel_sides))
+    if target == "host":
+        if serial or benchmark_binary or adb_path or delegate:
+            raise ValueError("--serial / --benchmark-binary / --adb / --delegate are for "
+                             "--target local / adb")
+        channels = _ints("--kernel-channels", kernel_channels)
+        lut = build_lut(space, samples, seed, resolution, _dtypes(dtype), threads, target,
+                        log=_log, kernel_channels=channels,
+                        kernel_sides=_ints("--kernel-sides", kernel_sides))
+    else:
+        from mobilekit.search.profiled import build_target_lut
+
+        runner = _runner(target, threads, benchmark_binary, serial, adb_path, delegate,
+                         f"{out}.logs")
+        lut = build_target_lut(space, samples, seed, resolution, _dtypes(dtype), runner, _log)
     write_lut(out, lut)
     click.echo(f"Latency model: {out}")
     echo_json({"target": lut["target"], "threads": lut["threads"], "space": lut["space"],
                "samples": samples, "fit_error": lut["fit_error"],
-               "measure_seconds": lut["measure_seconds"]})
+               "measure_seconds": lut["measure_seconds"],
+               **{k: lut[k] for k in ("serial", "delegate", "emulation") if lut.get(k)}})
 
 
 @latency_model.command("eval")
@@ -94,15 +142,22 @@ def build(target, serial, space, samples, seed, resolution, dtype, threads, kern
 @click.option("--seed", type=int, default=None, show_default="the LUT's seed + 1000",
               help="Sampling seed of the held-out models (must differ from the LUT's).")
 @click.option("--dtype", "dtype", default=None, show_default="every dtype of the LUT")
+@click.option("--target", type=click.Choice(TARGETS), default=None, show_default="the LUT's",
+              help="Where to measure; another target than the LUT's is refused.")
+@_target_options
+@click.option("--threads", type=int, default=None, show_default="the LUT's",
+              help="Interpreter threads; another count than the LUT's is refused.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, show_default="none",
               help="Also write the full result (per-model rows) as JSON.")
-def eval_cmd(lut, space, samples, seed, dtype, out):
+def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial, adb_path,
+             delegate, threads, out):
     """RMSPE and the share within ±10 % of a LUT's predictions on held-out models.
 
     \b
     Examples:
       mobilekit latency-model eval lut.json --samples 20
       mobilekit latency-model eval lut.json --space mbspace:se=off --dtype int8 --out eval.json
+      mobilekit latency-model eval lut_phone.json --serial R58M --benchmark-binary ./android_aarch64_benchmark_model
     """
     from mobilekit.io import write_json_atomic
     from mobilekit.search.latency import evaluate_lut, load_lut
@@ -110,14 +165,32 @@ def eval_cmd(lut, space, samples, seed, dtype, out):
     if samples < 1:
         raise ValueError(f"--samples must be >= 1; got {samples}")
     table = load_lut(lut)
-    result = evaluate_lut(table, space, samples, seed, None, _dtypes(dtype) if dtype else None,
-                          log=_log)
+    for what, given in (("target", target), ("threads", threads)):
+        if given is not None and given != table[what]:
+            raise ValueError(f"latency model {lut} was built for {what} {table[what]!r}, not "
+                             f"{given!r}; build one with --{what} {given}")
+    dtypes = _dtypes(dtype) if dtype else None
+    if table["target"] == "host":
+        result = evaluate_lut(table, space, samples, seed, None, dtypes, log=_log)
+    else:
+        from mobilekit.search.profiled import evaluate_target_lut
+
+        if delegate is None and table["target"] != "gpu":
+            delegate = table.get("delegate")
+        runner = _runner(table["target"], table["threads"], benchmark_binary,
+                         serial or (table.get("serial") if table["target"] == "adb" else None),
+                         adb_path, delegate, f"{out or lut}.eval-logs")
+        result = evaluate_target_lut(table, runner, space, samples, seed, dtypes, log=_log)
     if out:
         write_json_atomic(out, result)
+    where = f"{result['target']}" + (f" {result['serial']}" if result.get("serial") else "")
     for d, r in result["dtypes"].items():
         click.echo(f"{d}: RMSPE {r['rmspe_pct']:.1f} %, {100 * r['within_10pct']:.0f} % within "
                    f"±10 % (max {r['max_abs_pct']:.1f} %) on {r['n']} held-out models "
-                   f"({result['space']}, seed {result['seed']}, {result['threads']} thread(s))")
+                   f"({result['space']}, seed {result['seed']}, {result['threads']} thread(s), "
+                   f"{where})")
+    if result.get("emulation"):
+        click.echo(f"note: {result['emulation']}")
 
 
 @click.command("search")

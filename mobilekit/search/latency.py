@@ -14,8 +14,10 @@ end-to-end medians of the converted fp32 / int8 models. The LUT file holds these
 per dtype together with the target, delegate and thread count it was measured with; a
 prediction for another target or thread count is refused (ValueError).
 
-Targets: host (LiteRT in this process, XNNPACK). local / adb / gpu are not implemented
-here: building for them raises ValueError naming what is available.
+Targets: host (LiteRT in this process, XNNPACK) here. local / adb (benchmark_model's
+per-operator profile) and gpu (LiteRT's GPU accelerator, end to end) are built by
+mobilekit.search.profiled into the same LUT format; the search itself measures on the host
+only (check_target).
 """
 import json
 import math
@@ -42,9 +44,9 @@ MEASURE_RUNS = 40
 def check_target(target):
     check_choice("target", target, TARGETS)
     if target not in IMPLEMENTED_TARGETS:
-        raise ValueError(f"latency models for --target {target} are not implemented yet "
-                         f"(no per-operator timing path for it here); available: "
-                         f"{', '.join(IMPLEMENTED_TARGETS)}")
+        raise ValueError(f"search and host latency models with --target {target} are not "
+                         f"implemented yet (available: {', '.join(IMPLEMENTED_TARGETS)}); "
+                         f"`mobilekit latency-model build --target {target}` builds its LUT")
 
 
 # ---------------------------------------------------------------- operators of a model
@@ -58,9 +60,11 @@ def _shape(tensor_shape):
     return tensor_shape[0] if isinstance(tensor_shape, list) else tensor_shape
 
 
-def model_ops(model):
+def model_ops(model, names=False):
     """[(key, macs, elements, (channels, output pixels))] of the operators that run after
-    conversion; the last item only for kernel-table keys (depthwise convs), else None."""
+    conversion; the last item only for kernel-table keys (depthwise convs), else None.
+    names: each tuple starts with the Keras layer's name (mobilekit.search.profiled maps
+    profiled TFLite operators back to layers by it)."""
     from mobilekit.keras import keras
 
     L = keras.layers
@@ -106,7 +110,7 @@ def model_ops(model):
                 layer, L.Activation) else "relu"
         else:
             key = name.lower()
-        ops.append((key, int(macs), int(elements), ref))
+        ops.append(((layer.name,) if names else ()) + (key, int(macs), int(elements), ref))
     return ops
 
 
