@@ -69,27 +69,60 @@ def tflite_ops(path):
             for op in interp._get_ops_details() if op["op_name"] != "DELEGATE"]
 
 
-def _layer_tokens(names, layers):
+def _layer_tokens(names, known):
     """Keras layer names that occur as a path part of the tensor names, in order."""
     found = []
     for part in re.split(r"[;,]", names):
         for token in part.split("/"):
-            if token in layers and token not in found:
+            if token in known and token not in found:
                 found.append(token)
     return found
 
 
-def op_layers(ops, layers):
-    """{op index: layer name or None}. layers: {name: key}. An op whose names carry several
-    layers (a conv with its BN and activation fused) goes to the one of its kind; an op that
-    names none (the output FULLY_CONNECTED is 'Identity') to the only unnamed layer of its kind."""
+def inbound_layers(model):
+    """{layer name: [names of the layers feeding it]} of a Keras functional model."""
+    out = {}
+    for layer in model.layers:
+        feeds = []
+        for node in getattr(layer, "_inbound_nodes", []):
+            inbound = node.inbound_layers
+            for src in inbound if isinstance(inbound, (list, tuple)) else [inbound]:
+                if src.name not in feeds:
+                    feeds.append(src.name)
+        out[layer.name] = feeds
+    return out
+
+
+def _of_kind(start, kinds, layers, inbound, depth=3):
+    """The first layer of `kinds` at or upstream of `start` (a conv's own name can be lost
+    when the converter fuses it: 'm/b_act/Relu;m/b_bn/FusedBatchNormV3;Conv2D1')."""
+    frontier, seen = [start], set()
+    for _ in range(depth + 1):
+        for name in frontier:
+            if layers.get(name, "\0").startswith(kinds):
+                return name
+        seen.update(frontier)
+        frontier = [src for name in frontier for src in inbound.get(name, []) if src not in seen]
+    return None
+
+
+def op_layers(ops, layers, inbound=None):
+    """{op index: layer name or None}. layers: {name: key} (the priced layers); inbound: the
+    Keras graph's edges over all layers (inbound_layers). An op whose names carry several
+    layers (a conv with its BN and activation fused) goes to the one of its kind, found
+    upstream of the named ones if need be; an op that names none (the output
+    FULLY_CONNECTED is 'Identity') to the only unnamed layer of its kind."""
+    inbound = inbound or {}
+    known = set(layers) | set(inbound)
     out, used = {}, set()
     for op in ops:
-        tokens = _layer_tokens(op["names"], layers)
-        kinds = _OP_KEYS.get(op["op"], ())
-        same = [t for t in tokens if layers[t].startswith(kinds)] if kinds else []
-        out[op["index"]] = (same or tokens or [None])[0]
-        used.update(tokens)
+        tokens = _layer_tokens(op["names"], known)
+        kinds = _OP_KEYS.get(op["op"])
+        same = [t for t in (_of_kind(t, kinds, layers, inbound) for t in tokens) if t] \
+            if kinds else []
+        priced = [t for t in tokens if t in layers]
+        out[op["index"]] = (same or priced or [None])[0]
+        used.update(tokens + same)
     for op in ops:
         if out[op["index"]] is None and op["op"] in _OP_KEYS:
             free = [n for n, k in layers.items() if n not in used
@@ -100,7 +133,7 @@ def op_layers(ops, layers):
     return out
 
 
-def attribute(run_order, ops, layers):
+def attribute(run_order, ops, layers, inbound=None):
     """({layer: µs}, unmapped µs, rows mapped) from a profile's Run Order rows.
 
     Builtin rows carry the TFLite node index; XNNPACK rows are matched in order to the
@@ -115,7 +148,7 @@ def attribute(run_order, ops, layers):
                          "this benchmark_model cannot time operators inside the delegate; use "
                          "--delegate cpu, or a build that profiles XNNPACK operators")
     by_index = {op["index"]: op for op in ops}
-    owner = op_layers(ops, layers)
+    owner = op_layers(ops, layers, inbound)
     times, unmapped, mapped, cursor = {n: 0.0 for n in layers}, 0.0, 0, 0
     for position, row in enumerate(run_order):
         us = (row["avg_ms"] or 0.0) * 1e3
@@ -241,6 +274,7 @@ def measure(points, resolution, dtypes, runner, log=print, profile=True):
         for i, point in enumerate(points):
             model = build(point, resolution)
             layers = model_ops(model, names=True)
+            inbound = inbound_layers(model)
             row = {"point": point, "features": op_features(model), "measured_us": {}}
             if profile:
                 row.update(layers=[[n, k, m, e] for n, k, m, e, _ in layers], op_us={},
@@ -251,7 +285,7 @@ def measure(points, resolution, dtypes, runner, log=print, profile=True):
                 if profile:
                     _, run_order = runner.profile(path)
                     times, unmapped, mapped = attribute(run_order, tflite_ops(path),
-                                                        {n: k for n, k, *_ in layers})
+                                                        {n: k for n, k, *_ in layers}, inbound)
                     row["op_us"][dtype] = {n: round(v, 3) for n, v in times.items()}
                     row["unmapped_us"][dtype] = round(unmapped, 3)
                     row["op_rows"][dtype] = [len(run_order), mapped]
