@@ -59,24 +59,28 @@ def _runner(target, threads, benchmark_binary, serial, adb, delegate, log_dir):
     return Runner(target, threads, benchmark_binary, serial, adb, delegate, log_dir)
 
 
-_TARGET_OPTIONS = [
-    click.option("--benchmark-binary", type=click.Path(dir_okay=False), default=None,
-                 show_default="$MOBILEKIT_BENCHMARK_MODEL",
-                 help="benchmark_model binary for --target local / adb (never downloaded)."),
-    click.option("--serial", default=None, show_default="the only device",
-                 help="adb device serial (--target adb)."),
-    click.option("--adb", "adb_path", type=click.Path(dir_okay=False), default=None,
-                 show_default="adb on PATH", help="adb executable (--target adb)."),
-    click.option("--delegate", type=click.Choice(["xnnpack", "cpu"]), default=None,
-                 show_default="xnnpack", help="benchmark_model delegate (--target local / adb; "
-                 "cpu: the builtin kernels, for a build that cannot profile inside XNNPACK)."),
-]
+def _target_options(of_lut=False):
+    """--benchmark-binary / --serial / --adb / --delegate; for eval the LUT's are defaults."""
+    options = [
+        click.option("--benchmark-binary", type=click.Path(dir_okay=False), default=None,
+                     show_default="$MOBILEKIT_BENCHMARK_MODEL",
+                     help="benchmark_model binary for --target local / adb (never downloaded)."),
+        click.option("--serial", default=None,
+                     show_default="the LUT's" if of_lut else "the only device",
+                     help="adb device serial (--target adb)."),
+        click.option("--adb", "adb_path", type=click.Path(dir_okay=False), default=None,
+                     show_default="adb on PATH", help="adb executable (--target adb)."),
+        click.option("--delegate", type=click.Choice(["xnnpack", "cpu"]), default=None,
+                     show_default="the LUT's" if of_lut else "xnnpack",
+                     help="benchmark_model delegate (--target local / adb; cpu: the builtin "
+                          "kernels, for a build that cannot profile inside XNNPACK)."),
+    ]
 
-
-def _target_options(fn):
-    for option in reversed(_TARGET_OPTIONS):
-        fn = option(fn)
-    return fn
+    def apply(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+    return apply
 
 
 @latency_model.command("build")
@@ -84,7 +88,7 @@ def _target_options(fn):
               help="Where to measure: host (LiteRT here, fitted end to end), local / adb "
                    "(benchmark_model per-operator profile on this machine / a phone), gpu "
                    "(LiteRT's GPU accelerator, fitted end to end).")
-@_target_options
+@_target_options()
 @click.option("--space", default="mbspace", help=SPACE_HELP)
 @click.option("--samples", type=int, default=40, help="Models sampled, converted and timed.")
 @click.option("--seed", type=int, default=0, help="Sampling seed.")
@@ -144,7 +148,7 @@ def build(target, benchmark_binary, serial, adb_path, delegate, space, samples, 
 @click.option("--dtype", "dtype", default=None, show_default="every dtype of the LUT")
 @click.option("--target", type=click.Choice(TARGETS), default=None, show_default="the LUT's",
               help="Where to measure; another target than the LUT's is refused.")
-@_target_options
+@_target_options(of_lut=True)
 @click.option("--threads", type=int, default=None, show_default="the LUT's",
               help="Interpreter threads; another count than the LUT's is refused.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, show_default="none",

@@ -286,6 +286,9 @@ def measure(points, resolution, dtypes, runner, log=print, profile=True):
                     _, run_order = runner.profile(path)
                     times, unmapped, mapped = attribute(run_order, tflite_ops(path),
                                                         {n: k for n, k, *_ in layers}, inbound)
+                    if not mapped:
+                        raise ValueError(f"none of the {len(run_order)} profiled operators of "
+                                         f"{path.name} could be mapped to a layer of the model")
                     row["op_us"][dtype] = {n: round(v, 3) for n, v in times.items()}
                     row["unmapped_us"][dtype] = round(unmapped, 3)
                     row["op_rows"][dtype] = [len(run_order), mapped]
