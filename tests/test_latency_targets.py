@@ -322,6 +322,17 @@ def test_adb_target_pushes_profiles_and_fits(tmp_path, phone):
     pushed = [c[-1] for c in calls if "push" in c]
     assert f"{profiled_remote()}/android_aarch64_benchmark_model" in pushed
     assert any("--enable_op_profiling=true" in " ".join(c) for c in calls)
+    # eval runs on the LUT's phone (its serial) with its delegate, end to end
+    res = CliRunner().invoke(cli, ["latency-model", "eval", str(out), "--samples", "1",
+                                   "--benchmark-binary", str(binary)])
+    assert res.exit_code == 0 and "on 1 held-out models" in res.output and "adb R58M" in \
+        res.output, res.output
+    # a phone of another model is refused
+    other = type("R", (), {"info": {"serial": "X1", "device": {"model": "Pixel 7"}},
+                           "describe": lambda self: {"target": "adb", "threads": 1,
+                                                     "delegate": "cpu"}})()
+    with pytest.raises(ValueError, match=r"built on R58M \(SM-G991B\); device X1 is a Pixel 7"):
+        profiled.check_runner_matches(lut, other)
 
 
 def profiled_remote():

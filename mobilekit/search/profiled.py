@@ -61,8 +61,9 @@ def tflite_ops(path):
     output tensors' names (the converter joins the fused Keras ops' names with ';')."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(model_path=str(path),
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    # No default delegate: the op list is the file's own, not XNNPACK's DELEGATE node.
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
     tensors = {d["index"]: d["name"] for d in interp.get_tensor_details()}
     return [{"index": op["index"], "op": op["op_name"],
              "names": ";".join(tensors.get(i, "") for i in op["outputs"])}
@@ -371,7 +372,8 @@ def check_runner_matches(lut, runner):
             raise ValueError(f"the latency model was built with {key} {lut.get(key)!r}, "
                              f"not {runner.describe()[key]!r}")
     if lut["target"] == "adb":
-        was, now = (lut.get("device") or {}).get("model"), (runner.info["device"] or {}).get("model")
+        was = (lut.get("device") or {}).get("model")
+        now = (runner.info["device"] or {}).get("model")
         if lut.get("serial") != runner.info["serial"] and was != now:
             raise ValueError(f"the latency model was built on {lut.get('serial')} ({was}); "
                              f"device {runner.info['serial']} is a {now}")
