@@ -147,7 +147,7 @@ def attribute(run_order, ops, layers, inbound=None):
     if opaque:
         raise ValueError(f"the profile has {len(opaque)} opaque {opaque[0]['node_type']} row(s): "
                          "this benchmark_model cannot time operators inside the delegate; use "
-                         "--delegate cpu, or a build that profiles XNNPACK operators")
+                         "--delegate cpu, or a build that profiles XNNPACK operators (TF >= 2.9.1)")
     by_index = {op["index"]: op for op in ops}
     owner = op_layers(ops, layers, inbound)
     times, unmapped, mapped, cursor = {n: 0.0 for n in layers}, 0.0, 0, 0
