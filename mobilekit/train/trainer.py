@@ -282,7 +282,7 @@ def _match_head(student, source, config):
 
 def _phase_line(phase, student):
     trainable = sum(layer.count_params() for layer in student.layers if layer.trainable)
-    what = ("new head only, backbone frozen (BatchNorm in inference mode)"
+    what = ("head only, backbone frozen (BatchNorm in inference mode)"
             if phase["trainable"] == "head" else "all layers")
     return (f"phase {phase['name']}: epochs {phase['first_epoch']}-{phase['last_epoch']}, "
             f"{what}, {trainable:,} trainable parameters, lr {phase['lr']:g}")
