@@ -40,12 +40,14 @@ def main():
     row = {"resolution": args.resolution, "images": images, "wall_s": round(wall, 2),
            "cpu_s": round(statistics.median(cpus), 2), "walls_s": [round(w, 2) for w in walls],
            "us_per_pixel": round(1e6 * wall / pixels, 3),
+           "cpu_us_per_pixel": round(1e6 * statistics.median(cpus) / pixels, 3),
            "ms_per_image": round(1e3 * wall / images, 2), "memory_mb": round(nbytes / 1e6, 1),
            "machine": machine()}
     write_json_atomic(Path(args.out) / "dataset_cost.json", row)
-    print(f"{images} images at {args.resolution} px: {wall:.1f} s on one core (median of "
-          f"{args.repeats}; {row['ms_per_image']} ms per image, {row['us_per_pixel']} µs per "
-          f"pixel), {row['memory_mb']} MB of uint8 in memory; {row['machine']}")
+    print(f"{images} images at {args.resolution} px: {wall:.1f} s wall on one core, "
+          f"{row['cpu_s']} CPU-s (medians of {args.repeats}; {row['us_per_pixel']} µs wall, "
+          f"{row['cpu_us_per_pixel']} µs CPU per pixel), {row['memory_mb']} MB of uint8 in "
+          f"memory; load average {os.getloadavg()[0]:.1f}; {row['machine']}")
 
 
 def machine():

@@ -23,7 +23,7 @@ WEIGHT_DECAY = {"sgd": 4e-5, "adam": 0.0, "adamw": 0.05}
 LR_REFERENCE_BATCH = 64
 # Built-in defaults on the synthetic set (below explicit args and the card's recipe):
 # 64 px and SGD at 0.1 for batch 32 reach 15-22 % val accuracy (chance 10 %; seeds 0-2,
-# tools/quickstart_seeds.py) with mobilenet_v1 alpha 0.75 in 3 epochs; Adam at 1e-3 reached 13 %.
+# tools/quickstart_seeds.py) with mobilenet_v1 alpha 0.75 in 3 epochs; Adam at 1e-3 14-16 %.
 SYNTHETIC_RESOLUTION = 64
 SYNTHETIC_OPTIMIZER = "sgd"
 SYNTHETIC_SGD_LR = 0.2  # per 64 images
