@@ -333,3 +333,23 @@ def test_a_source_run_with_the_same_classes_in_another_order_keeps_its_predictio
     np.testing.assert_allclose(tuned.predict(images, verbose=0),
                                source.predict(images, verbose=0)[:, order], rtol=1e-5,
                                atol=1e-5)
+
+
+def test_a_source_run_at_another_resolution_warns_once(tmp_path, capsys):
+    from mobilekit.train import rundir, trainer
+
+    run = tmp_path / "source"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"not read here")
+    rundir.write_config(run, {"model": "mobilenet_v1", "class_names": ["a", "b"],
+                              "mean": [120.0] * 3, "std": [70.0] * 3, "resolution": 64})
+    config = trainer.resolve_config("mobilenet_v1", alpha=ALPHA, resolution=128,
+                                    weights=str(run / "model.keras"))
+    config = trainer._pretrained(config)
+    assert config["weights_file"]["resolution"] == 64
+    assert config["weights_file"]["class_names"] == ["a", "b"]
+    err = capsys.readouterr().err
+    assert err.count("warning: the weights were trained at 64 px and this run trains at "
+                     "128 px") == 1
+    trainer._pretrained(dict(config, resolution=64, mean=None))
+    assert "warning" not in capsys.readouterr().err
