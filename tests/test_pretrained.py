@@ -260,3 +260,96 @@ def test_a_mobilekit_run_as_weights_source_keeps_its_normalisation(tmp_path):
     assert _source_normalisation(run / "model.keras") == ([128.9, 123.5, 128.8],
                                                           [75.3, 75.0, 75.9])
     assert _source_normalisation(tmp_path / "mobilenet_1_0_224_tf.h5") is None
+
+
+def _source_run(run, names, resolution=RES):
+    """A mobilekit run folder (model.keras + config.json) trained on `names`, in that order."""
+    from mobilekit.train import rundir
+
+    run.mkdir()
+    model = create_model("mobilenet_v1", alpha=ALPHA, resolution=resolution,
+                         num_classes=len(names))
+    rng = np.random.default_rng(1)  # a head whose columns differ clearly
+    head = model.layers[-1]
+    head.set_weights([rng.normal(0, 1, w.shape).astype(w.dtype) for w in head.get_weights()])
+    model.save(run / "model.keras")
+    rundir.write_config(run, {"model": "mobilenet_v1", "class_names": list(names),
+                              "mean": [120.0] * 3, "std": [70.0] * 3, "resolution": resolution})
+    return model
+
+
+def test_match_head_reorders_by_name_or_starts_a_new_head():
+    from mobilekit.zoo.weights import head_plan, match_head
+
+    source = create_model("mobilenet_v1", alpha=ALPHA, resolution=RES, num_classes=4)
+    images = np.random.default_rng(0).normal(0, 1, (3, RES, RES, 3)).astype("float32")
+    before = source.predict(images, verbose=0)
+    names = ["disk", "square", "triangle", "ring"]
+    target = keras.models.clone_model(source)
+    target.set_weights(source.get_weights())
+    assert match_head(target, names, sorted(names)) == "reordered"
+    order = [names.index(n) for n in sorted(names)]
+    np.testing.assert_allclose(target.predict(images, verbose=0), before[:, order], rtol=1e-6)
+    assert match_head(target, sorted(names), sorted(names)) == "kept"
+    fresh = keras.models.clone_model(source)
+    fresh.set_weights(source.get_weights())
+    assert match_head(fresh, names, ["a", "b", "c", "d"]) == "new"
+    assert all(_same(s, d) for s, d in _pairs(source, fresh)[:-1])  # backbone untouched
+    assert not _same(*_pairs(source, fresh)[-1])
+    assert head_plan(names, names) == "kept"
+
+
+def test_a_source_run_with_the_same_classes_in_another_order_keeps_its_predictions(tmp_path):
+    """Regression: a 10-class synthetic-data run fine-tuned on a folder of the same 10
+    classes (listed alphabetically) kept its head column for column, so every prediction
+    named the wrong class and validation fell below chance (5.4 % at the phase boundary).
+    The head must answer in the folder's order: same logits, columns reordered by name."""
+    from PIL import Image
+
+    from mobilekit.data import synthetic
+    from mobilekit.loading import load_keras
+
+    names = list(synthetic.CLASS_NAMES[:4])  # disk, square, triangle, ring
+    source = _source_run(tmp_path / "source", names)
+    folder = tmp_path / "photos"
+    for split, per in (("train", 2), ("val", 1)):
+        images, labels = synthetic.generate(split, RES, per_class=per, seed=7, num_classes=4)
+        for i, (image, label) in enumerate(zip(images, labels)):
+            (folder / split / names[label]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / split / names[label] / f"{i}.png")
+    from mobilekit.train import trainer
+
+    config = trainer.resolve_config("mobilenet_v1", alpha=ALPHA, resolution=RES,
+                                    data=str(folder), batch_size=4, precise_bn=0, epochs=1,
+                                    freeze_epochs=1, lr=0.0, fine_tune_lr=1e-3,
+                                    weights=str(tmp_path / "source" / "model.keras"))
+    trainer.train(config, tmp_path / "run", verbose=0)
+    written = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert written["class_names"] == sorted(names) != names
+    assert written["weights_file"]["class_names"] == names
+    tuned = load_keras(tmp_path / "run" / "model.keras")  # lr 0: only the reordering
+    images = np.random.default_rng(0).normal(0, 1, (3, RES, RES, 3)).astype("float32")
+    order = [names.index(n) for n in sorted(names)]
+    np.testing.assert_allclose(tuned.predict(images, verbose=0),
+                               source.predict(images, verbose=0)[:, order], rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_a_source_run_at_another_resolution_warns_once(tmp_path, capsys):
+    from mobilekit.train import rundir, trainer
+
+    run = tmp_path / "source"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"not read here")
+    rundir.write_config(run, {"model": "mobilenet_v1", "class_names": ["a", "b"],
+                              "mean": [120.0] * 3, "std": [70.0] * 3, "resolution": 64})
+    config = trainer.resolve_config("mobilenet_v1", alpha=ALPHA, resolution=128,
+                                    weights=str(run / "model.keras"))
+    config = trainer._pretrained(config)
+    assert config["weights_file"]["resolution"] == 64
+    assert config["weights_file"]["class_names"] == ["a", "b"]
+    err = capsys.readouterr().err
+    assert err.count("warning: the weights were trained at 64 px and this run trains at "
+                     "128 px") == 1
+    trainer._pretrained(dict(config, resolution=64, mean=None))
+    assert "warning" not in capsys.readouterr().err

@@ -4,6 +4,8 @@ seed, then the Keras model's top-1 / top-5 on the validation split as the quicks
 reports it. Prints one line per seed and the range; writes OUT/quickstart_seeds.json.
 
     python tools/quickstart_seeds.py --seeds 0,1,2 --out runs/quickstart_seeds
+    python tools/quickstart_seeds.py --seeds 0,1,2 --optimizer adam --lr 1e-3 \
+        --out runs/quickstart_seeds_adam        # the README's Adam comparison
 """
 import argparse
 import json
@@ -20,6 +22,8 @@ def main():
     parser.add_argument("--alpha", type=float, default=0.75)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", default="synthetic")
+    parser.add_argument("--optimizer", default=None, help="default: the trainer's (sgd here)")
+    parser.add_argument("--lr", type=float, default=None, help="default: the trainer's")
     parser.add_argument("--out", default="runs/quickstart_seeds")
     args = parser.parse_args()
 
@@ -31,7 +35,8 @@ def main():
     for seed in (int(s) for s in args.seeds.split(",")):
         run_dir = Path(args.out) / f"seed-{seed}"
         config = trainer.resolve_config(args.model, alpha=args.alpha, epochs=args.epochs,
-                                        data=args.data, seed=seed)
+                                        data=args.data, seed=seed, optimizer=args.optimizer,
+                                        lr=args.lr)
         start = time.process_time()
         trainer.train(config, run_dir, verbose=0)
         cpu_s = time.process_time() - start
@@ -44,6 +49,7 @@ def main():
     print(f"top-1 over {len(rows)} seeds: {100 * min(top1):.1f}-{100 * max(top1):.1f} %")
     write_json_atomic(Path(args.out) / "quickstart_seeds.json", {
         "model": args.model, "alpha": args.alpha, "epochs": args.epochs, "data": args.data,
+        "optimizer": config["optimizer"], "lr": config["lr"],
         "rows": rows, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"})
 
 

@@ -23,7 +23,7 @@ WEIGHT_DECAY = {"sgd": 4e-5, "adam": 0.0, "adamw": 0.05}
 LR_REFERENCE_BATCH = 64
 # Built-in defaults on the synthetic set (below explicit args and the card's recipe):
 # 64 px and SGD at 0.1 for batch 32 reach 15-22 % val accuracy (chance 10 %; seeds 0-2,
-# tools/quickstart_seeds.py) with mobilenet_v1 alpha 0.75 in 3 epochs; Adam at 1e-3 reached 13 %.
+# tools/quickstart_seeds.py) with mobilenet_v1 alpha 0.75 in 3 epochs; Adam at 1e-3 14-16 %.
 SYNTHETIC_RESOLUTION = 64
 SYNTHETIC_OPTIMIZER = "sgd"
 SYNTHETIC_SGD_LR = 0.2  # per 64 images
@@ -226,6 +226,18 @@ def _pretrained(config):
                                    alpha=model_alpha(config["model"], config["alpha"]),
                                    resolution=config["resolution"],
                                    minimalistic=options.get("minimalistic", False))
+    source = _source_run(path)
+    if source.get("class_names"):
+        record["class_names"] = source["class_names"]
+    if source.get("resolution"):
+        record["resolution"] = source["resolution"]
+        if source["resolution"] != config["resolution"]:
+            # Measured: a 64 px synthetic-data MobileNet v1 (0.25) read by class name scored
+            # 46 % on 64 px images of another draw, 21 % on the same at 128 px.
+            print(f"warning: the weights were trained at {source['resolution']} px and this run "
+                  f"trains at {config['resolution']} px; features learned at one scale transfer "
+                  "poorly to another (train the source at the target's resolution)",
+                  file=sys.stderr)
     config = dict(config, weights_file={**record, "path": str(path)})
     if config.get("mean") is None:
         config["mean"], config["std"] = _source_normalisation(path) or \
@@ -237,20 +249,40 @@ def _source_normalisation(weights_path):
     """(mean, std) of the mobilekit run a weights file comes from, else None: that backbone
     saw its dataset's statistics, not keras.applications' scaling (mean 128 / std 75 on the
     default data against 127.5 / 127.5)."""
-    from mobilekit.train.rundir import is_run_dir, load_run
-
-    folder = Path(weights_path).parent
-    if not is_run_dir(folder):
-        return None
-    source = load_run(folder)
+    source = _source_run(weights_path)
     if source.get("mean") and source.get("std"):
         return source["mean"], source["std"]
     return None
 
 
+def _source_run(weights_path):
+    """The config of the mobilekit run a weights file (or run folder) comes from, else {}."""
+    from mobilekit.train.rundir import is_run_dir, load_run
+
+    path = Path(weights_path)
+    folder = path if path.is_dir() else path.parent
+    return load_run(folder) if is_run_dir(folder) else {}
+
+
+def _match_head(student, source, config):
+    """Put the imported classifier in this data's class order (see zoo.weights.match_head);
+    the source's class names come from its run's config.json (unknown: kept as it is)."""
+    from mobilekit.zoo.weights import match_head
+
+    names = _source_run(source).get("class_names")
+    if not names or len(names) != config["num_classes"]:
+        return "kept"  # another class count: transfer_weights already started a new head
+    done = match_head(student, names, config["class_names"])
+    if done != "kept":
+        what = ("its classes reordered by name to this data's order" if done == "reordered"
+                else "a new head: the source's classes are not this data's")
+        print(f"classifier: {what}", file=sys.stderr)
+    return done
+
+
 def _phase_line(phase, student):
     trainable = sum(layer.count_params() for layer in student.layers if layer.trainable)
-    what = ("new head only, backbone frozen (BatchNorm in inference mode)"
+    what = ("head only, backbone frozen (BatchNorm in inference mode)"
             if phase["trainable"] == "head" else "all layers")
     return (f"phase {phase['name']}: epochs {phase['first_epoch']}-{phase['last_epoch']}, "
             f"{what}, {trainable:,} trainable parameters, lr {phase['lr']:g}")
@@ -350,8 +382,11 @@ def _build(config, data, phase):
 
     weights = (config.get("weights_file") or {}).get("path")
     student = create_model(config["model"], **config["model_kwargs"], weights=weights)
+    if weights:
+        _match_head(student, weights, config)
     if config.get("init_from"):
         init_weights(student, config["init_from"])
+        _match_head(student, config["init_from"], config)
     if config.get("qat"):
         from mobilekit.compress.qat import init_ranges, quantize_model
         from mobilekit.export.pipeline import dataset_samples

@@ -270,6 +270,42 @@ def _fits(src_layer, dst_layer):
         return False
 
 
+def classifier(model):
+    """The model's classifier: its last weight-bearing layer when that is a Dense, else None."""
+    found = _weighted_layers(model)
+    return found[-1] if found and isinstance(found[-1], layers.Dense) else None
+
+
+def head_plan(source_classes, target_classes):
+    """What match_head does with a classifier trained on `source_classes`."""
+    source_classes, target_classes = list(source_classes), list(target_classes)
+    if source_classes == target_classes:
+        return "kept"
+    return "reordered" if sorted(source_classes) == sorted(target_classes) else "new"
+
+
+def match_head(model, source_classes, target_classes):
+    """Make an imported classifier answer in the target's class order. A class count that
+    matches says nothing about the classes themselves: a source trained on the same names
+    in another order (a folder dataset lists its classes alphabetically, the synthetic set
+    in its own order) would predict a permutation, below chance. Same names in the same
+    order: kept; the same names in another order: the head's columns reordered by name;
+    other names: a new, freshly initialised head. Returns "kept", "reordered" or "new"."""
+    plan = head_plan(source_classes, target_classes)
+    head = classifier(model)
+    if plan == "kept" or head is None:
+        return "kept"
+    if plan == "reordered":
+        order = [list(source_classes).index(name) for name in target_classes]
+        head.set_weights([w[..., order] for w in head.get_weights()])
+        return "reordered"
+    fresh = [head.kernel_initializer(head.kernel.shape)]
+    if head.use_bias:
+        fresh.append(head.bias_initializer(head.bias.shape))
+    head.set_weights([w.numpy() for w in fresh])
+    return "new"
+
+
 def import_weights(model, path, name=None, **build_kwargs):
     """Load a local keras.applications file into `model` (a zoo model built to match);
     returns the number of weight-bearing layers copied."""
