@@ -143,13 +143,13 @@ def _rows(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def _search_args(tmp_path, out, trials):
+def _search_args(tmp_path, out, trials, finalists=1):
     lut = tmp_path / "lut.json"
     _fixed_lut(lut)
     return ["search", "--space", "mbspace-tiny", "--resolution", "32", "--trials", str(trials),
             "--epochs-per-trial", "1", "--batch-size", "16", "--data",
             "synthetic:train=12,val=4", "--latency-target", "1", "--lut", str(lut),
-            "--finalists", "1", "--zoo", "none", "--out", str(out)]
+            "--finalists", str(finalists), "--zoo", "none", "--out", str(out)]
 
 
 @pytest.mark.slow
@@ -188,7 +188,7 @@ def test_ray_engine_writes_the_rows_and_files_of_the_local_engine(tmp_path):
 @pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=needs_ray)])
 def test_sigterm_to_the_search_leaves_no_worker_and_it_resumes(tmp_path, engine):
     out = tmp_path / "search"
-    cmd = [sys.executable, "-m", "mobilekit"] + _search_args(tmp_path, out, 3) + [
+    cmd = [sys.executable, "-m", "mobilekit"] + _search_args(tmp_path, out, 2, 0) + [
         "--workers", "2", "--engine", engine]
     log = open(tmp_path / "stderr.txt", "w")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
@@ -214,12 +214,12 @@ def test_sigterm_to_the_search_leaves_no_worker_and_it_resumes(tmp_path, engine)
         log.close()
     before = {r["draw"]: r for r in _rows(out / "trials.jsonl") if r.get("val_accuracy")
               is not None}
-    assert len(before) < 3 and not (out / "summary.json").exists()
+    assert len(before) < 2 and not (out / "summary.json").exists()
 
     resumed = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = _rows(out / "trials.jsonl")
-    assert sorted(r["draw"] for r in rows) == [0, 1, 2]
+    assert sorted(r["draw"] for r in rows) == [0, 1]
     assert all(r["val_accuracy"] is not None for r in rows)
     for r in rows:
         if r["draw"] in before:  # finished before the kill: kept, not retrained
@@ -227,4 +227,4 @@ def test_sigterm_to_the_search_leaves_no_worker_and_it_resumes(tmp_path, engine)
         metrics = json.loads((out / "trials" / f"draw-{r['draw']:04d}" / "metrics.json")
                              .read_text())
         assert metrics["val_accuracy"] == r["val_accuracy"] and metrics["epochs_completed"] == 1
-    assert json.loads((out / "summary.json").read_text())["trained"] == 3
+    assert json.loads((out / "summary.json").read_text())["trained"] == 2
