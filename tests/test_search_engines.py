@@ -112,6 +112,26 @@ def test_local_workers_are_terminated_on_sigint(tmp_path):
     assert not wait_gone(children), "worker processes outlived the interrupted search"
 
 
+def _fail_on_odd(job):
+    if job["row"]["draw"] % 2:
+        raise ValueError(f"draw {job['row']['draw']} cannot train")
+    return {"draw": job["row"]["draw"], "pid": os.getpid()}
+
+
+@pytest.mark.parametrize("engine", ["local", pytest.param("ray", marks=needs_ray)])
+def test_a_failing_trial_keeps_the_others_and_is_raised(tmp_path, engine, monkeypatch):
+    # Ray's workers find this module (and its _fail_on_odd) through the inherited PYTHONPATH
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(Path(__file__).parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    rows = []
+    jobs = [{"row": {"draw": i}} for i in range(4)]
+    with pytest.raises(ValueError, match=r"draw [13] cannot train"):
+        engines.run_jobs(_fail_on_odd, jobs, 2, rows.append, engine=engine,
+                         storage=str(tmp_path / "ray"))
+    assert sorted(r["draw"] for r in rows) == [0, 2]
+    assert all(r["pid"] != os.getpid() for r in rows)  # trained by workers, not here
+
+
 def test_engine_ray_without_ray_is_one_clear_error(tmp_path, monkeypatch):
     from mobilekit.cli import cli
 

@@ -106,19 +106,26 @@ def run_local(fn, jobs, workers, done_cb):
 
     ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    errors = []
     try:
         futures = [pool.submit(fn, job) for job in jobs]
         for future in as_completed(futures):
-            done_cb(future.result())
+            try:
+                row = future.result()
+            except Exception as exc:  # the other trials go on, as Ray Tune's do
+                errors.append(exc)
+                continue
+            done_cb(row)
     except BaseException:
         _terminate(pool)  # else running workers train on after the parent is gone
         raise
     pool.shutdown(wait=True)
+    if errors:
+        raise errors[0]
 
 
 def _terminate(pool):
-    # Python 3.14 has pool.terminate_workers(); before it the processes are only reachable
-    # through the private _processes.
+    # Python 3.14's pool.terminate_workers() does this; 3.11 only has the private _processes.
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for p in processes:
@@ -181,7 +188,8 @@ def run_ray(fn, jobs, workers, done_cb, address=None, storage=None, guard=None):
             ray.init(address=address, log_to_driver=False)
         elif started:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no phoning home
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=workers, include_dashboard=False,  # a new one,
+                     log_to_driver=False)  # not a cluster RAY_ADDRESS or /tmp/ray points to
         guard.arm()  # ray.init replaced SIGTERM's handler with one that aborts the process
         guard.check()
         tuner = tune.Tuner(
