@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from mobilekit.search import engines
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
-needs_ray = pytest.mark.skipif(not HAVE_RAY, reason='Ray Tune not installed (pip install "mobilekit[ray]")')
+needs_ray = pytest.mark.skipif(not HAVE_RAY,
+                               reason='Ray Tune not installed (pip install "mobilekit[ray]")')
 
 
 # ---------------------------------------------------------------- processes, from /proc
