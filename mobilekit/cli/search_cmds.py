@@ -211,7 +211,13 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
               help="Model format whose latency counts.")
 @click.option("--trials", type=int, default=20, help="Candidates trained.")
 @click.option("--epochs-per-trial", "epochs", type=int, default=2, help="Proxy training length.")
-@click.option("--workers", type=int, default=1, help="Worker processes training trials.")
+@click.option("--workers", type=int, default=1,
+              help="Trials trained at once (worker processes, or concurrent Ray trials).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              help="Where trials train: local spawned processes, or Ray Tune trials "
+                   '(pip install "mobilekit[ray]").')
+@click.option("--ray-address", default=None, show_default="start a local Ray instance",
+              help="Existing Ray cluster for --engine ray (e.g. auto, or HEAD_IP:6379).")
 @click.option("--max-draws", type=int, default=None, show_default="50 x --trials",
               help="Give up (exit 2 when none fits) after this many draws.")
 @click.option("--finalists", type=int, default=3, help="Best candidates measured on the target.")
@@ -237,6 +243,7 @@ def search(spaces, zoo, study, out, **settings):
       mobilekit search --space mbspace --latency-limit 2 --quant int8 --trials 30 --out runs/s1
       mobilekit search --space regnet --latency-target 3 --trials 20 --workers 2
       mobilekit search --study --space mbspace:se=on --space mbspace:se=off --trials 12
+      mobilekit search --space mbspace --latency-limit 2 --engine ray --workers 8 --out runs/s2
     """
     from mobilekit.search.run import run_search, run_study
 

@@ -16,6 +16,9 @@ measure a few zoo models on the same budget; choose.
   OUT/chosen/          spec.json, model_card.toml and run/ (the chosen trial's run directory)
   OUT/summary.json     counts, the chosen model and how it compares with the zoo
 
+Trials train in spawned local processes or as Ray Tune trials (mobilekit.search.engines,
+--engine); either way the rows and run directories are the same.
+
 Resumable: rerunning the same command keeps every row already in trials.jsonl / zoo.jsonl,
 redraws the same points, and continues a trial killed mid-training from its last epoch
 checkpoint. Rows are written atomically after each trial.
@@ -31,6 +34,7 @@ from pathlib import Path
 
 from mobilekit.errors import check_choice
 from mobilekit.io import write_atomic, write_json_atomic
+from mobilekit.search.engines import ENGINES, import_ray, run_jobs
 
 SEARCH, TRIALS, ZOO = "search.json", "trials.jsonl", "zoo.jsonl"
 DEFAULT_ZOO = ("mobilenet_v3_small:0.75", "mobilenet_v2:0.35")
@@ -45,6 +49,11 @@ FIXED = ("space", "data", "target", "latency_limit", "latency_target", "quant", 
 def check_settings(s):
     s["zoo"] = list(s.get("zoo") or ())  # JSON round-trips lists, not tuples
     check_choice("quant", s["quant"], QUANTS)
+    check_choice("--engine", s.setdefault("engine", "local"), ENGINES)
+    if s.get("ray_address") and s["engine"] != "ray":
+        raise ValueError("--ray-address is for --engine ray")
+    if s["engine"] == "ray":
+        import_ray()  # before any draw: a missing extra is one clear error
     if (s["latency_limit"] is None) == (s["latency_target"] is None) and not s.get("study"):
         raise ValueError("give exactly one of --latency-limit MS and --latency-target MS")
     for key in ("latency_limit", "latency_target"):
@@ -132,22 +141,6 @@ def train_trial(job):
     return {**job["row"], "status": "trained", "val_accuracy": acc,
             "error": None if acc is None else round(1.0 - acc, 6),
             "train_seconds": round(time.time() - t0, 1), "run_dir": str(run_dir)}
-
-
-def _run_jobs(jobs, workers, done_cb):
-    """Train jobs in this process (workers=1) or in `workers` spawned processes."""
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            done_cb(train_trial(job))
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    ctx = multiprocessing.get_context("spawn")  # TensorFlow is not fork-safe
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = [pool.submit(train_trial, job) for job in jobs]
-        for future in as_completed(futures):
-            done_cb(future.result())
 
 
 # ---------------------------------------------------------------- the search
@@ -244,9 +237,13 @@ class Search:
             self.log(f"trial draw {row['draw']}: val_accuracy {row['val_accuracy']} "
                      f"({row['train_seconds']} s)")
 
+        engine = self.s["engine"]
         self.log(f"Training {len(pending)} candidate(s), {self.s['epochs']} epoch(s) each, "
-                 f"{self.s['workers']} worker(s)")
-        _run_jobs([self._job(r) for r in pending], self.s["workers"], done)
+                 f"{self.s['workers']} worker(s), engine {engine}")
+        run_jobs(train_trial, [self._job(r) for r in pending], self.s["workers"], done,
+                 engine=engine, ray_address=self.s.get("ray_address"),
+                 storage=str((self.out / ".ray").resolve()))
+        shutil.rmtree(self.out / ".ray", ignore_errors=True)  # Tune's own state: rows suffice
 
     # -- measuring on the target
     def measure(self, model_fn, name):
