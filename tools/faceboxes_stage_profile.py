@@ -11,6 +11,7 @@ at 224 for the GMAC/s reference.
 """
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -63,12 +64,15 @@ def main(argv=None):
     parser.add_argument("--forms", default="both", choices=("model", "fast", "both"),
                         help="graph forms: the model's own (convert fast_forms=False), the "
                              "export's default fast forms, or both in one round-robin run")
+    parser.add_argument("--stat", default="median", choices=("median", "min"),
+                        help="per-file statistic of the round-robin invokes (min: the least "
+                             "disturbed run, for a host shared with other work)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
 
     import numpy as np
 
-    from mobilekit.bench.host import interleaved_medians
+    from mobilekit.bench.host import interleaved_times
     from mobilekit.cli.common import parse_input_size
     from mobilekit.detection.anchors import generate_anchors
     from mobilekit.detection.model import map_sizes, with_input_size
@@ -91,7 +95,8 @@ def main(argv=None):
     reestimate_batchnorm(mobilenet, mn_images)
     anchors = generate_anchors(hw, map_sizes=map_sizes(model))
     lines = [f"FaceBoxes stages at {args.input_size} (WxH), {args.model}; host, 1 thread, "
-             f"XNNPACK, {args.rounds} round-robin rounds; MobileNet v1 1.0 at 224 alongside.",
+             f"XNNPACK, {args.stat} of {args.rounds} round-robin rounds; MobileNet v1 1.0 at 224 "
+             "alongside.",
              ""]
     forms = (False, True) if args.forms == "both" else (args.forms == "fast",)
     with tempfile.TemporaryDirectory() as folder:
@@ -112,7 +117,8 @@ def main(argv=None):
                         macs.append(_macs(model if end in ("decode", "nms") else prefix))
             mn = os.path.join(folder, f"{quant}_mobilenet.tflite")
             Path(mn).write_bytes(convert(mobilenet, quant, mn_images if quant == "int8" else None))
-            times = interleaved_medians(paths + [mn], rounds=args.rounds)
+            stat = statistics.median if args.stat == "median" else min
+            times = [stat(t) for t in interleaved_times(paths + [mn], rounds=args.rounds)]
             n = len(STAGES)
             per_form = [times[i * n:(i + 1) * n] for i in range(len(forms))]
             lines += _table(quant, per_form, [FORM_NAMES[f] for f in forms], macs, times[-1],
