@@ -231,6 +231,8 @@ def test_input_size_and_tuple_options_on_the_cli():
     (["profile", "--model", "faceboxes", "--input-size", "640"], "WIDTHxHEIGHT"),
     (["profile", "--model", "faceboxes", "--input-size", "640x0"], "positive"),
     (["profile", "--model", "faceboxes", "--input-size", "96x96"], ">= 128"),
+    (["profile", "--model", "faceboxes", "--input-size", "650x480"], "use 640x480"),
+    (["export", "faceboxes", "--input-size", "640x470"], "multiples of 32"),
     (["profile", "--model", "faceboxes", "--input-size", "640x480", "--resolution", "320"],
      "not both"),
     (["export", "mobilenet_v1", "--nms", "--alpha", "0.25", "--resolution", "32"],

@@ -354,6 +354,72 @@ def test_space_to_depth_stem_is_exact(size, kernel, stride, pad, padding):
                                model(images).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("size,kernel,stride,pad,padding", [
+    ((32, 40), 7, 4, 3, "valid"),   # FaceBoxes conv1: blocks of zeros before, none after
+    ((32, 32), 3, 2, 0, "same"),    # "same" pads only after: the kernel at offset 0
+    ((36, 28), 3, 2, 0, "same"),
+    ((32, 32), 7, 4, 0, "valid"),   # the last block is never read: crop
+    ((32, 32), 5, 4, 2, "valid"),   # offset 2 in a 2-block kernel
+])
+def test_in_graph_space_to_depth_stem_is_exact(size, kernel, stride, pad, padding):
+    from mobilekit.export.stem import SpaceToDepth, in_graph_space_to_depth_stem
+
+    keras.utils.set_random_seed(4)
+    inp = layers.Input((*size, 3), name="image")
+    x = layers.ZeroPadding2D(pad, name="pad")(inp) if pad else inp
+    x = layers.Conv2D(6, kernel, stride, padding=padding, activation="relu", name="stem")(x)
+    model = keras.Model(inp, layers.Conv2D(4, 3, name="next")(x))
+    rewritten = in_graph_space_to_depth_stem(model, min_stride=2)
+    assert rewritten.input_names == ["image"] and rewritten.input.shape == model.input.shape
+    assert any(type(layer) is SpaceToDepth for layer in rewritten.layers)
+    images = np.random.default_rng(1).uniform(-1, 1, (2, *size, 3)).astype(np.float32)
+    np.testing.assert_allclose(rewritten(images).numpy(), model(images).numpy(), atol=1e-5)
+
+
+def test_in_graph_space_to_depth_stem_only_for_large_strides_on_whole_blocks():
+    from mobilekit.export.stem import in_graph_space_to_depth_stem
+
+    inp = layers.Input((30, 32, 3))
+    model = keras.Model(inp, layers.Conv2D(4, 7, 4, padding="same")(inp))
+    assert in_graph_space_to_depth_stem(model) is model  # 30 rows: not whole 4-row blocks
+    inp = layers.Input((32, 32, 3))
+    model = keras.Model(inp, layers.Conv2D(4, 3, 2, padding="same")(inp))
+    assert in_graph_space_to_depth_stem(model) is model  # stride 2 < IN_GRAPH_MIN_STRIDE
+
+
+@pytest.mark.slow  # ~30 s: four conversions of a small FaceBoxes
+def test_faceboxes_fast_forms_same_outputs_and_ops():
+    """The export's default forms of FaceBoxes compute what the model computes: float files
+    fold conv1 + BN + C.ReLU into one 48-filter CONV_2D (one NEG fewer), int8 files run conv1 after
+    SPACE_TO_DEPTH with the image's padding fused into the conv (no PAD before it)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.convert import convert
+    from mobilekit.export.delegable import float_clone
+    from mobilekit.export.pipeline import reestimate_batchnorm
+    from mobilekit.export.stem import in_graph_space_to_depth_stem
+    from mobilekit.zoo.registry import create_model
+
+    keras.utils.set_random_seed(5)
+    model = create_model("faceboxes", input_shape=(128, 160, 3), alpha=0.25)
+    images = np.random.default_rng(2).uniform(-1, 1, (4, 128, 160, 3)).astype(np.float32)
+    reestimate_batchnorm(model, images)
+    reference = [t.numpy() for t in model(images[:2], training=False)]
+    for fast in (float_clone(model), in_graph_space_to_depth_stem(model)):
+        for want, got in zip(reference, fast(images[:2], training=False)):
+            np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
+
+    def ops(quant, fast_forms):
+        data = convert(model, quant, images if quant == "int8" else None,
+                       fast_forms=fast_forms)
+        return [op["op_name"] for op in Interpreter(model_content=data)._get_ops_details()]
+
+    # conv1 (147 MACs per output) folds; conv2 (5x5 on 48 channels) keeps its C.ReLU ops
+    assert ops("fp32", False).count("NEG") == 2 and ops("fp32", True).count("NEG") == 1
+    int8 = ops("int8", True)
+    assert int8[0] == "SPACE_TO_DEPTH" and "SPACE_TO_DEPTH" not in ops("int8", False)
+
+
 def test_space_to_depth_stem_needs_a_strided_3_channel_stem():
     from mobilekit.export.convert import convert
     from mobilekit.export.stem import space_to_depth_stem

@@ -11,6 +11,7 @@ at 224 for the GMAC/s reference.
 """
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -60,12 +61,18 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--calib-data", default=None,
                         help="int8 calibration images (default: the run's data, else random)")
+    parser.add_argument("--forms", default="both", choices=("model", "fast", "both"),
+                        help="graph forms: the model's own (convert fast_forms=False), the "
+                             "export's default fast forms, or both in one round-robin run")
+    parser.add_argument("--stat", default="median", choices=("median", "min"),
+                        help="per-file statistic of the round-robin invokes (min: the least "
+                             "disturbed run, for a host shared with other work)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
 
     import numpy as np
 
-    from mobilekit.bench.host import interleaved_medians
+    from mobilekit.bench.host import interleaved_times
     from mobilekit.cli.common import parse_input_size
     from mobilekit.detection.anchors import generate_anchors
     from mobilekit.detection.model import map_sizes, with_input_size
@@ -88,25 +95,34 @@ def main(argv=None):
     reestimate_batchnorm(mobilenet, mn_images)
     anchors = generate_anchors(hw, map_sizes=map_sizes(model))
     lines = [f"FaceBoxes stages at {args.input_size} (WxH), {args.model}; host, 1 thread, "
-             f"XNNPACK, {args.rounds} round-robin rounds; MobileNet v1 1.0 at 224 alongside.",
+             f"XNNPACK, {args.stat} of {args.rounds} round-robin rounds; MobileNet v1 1.0 at 224 "
+             "alongside.",
              ""]
+    forms = (False, True) if args.forms == "both" else (args.forms == "fast",)
     with tempfile.TemporaryDirectory() as folder:
         for quant in args.quant.split(","):
             paths, macs = [], []
-            for name, end in STAGES:
-                prefix = _prefix(model, end)
-                data = convert(prefix, quant, images if quant == "int8" else None,
-                               allow_float_ops=end == "decode")
-                if end == "nms":
-                    data = append_postprocess(data, anchors, postprocess_options(0.05, 0.3, 100))
-                path = os.path.join(folder, f"{quant}_{len(paths)}.tflite")
-                Path(path).write_bytes(data)
-                paths.append(path)
-                macs.append(_macs(model if end in ("decode", "nms") else prefix))
+            for fast in forms:
+                for name, end in STAGES:
+                    prefix = _prefix(model, end)
+                    data = convert(prefix, quant, images if quant == "int8" else None,
+                                   allow_float_ops=end == "decode", fast_forms=fast)
+                    if end == "nms":
+                        data = append_postprocess(data, anchors,
+                                                  postprocess_options(0.05, 0.3, 100))
+                    path = os.path.join(folder, f"{quant}_{len(paths)}.tflite")
+                    Path(path).write_bytes(data)
+                    paths.append(path)
+                    if not fast or len(forms) == 1:
+                        macs.append(_macs(model if end in ("decode", "nms") else prefix))
             mn = os.path.join(folder, f"{quant}_mobilenet.tflite")
             Path(mn).write_bytes(convert(mobilenet, quant, mn_images if quant == "int8" else None))
-            times = interleaved_medians(paths + [mn], rounds=args.rounds)
-            lines += _table(quant, times, macs, _macs(mobilenet))
+            stat = statistics.median if args.stat == "median" else min
+            times = [stat(t) for t in interleaved_times(paths + [mn], rounds=args.rounds)]
+            n = len(STAGES)
+            per_form = [times[i * n:(i + 1) * n] for i in range(len(forms))]
+            lines += _table(quant, per_form, [FORM_NAMES[f] for f in forms], macs, times[-1],
+                            _macs(mobilenet))
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -115,30 +131,56 @@ def main(argv=None):
         write_atomic(args.out, text + "\n")
 
 
-def _table(quant, times, macs, mn_macs):
-    mn_us = times[-1]
+FORM_NAMES = {False: "model's forms", True: "fast forms (export default)"}
+
+
+def _table(quant, per_form, form_names, macs, mn_us, mn_macs):
+    """Markdown rows: per stage, MACs and for each form its ms, share and GMAC/s ratio."""
     mn_rate = mn_macs / mn_us / 1e3
-    rows = [f"### {quant}", "",
-            "| stage | MACs (M) | ms | share of network | GMAC/s | vs MobileNet v1 |",
-            "|---|---:|---:|---:|---:|---:|"]
-    network_us = times[len(STAGES) - 3]  # the prefix that ends with the heads
-    prev_us, prev_macs = 0.0, 0
+    network = len(STAGES) - 3  # the prefix that ends with the heads
+    head = "| stage | MACs (M) |" + "".join(f" ms, {f} | share | vs MobileNet v1 |"
+                                            for f in form_names)
+    rows = [f"### {quant}", "", head, "|---|---:|" + "---:|---:|---:|" * len(form_names)]
+    stage_us = [_stage_times(times) for times in per_form]
+    prev_macs = 0
     for i, (name, end) in enumerate(STAGES):
-        if end in ("decode", "nms"):
-            us, m = times[i] - network_us, 0
-        else:
-            us, m = times[i] - prev_us, macs[i] - prev_macs
-            prev_us, prev_macs = times[i], macs[i]
-        rate = m / us / 1e3 if us > 0 and m else None
-        rows.append(f"| {name} | {m / 1e6:.1f} | {us / 1e3:.3f} | {100 * us / network_us:.1f} % | "
-                    f"{'-' if rate is None else f'{rate:.1f}'} | "
-                    f"{'-' if rate is None else f'{rate / mn_rate:.2f}x'} |")
-    net_rate = macs[len(STAGES) - 3] / network_us / 1e3
-    rows += [f"| **network** | {macs[len(STAGES) - 3] / 1e6:.1f} | {network_us / 1e3:.3f} | "
-             f"100 % | {net_rate:.1f} | {net_rate / mn_rate:.2f}x |",
-             f"| MobileNet v1 1.0 @224 | {mn_macs / 1e6:.1f} | {mn_us / 1e3:.3f} | | "
-             f"{mn_rate:.1f} | 1.00x |", ""]
+        m = 0 if end in ("decode", "nms") else macs[i] - prev_macs
+        prev_macs = macs[i] if m else prev_macs
+        cells = []
+        for times, us in zip(per_form, stage_us):
+            rate = m / us[i] / 1e3 if us[i] > 0 and m else None
+            cells.append(f" {us[i] / 1e3:.3f} | {100 * us[i] / times[network]:.1f} % | "
+                         f"{'-' if rate is None else f'{rate / mn_rate:.2f}x'} |")
+        rows.append(f"| {name} | {m / 1e6:.1f} |" + "".join(cells))
+    cells = [f" {t[network] / 1e3:.3f} | 100 % | "
+             f"**{macs[network] / t[network] / 1e3 / mn_rate:.2f}x** |" for t in per_form]
+    rates = ", ".join(f"{macs[network] / t[network] / 1e3:.1f}" for t in per_form)
+    rows.append(f"| **network** ({rates} GMAC/s) | {macs[network] / 1e6:.1f} |" + "".join(cells))
+    for label, index in (("whole file (network + decoding tail: the default export)",
+                          STAGES.index(("decoding tail", "decode"))),
+                         ("whole file with --nms", len(STAGES) - 1)):
+        cells = [f" {t[index] / 1e3:.3f} | | **{macs[network] / t[index] / 1e3 / mn_rate:.2f}x** |"
+                 for t in per_form]
+        rates = ", ".join(f"{macs[network] / t[index] / 1e3:.1f}" for t in per_form)
+        rows.append(f"| **{label}** ({rates} GMAC/s) | {macs[network] / 1e6:.1f} |"
+                    + "".join(cells))
+    rows += ["", f"MobileNet v1 1.0 @224: {mn_macs / 1e6:.1f} MMACs, {mn_us / 1e3:.3f} ms, "
+                 f"{mn_rate:.1f} GMAC/s (the 1.00x).", ""]
     return rows
+
+
+def _stage_times(times):
+    """Each stage's own time: the difference between consecutive prefixes; the tail and NMS
+    rows are their file's time beyond the network's."""
+    network = len(STAGES) - 3
+    out, prev = [], 0.0
+    for i, (_, end) in enumerate(STAGES):
+        if end in ("decode", "nms"):
+            out.append(times[i] - times[network])
+        else:
+            out.append(times[i] - prev)
+            prev = times[i]
+    return out
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ def detection_heads(maps, min_sizes=MIN_SIZES, num_classes=2):
 def build_faceboxes(input_shape=(1024, 1024, 3), alpha=1.0, backbone=None, include_top=True,
                     num_classes=2):
     """The training-form model: outputs [loc, conf]; include_top=False gives the 3 maps."""
+    check_input_size(input_shape[:2])
     if backbone is None:
         inputs = layers.Input(shape=tuple(input_shape), name="input")
         maps = faceboxes_features(inputs, alpha)
@@ -134,6 +135,25 @@ def build_faceboxes(input_shape=(1024, 1024, 3), alpha=1.0, backbone=None, inclu
     if len(maps) != len(STEPS):
         raise RuntimeError(f"expected {len(STEPS)} detection maps; got {len(maps)}")
     return keras.Model(inputs, list(detection_heads(maps, num_classes=num_classes)), name=name)
+
+
+def check_input_size(input_hw):
+    """ValueError unless both sides are multiples of STEPS[0] (32).
+
+    Why 32 and not the total stride 128: the stride-32 map is where 21 of each cell's 23
+    anchors sit, and whole cells there keep every anchor on the image and the layers' padding
+    symmetric (the int8 stem's space-to-depth needs whole 4-pixel blocks too); the two coarse
+    maps take ceil(size / step) cells, as the official code does. 640x480 (VGA, 3.75 x 128)
+    is fine; 128-multiples would refuse it."""
+    h, w = (int(v) for v in input_hw)
+    if h % STEPS[0] or w % STEPS[0]:
+        raise ValueError(f"faceboxes input sides must be multiples of {STEPS[0]} (the first "
+                         f"detection map's stride); got {w}x{h} (WxH), e.g. use "
+                         f"{_round(w)}x{_round(h)}")
+
+
+def _round(side):
+    return max(STEPS[0], round(side / STEPS[0]) * STEPS[0])
 
 
 def map_sizes(model):
@@ -150,6 +170,7 @@ def with_input_size(model, input_hw):
     h, w = (int(v) for v in input_hw)
     if tuple(model.inputs[0].shape[1:3]) == (h, w):
         return model
+    check_input_size((h, w))
     if any(type(layer).__name__.startswith("Quantize") for layer in model.layers):
         raise ValueError("a quantization-aware-trained detector keeps its training input size; "
                          "train (or export) the float run at the new size instead")

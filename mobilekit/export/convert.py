@@ -173,7 +173,7 @@ DENSE_QUANT = ("per-tensor", "per-channel")
 
 def convert(model, quant, representative_data=None, io=None, allow_float_ops=False,
             calibration_limit=None, sparse=False, s2d_input=False, calibration="average",
-            dense_quant="per-tensor", bias_correction=False):
+            dense_quant="per-tensor", bias_correction=False, fast_forms=True):
     """Convert a functional tf_keras model to TFLite bytes (static batch 1).
 
     quant: one of QUANT_MODES. representative_data: calibration images for int8/int16x8
@@ -192,6 +192,10 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
     bias_correction: int8 PTQ biases cancel the mean output shift of weight rounding,
     measured on the calibration images (mobilekit.export.bias_correction); `model` itself
     is left unchanged.
+    fast_forms: compute the same function in graph forms that run faster on XNNPACK
+    (int8: a stride >= 4 stem through SPACE_TO_DEPTH, mobilekit.export.stem; float: conv ->
+    BN -> C.ReLU as one conv, mobilekit.export.delegable.crelu_conv_swaps); False keeps the
+    model's own forms (for before/after comparisons).
     """
     check_choice("quant", quant, QUANT_MODES)
     check_choice("calibration", calibration, CALIBRATION_METHODS)
@@ -216,7 +220,11 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
                          "fp32, fp16, dynamic")
     integer = quant in ("int8", "int16x8")
     source = (delegable_clone(model) if integer and not qat else
-              model if qat else float_clone(model))
+              model if qat else float_clone(model, fast_forms))
+    if quant == "int8" and not qat and fast_forms and not s2d_input:
+        from mobilekit.export.stem import in_graph_space_to_depth_stem
+
+        source = in_graph_space_to_depth_stem(source)
     if s2d_input:
         from mobilekit.export.stem import apply_input_layout, space_to_depth_stem
 
