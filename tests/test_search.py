@@ -130,7 +130,7 @@ def test_predictor_refuses_another_target_thread_count_or_dtype(tmp_path):
         latency.Predictor(lut, target="adb")
     with pytest.raises(ValueError, match="no int8 table"):
         latency.Predictor(lut, dtype="int8")
-    with pytest.raises(ValueError, match="not implemented yet"):
+    with pytest.raises(ValueError, match="not implemented for --target adb"):
         latency.check_target("adb")
 
 
@@ -204,8 +204,9 @@ def test_search_bad_input_exits_2_and_keeps_the_rows(tmp_path):
                                           "--latency-target", "1"])
     assert res.exit_code == 2 and "exactly one of --latency-limit" in res.output
     res = runner.invoke(cli, base[:-1] + [str(tmp_path / "y"), "--latency-limit", "1",
-                                          "--target", "adb"])
-    assert res.exit_code == 2 and "not implemented yet" in res.output
+                                          "--target", "adb", "--adb",
+                                          str(tmp_path / "no-adb")])
+    assert res.exit_code == 2 and "adb executable" in res.output
     res = runner.invoke(cli, ["search", "--study", "--space", "mbspace-tiny", "--out",
                               str(tmp_path / "z")])
     assert res.exit_code == 2 and "give --space at least twice" in res.output

@@ -48,18 +48,12 @@ def latency_model():
 
 
 def _runner(target, threads, benchmark_binary, serial, adb, delegate, log_dir):
-    from mobilekit.search.profiled import Runner
+    from mobilekit.search.profiled import runner_for
 
-    if serial and target != "adb":
-        raise ValueError(f"--serial is for --target adb; got --target {target}")
-    if delegate is None:
-        delegate = "gpu" if target == "gpu" else "xnnpack"
-    elif target in ("host", "gpu"):
-        raise ValueError(f"--delegate is for --target local / adb; got --target {target}")
-    return Runner(target, threads, benchmark_binary, serial, adb, delegate, log_dir)
+    return runner_for(target, threads, benchmark_binary, serial, adb, delegate, log_dir)
 
 
-def _target_options(of_lut=False):
+def _target_options(of_lut=False, delegate_default=None):
     """--benchmark-binary / --serial / --adb / --delegate; for eval the LUT's are defaults."""
     options = [
         click.option("--benchmark-binary", type=click.Path(dir_okay=False), default=None,
@@ -71,7 +65,7 @@ def _target_options(of_lut=False):
         click.option("--adb", "adb_path", type=click.Path(dir_okay=False), default=None,
                      show_default="adb on PATH", help="adb executable (--target adb)."),
         click.option("--delegate", type=click.Choice(["xnnpack", "cpu"]), default=None,
-                     show_default="the LUT's" if of_lut else "xnnpack",
+                     show_default=delegate_default or ("the LUT's" if of_lut else "xnnpack"),
                      help="benchmark_model delegate (--target local / adb; cpu: the builtin "
                           "kernels, for a build that cannot profile inside XNNPACK)."),
     ]
@@ -202,7 +196,10 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
               " Repeat with --study to compare spaces.")
 @click.option("--data", default="synthetic", help="Dataset SPEC for the proxy training.")
 @click.option("--target", type=click.Choice(TARGETS), default="host",
-              help="Where latency is predicted and measured (only host is implemented).")
+              help="Where latency is predicted (its LUT) and finalists / zoo models are "
+                   "measured: host (LiteRT here), local / adb (benchmark_model on this "
+                   "machine / a phone), gpu (LiteRT's GPU accelerator).")
+@_target_options(delegate_default="--lut's, else xnnpack")
 @click.option("--latency-limit", type=float, default=None, show_default="none",
               help="Hard limit (ms): candidates predicted over it are rejected.")
 @click.option("--latency-target", type=float, default=None, show_default="none",
@@ -225,7 +222,9 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
               help="Comma-separated zoo models NAME[:ALPHA] trained and measured on the same "
                    "budget for the Pareto plot ('none': no zoo models).")
 @click.option("--lut", type=click.Path(dir_okay=False), default=None,
-              show_default="build OUT/lut.json", help="Latency model from `latency-model build`.")
+              show_default="build OUT/lut.json on the target",
+              help="Latency model from `latency-model build` (same target, threads, delegate; "
+                   "adb: same phone model).")
 @click.option("--lut-samples", type=int, default=24, help="Samples when building OUT/lut.json.")
 @click.option("--resolution", type=int, default=64, help="Input size for training and timing.")
 @click.option("--batch-size", type=int, default=32)
@@ -244,6 +243,9 @@ def search(spaces, zoo, study, out, **settings):
       mobilekit search --space regnet --latency-target 3 --trials 20 --workers 2
       mobilekit search --study --space mbspace:se=on --space mbspace:se=off --trials 12
       mobilekit search --space mbspace --latency-limit 2 --engine ray --workers 8 --out runs/s2
+      mobilekit search --space mbspace --latency-limit 5 --quant int8 --target adb --serial R58M --benchmark-binary ./android_aarch64_benchmark_model --lut lut_phone.json --out runs/phone
+      mobilekit search --space mbspace --latency-limit 3 --target local --benchmark-binary ./linux_x86-64_benchmark_model --delegate cpu --out runs/local
+      mobilekit search --space mbspace --latency-limit 4 --target gpu --lut lut_gpu.json --out runs/gpu
     """
     from mobilekit.search.run import run_search, run_study
 

@@ -16,8 +16,8 @@ prediction for another target or thread count is refused (ValueError).
 
 Targets: host (LiteRT in this process, XNNPACK) here. local / adb (benchmark_model's
 per-operator profile) and gpu (LiteRT's GPU accelerator, end to end) are built by
-mobilekit.search.profiled into the same LUT format; the search itself measures on the host
-only (check_target).
+mobilekit.search.profiled into the same LUT format (and measured there by its Runner, also
+in the search); build_lut / evaluate_lut here are the host's (check_target).
 """
 import json
 import math
@@ -44,8 +44,8 @@ MEASURE_RUNS = 40
 def check_target(target):
     check_choice("target", target, TARGETS)
     if target not in IMPLEMENTED_TARGETS:
-        raise ValueError(f"search and host latency models with --target {target} are not "
-                         f"implemented yet (available: {', '.join(IMPLEMENTED_TARGETS)}); "
+        raise ValueError(f"the host latency model is not implemented for --target {target} "
+                         f"(available: {', '.join(IMPLEMENTED_TARGETS)}); "
                          f"`mobilekit latency-model build --target {target}` builds its LUT")
 
 

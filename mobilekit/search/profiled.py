@@ -261,6 +261,32 @@ class Runner:
         return out
 
 
+def runner_for(target, threads=1, binary=None, serial=None, adb_path=None, delegate=None,
+               log_dir=None, preflight=False):
+    """The Runner of a target (None for host, timed in-process), after checking that the
+    options fit it. preflight: also refuse a gpu target whose machine visibly lacks the
+    accelerator's pieces now, not after a search's training (the worker's own run is the
+    final word)."""
+    if target == "host":
+        if serial or binary or adb_path or delegate:
+            raise ValueError("--serial / --benchmark-binary / --adb / --delegate are for "
+                             "--target local / adb")
+        return None
+    if serial and target != "adb":
+        raise ValueError(f"--serial is for --target adb; got --target {target}")
+    if delegate is None:
+        delegate = "gpu" if target == "gpu" else "xnnpack"
+    elif target == "gpu":
+        raise ValueError(f"--delegate is for --target local / adb; got --target {target}")
+    if target == "gpu" and preflight:
+        from mobilekit.bench.gpu import NO_GPU, missing_gpu_pieces
+
+        missing = missing_gpu_pieces()
+        if missing:
+            raise ValueError(f"--target gpu: {NO_GPU}: missing {'; '.join(missing)}")
+    return Runner(target, threads, binary, serial, adb_path, delegate, log_dir)
+
+
 # ---------------------------------------------------------------- measuring
 
 

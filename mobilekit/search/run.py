@@ -16,6 +16,11 @@ measure a few zoo models on the same budget; choose.
   OUT/chosen/          spec.json, model_card.toml and run/ (the chosen trial's run directory)
   OUT/summary.json     counts, the chosen model and how it compares with the zoo
 
+--target host times finalists and zoo models with LiteRT here; local / adb / gpu with the
+Runner of `latency-model build|eval` (mobilekit.search.profiled: benchmark_model on this
+machine or a phone, LiteRT's GPU accelerator), its device checked before any training; each
+measured row says where (`measured_on`).
+
 Trials train in spawned local processes or as Ray Tune trials (mobilekit.search.engines,
 --engine); either way the rows and run directories are the same.
 
@@ -35,6 +40,7 @@ from pathlib import Path
 from mobilekit.errors import check_choice
 from mobilekit.io import write_atomic, write_json_atomic
 from mobilekit.search.engines import ENGINES, import_ray, run_jobs
+from mobilekit.search.latency import TARGETS
 
 SEARCH, TRIALS, ZOO = "search.json", "trials.jsonl", "zoo.jsonl"
 DEFAULT_ZOO = ("mobilenet_v3_small:0.75", "mobilenet_v2:0.35")
@@ -43,7 +49,7 @@ DRAWS_PER_TRIAL = 50
 QUANTS = ("fp32", "int8")
 # Settings that change what a trial means: a resumed search must repeat them.
 FIXED = ("space", "data", "target", "latency_limit", "latency_target", "quant", "epochs",
-         "seed", "resolution", "threads", "batch_size", "zoo", "lut")
+         "seed", "resolution", "threads", "batch_size", "zoo", "lut", "delegate")
 
 
 def check_settings(s):
@@ -151,28 +157,63 @@ class Search:
         check_settings(settings)
         self.s = settings
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        from mobilekit.search.latency import check_target
         from mobilekit.search.spaces import parse_space
 
-        check_target(settings["target"])
+        check_choice("--target", settings["target"], TARGETS)
         self.space = parse_space(settings["space"])
+        # The target's device is checked before anything is written or trained.
+        self.runner = self._runner(out)
+        settings["delegate"] = self.runner.delegate if self.runner else None
         self.out = _open_out(out, settings)
         self.rows = read_jsonl(self.out / TRIALS)
         self.zoo_rows = read_jsonl(self.out / ZOO)
 
+    def _runner(self, out):
+        """The profiled.Runner of --target local / adb / gpu (None: host, timed in-process),
+        the one `latency-model build|eval` use; a given LUT's delegate is the default."""
+        from mobilekit.search.latency import load_lut
+        from mobilekit.search.profiled import PROFILED_TARGETS, runner_for
+
+        s = self.s
+        delegate = s.get("delegate")
+        if delegate is None and s["target"] in PROFILED_TARGETS and s.get("lut"):
+            delegate = load_lut(s["lut"]).get("delegate")
+        return runner_for(s["target"], s["threads"], s.get("benchmark_binary"), s.get("serial"),
+                          s.get("adb_path"), delegate, log_dir=Path(out) / "bench-logs",
+                          preflight=True)
+
+    def measured_on(self):
+        """Where the measured_us of a row came from (for gpu: the adapter, and whether it is
+        a software emulation)."""
+        if self.runner is None:
+            return {"target": "host", "delegate": "xnnpack", "threads": self.s["threads"]}
+        return {k: v for k, v in self.runner.describe().items() if v is not None}
+
     # -- latency model
     def predictor(self):
         from mobilekit.search.latency import KERNEL_CHANNELS, Predictor, build_lut, write_lut
+        from mobilekit.search.profiled import build_target_lut, check_runner_matches
 
         path = Path(self.s["lut"]) if self.s["lut"] else self.out / "lut.json"
         if not path.is_file() and not self.s["lut"]:
-            self.log(f"Building the latency model {path} ({self.s['lut_samples']} samples)")
-            lut = build_lut(self.s["space"], self.s["lut_samples"], self.s["seed"] + 7777,
-                            self.s["resolution"], [self.s["quant"]], self.s["threads"],
-                            self.s["target"], log=self.log,
-                            kernel_channels=self.s.get("kernel_channels", KERNEL_CHANNELS))
+            self.log(f"Building the latency model {path} ({self.s['lut_samples']} samples, "
+                     f"target {self.s['target']})")
+            if self.runner:  # local / adb: per-operator profiles; gpu: end to end
+                lut = build_target_lut(self.s["space"], self.s["lut_samples"],
+                                       self.s["seed"] + 7777, self.s["resolution"],
+                                       [self.s["quant"]], self.runner, self.log)
+            else:
+                lut = build_lut(self.s["space"], self.s["lut_samples"], self.s["seed"] + 7777,
+                                self.s["resolution"], [self.s["quant"]], self.s["threads"],
+                                self.s["target"], log=self.log,
+                                kernel_channels=self.s.get("kernel_channels", KERNEL_CHANNELS))
             write_lut(path, lut)
         predictor = Predictor.load(path, self.s["target"], self.s["threads"], self.s["quant"])
+        if self.runner:  # and its delegate, and (adb) the phone's model
+            try:
+                check_runner_matches(predictor.lut, self.runner)
+            except ValueError as exc:
+                raise ValueError(f"latency model {path}: {exc}") from None
         if predictor.lut["resolution"] != self.s["resolution"]:
             self.log(f"warning: {path} was fitted at {predictor.lut['resolution']} px; "
                      f"predicting at {self.s['resolution']} px")
@@ -254,7 +295,8 @@ class Search:
         tmp.parent.mkdir(parents=True, exist_ok=True)
         try:
             convert_for_latency(model_fn(), self.s["quant"], tmp)
-            return round(measure_file(tmp, self.s["threads"]), 2)
+            us = self.runner.time(tmp) if self.runner else measure_file(tmp, self.s["threads"])
+            return round(us, 2)
         finally:
             tmp.unlink(missing_ok=True)
             keras.backend.clear_session()
@@ -274,6 +316,7 @@ class Search:
             if row.get("measured_us") is None:
                 path = Path(row["run_dir"]) / "model.keras"
                 row["measured_us"] = self.measure(lambda: load_keras(path), f"draw{row['draw']}")
+                row["measured_on"] = self.measured_on()
                 row["status"] = "measured"
                 self.save()
                 self.log(f"finalist draw {row['draw']}: measured {row['measured_us'] / 1e3:.3f} "
@@ -296,6 +339,7 @@ class Search:
             row["params"] = int(model.count_params())
             row["predicted_us"] = predictor.predict(model) if predictor else None
             row["measured_us"] = self.measure(lambda: model, item.replace(":", "_"))
+            row["measured_on"] = self.measured_on()
             self.zoo_rows = [r for r in self.zoo_rows if r["zoo"] != item] + [row]
             write_jsonl(self.out / ZOO, self.zoo_rows)
             self.log(f"zoo {item}: val_accuracy {row['val_accuracy']}, measured "
@@ -337,6 +381,7 @@ class Search:
         if chosen:
             files.update(outputs.write_chosen(self.out / "chosen", chosen, self.s))
         summary = outputs.summary(self.rows, self.zoo_rows, chosen, self.s, files)
+        summary["measured_on"] = self.measured_on()
         write_json_atomic(self.out / "summary.json", summary)
         shutil.rmtree(self.out / ".measure", ignore_errors=True)
         return summary
