@@ -141,3 +141,29 @@ def test_search_on_gpu_without_an_accelerator_exits_2_before_training(tmp_path, 
                                           "1", "--target", "gpu", "--out", str(tmp_path / "g")])
     assert res.exit_code == 2 and "no GPU accelerator available" in res.output, res.output
     assert res.output.count("Error:") == 1 and not (tmp_path / "g").exists()
+
+
+@pytest.mark.slow  # ~1 min on the 2-core machine (Mesa lavapipe)
+def test_search_on_gpu_measures_on_the_accelerator_and_says_which(tmp_path):
+    from mobilekit.bench.gpu import NO_GPU
+    from mobilekit.cli import cli
+
+    out = tmp_path / "g"
+    res = CliRunner().invoke(cli, TINY[:2] + [SPACE] + TINY[3:] + [
+        "--trials", "2", "--finalists", "1", "--zoo", "none", "--latency-limit", "1000",
+        "--target", "gpu", "--lut-samples", "3", "--out", str(out)])
+    if res.exit_code == 2 and NO_GPU in res.output:
+        pytest.skip(res.output.strip().splitlines()[-1])
+    assert res.exit_code == 0, res.output
+    lut = latency.load_lut(out / "lut.json")
+    assert (lut["target"], lut["delegate"]) == ("gpu", "gpu")
+    row = next(r for r in _rows(out / "trials.jsonl") if r["status"] == "measured")
+    on = row["measured_on"]
+    assert (on["target"], on["delegate"], on["gpu_precision"]) == ("gpu", "gpu", "fp16")
+    assert on["adapter"]["name"] and row["measured_us"] > 0
+    software = on["adapter"]["software"]
+    assert software == ("emulation" in on) == (lut.get("emulation") is not None)
+    if software:  # lavapipe: the timings are the CPU's, and the search says so
+        assert on["emulation"].startswith("software") and "note: software" in res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["measured_on"] == on and summary["chosen"]["draw"] == row["draw"]

@@ -266,3 +266,5 @@ def search(spaces, zoo, study, out, **settings):
     summary = run_search(out, space=spaces[0], **settings)
     click.echo(f"Search directory: {out}")
     echo_json(summary)
+    if summary["measured_on"].get("emulation"):
+        click.echo(f"note: {summary['measured_on']['emulation']}")
