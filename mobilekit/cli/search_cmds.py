@@ -21,6 +21,8 @@ def _dtypes(text):
 def _ints(what, text):
     if text.strip().lower() == "none":
         return ()
+    if text.strip().lower() == "space":
+        return None
     try:
         values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
@@ -57,11 +59,13 @@ def latency_model():
 @click.option("--resolution", type=int, default=64, help="Input size of the sampled models.")
 @click.option("--dtype", "dtype", default="fp32,int8", help="Comma-separated: fp32, int8.")
 @click.option("--threads", type=int, default=1, help="Interpreter threads.")
-@click.option("--kernel-channels", default="16,64,256,1024",
-              help="Channel counts at which depthwise convs are timed one by one "
-                   "('none': fit them from end-to-end times only).")
+@click.option("--kernel-channels", default="space",
+              help="'space': time every depthwise / pointwise conv shape the space can "
+                   "produce one by one; a comma list also times depthwise convs on the grid "
+                   "--kernel-sides x these channels (for models outside the space); 'none': "
+                   "no kernel tables, fitted costs only.")
 @click.option("--kernel-sides", default="2,4,8,16,32",
-              help="Output sides (pixels) at which depthwise convs are timed one by one.")
+              help="Output sides (pixels) of that extra depthwise grid.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               show_default="required", help="LUT file (JSON) to write.")
 def build(target, serial, space, samples, seed, resolution, dtype, threads, kernel_channels,
@@ -94,9 +98,12 @@ def build(target, serial, space, samples, seed, resolution, dtype, threads, kern
 @click.option("--seed", type=int, default=None, show_default="the LUT's seed + 1000",
               help="Sampling seed of the held-out models (must differ from the LUT's).")
 @click.option("--dtype", "dtype", default=None, show_default="every dtype of the LUT")
+@click.option("--repeats", type=int, default=2,
+              help="Measure the held-out models this many times; the RMSPE between the "
+                   "first two is the noise floor (needs >= 2).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, show_default="none",
               help="Also write the full result (per-model rows) as JSON.")
-def eval_cmd(lut, space, samples, seed, dtype, out):
+def eval_cmd(lut, space, samples, seed, dtype, repeats, out):
     """RMSPE and the share within ±10 % of a LUT's predictions on held-out models.
 
     \b
@@ -109,15 +116,19 @@ def eval_cmd(lut, space, samples, seed, dtype, out):
 
     if samples < 1:
         raise ValueError(f"--samples must be >= 1; got {samples}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1; got {repeats}")
     table = load_lut(lut)
     result = evaluate_lut(table, space, samples, seed, None, _dtypes(dtype) if dtype else None,
-                          log=_log)
+                          log=_log, repeats=repeats)
     if out:
         write_json_atomic(out, result)
     for d, r in result["dtypes"].items():
         click.echo(f"{d}: RMSPE {r['rmspe_pct']:.1f} %, {100 * r['within_10pct']:.0f} % within "
                    f"±10 % (max {r['max_abs_pct']:.1f} %) on {r['n']} held-out models "
-                   f"({result['space']}, seed {result['seed']}, {result['threads']} thread(s))")
+                   f"({result['space']}, seed {result['seed']}, {result['threads']} thread(s))"
+                   + (f"; noise floor (repeat vs repeat) RMSPE {r['noise_floor']['rmspe_pct']:.1f} %"
+                      if "noise_floor" in r else ""))
 
 
 @click.command("search")
