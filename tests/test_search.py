@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,6 +231,31 @@ def test_latency_model_build_and_eval_on_the_host(tmp_path):
     assert res.exit_code == 2 and "seed the LUT was fitted on" in res.output
     res = runner.invoke(cli, ["latency-model", "build", "--target", "adb", "--out", str(out)])
     assert res.exit_code == 2 and "not implemented yet" in res.output
+
+
+def test_latency_model_accuracy_tool_prints_the_table_with_the_noise_floor(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    try:
+        import latency_model_accuracy as tool
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "acc.json"
+    report = tool.main(["--space", "mbspace-tiny:kernel=3,expansion=3,width_mult=0.5",
+                        "--samples", "3", "--heldout", "2", "--resolution", "32", "--dtype",
+                        "fp32", "--lut-out", str(tmp_path / "lut.json"), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text())["scores"] == report["scores"]
+    lut_rows = [r for r in report["scores"] if r["model"] == "lut" and r["subset"] == "all"]
+    assert len(lut_rows) == 1 and lut_rows[0]["n"] == 2
+    rows = report["eval"]["dtypes"]["fp32"]["rows"]
+    assert lut_rows[0]["rmspe_pct"] == pytest.approx(latency.errors(  # rows hold rounded µs
+        [r["predicted_us"] for r in rows], [r["measured_us"] for r in rows])["rmspe_pct"],
+        abs=0.05)
+    assert lut_rows[0]["noise_rmspe_pct"] == report["eval"]["dtypes"]["fp32"]["noise_floor"][
+        "rmspe_pct"]
+    assert {"fitted only", "dw tables only"} <= {r["model"] for r in report["scores"]}
+    assert "| space | samples | held-out |" in printed and "flags" in printed
+    assert latency.load_lut(tmp_path / "lut.json")["space"] == report["space"]
 
 
 # ---------------------------------------------------------------- search

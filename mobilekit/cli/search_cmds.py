@@ -124,11 +124,12 @@ def eval_cmd(lut, space, samples, seed, dtype, repeats, out):
     if out:
         write_json_atomic(out, result)
     for d, r in result["dtypes"].items():
+        noise = r.get("noise_floor")
         click.echo(f"{d}: RMSPE {r['rmspe_pct']:.1f} %, {100 * r['within_10pct']:.0f} % within "
                    f"±10 % (max {r['max_abs_pct']:.1f} %) on {r['n']} held-out models "
                    f"({result['space']}, seed {result['seed']}, {result['threads']} thread(s))"
-                   + (f"; noise floor (repeat vs repeat) RMSPE {r['noise_floor']['rmspe_pct']:.1f} %"
-                      if "noise_floor" in r else ""))
+                   + (f"; noise floor (repeat vs repeat) RMSPE {noise['rmspe_pct']:.1f} %"
+                      if noise else ""))
 
 
 @click.command("search")
