@@ -273,11 +273,13 @@ def convert_for_latency(model, dtype, path, random_init=False):
 
 
 def measure_file(path, threads=1, runs=MEASURE_RUNS, passes=2):
-    """Median invoke time (µs) on the host: the lower of `passes` medians of `runs` runs
-    (a load burst from another process on a shared machine lifts one pass, rarely both)."""
-    from mobilekit.bench.host import interleaved_medians
+    """Invoke time (µs) on the host with the statistic the LUT is fitted to (so that a
+    search's measured finalists and its predictions agree): the lower of `passes` QUANTILE-th
+    percentiles of `runs` runs, each pass with a fresh interpreter."""
+    from mobilekit.bench.host import interleaved_times
 
-    return min(interleaved_medians([path], rounds=runs, threads=threads, warmup_runs=5)[0]
+    return min(float(np.percentile(interleaved_times([path], rounds=runs, threads=threads,
+                                                     warmup_runs=5)[0], QUANTILE))
                for _ in range(passes))
 
 
