@@ -5,7 +5,7 @@ partly fitted: every sampled model is cut into operators read off its Keras grap
 (BatchNorm folds into the conv, as the converter does), each keyed on op type, kernel and
 stride (`conv_k3_s2`, `dwconv_k5_s1`, `add`, `hard_swish`, ...) with its MACs and the
 elements it reads and writes (from the shapes). The ops whose cost per MAC is far from
-constant, depthwise convs (7x7 runs 15-20x slower than 5x5 in fp32 and up to ~500x in int8
+constant, depthwise convs (7x7 runs 10-20x slower than 5x5 in fp32 and up to ~500x in int8
 on XNNPACK here) and pointwise convs, are also timed one by one as single fused ops
 (conv + folded BN + ReLU) at every shape the space can produce (spaces.kernel_shapes;
 nn-Meter's kernel tables, exact rather than sampled): a model's op is looked up by its
@@ -440,15 +440,13 @@ def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="
     rows = measure_points(points, resolution, dtypes, threads, log)
     kernels = {}
     if kernel_channels is None or len(kernel_channels):
+        # only spaces that enumerate their shapes get tables: a table of the samples' shapes
+        # alone would refuse most new candidates (regnet: fitted costs only)
         shapes = kernel_shapes(space, resolution)
-        for r in rows:  # shapes a space without an enumeration produced
-            for k, f in r["features"].items():
-                if is_kernel_key(k):
-                    shapes.setdefault(k, set()).update(tuple(x) for x in f[3])
         for k in [k for k in shapes if k.startswith("dwconv_")] if kernel_channels else []:
             shapes[k].update((side, c) for side in (kernel_sides or KERNEL_SIDES)
                              for c in kernel_channels)
-        kernels = measure_kernels(shapes, dtypes, threads, log)
+        kernels = measure_kernels(shapes, dtypes, threads, log) if shapes else {}
     lut = {"format": FORMAT, "target": target, "delegate": "xnnpack", "threads": threads,
            "space": space["label"], "seed": seed, "resolution": resolution,
            "features": list(FEATURES), "tables": {}, "fit_error": {}, "samples": rows,
