@@ -255,7 +255,15 @@ def test_latency_model_accuracy_tool_prints_the_table_with_the_noise_floor(tmp_p
         "rmspe_pct"]
     assert {"fitted only", "dw tables only"} <= {r["model"] for r in report["scores"]}
     assert "| space | samples | held-out |" in printed and "flags" in printed
-    assert latency.load_lut(tmp_path / "lut.json")["space"] == report["space"]
+    lut = latency.load_lut(tmp_path / "lut.json")
+    assert lut["space"] == report["space"]
+    both = tool.pooled(lut, [lut])  # refit on more samples: same data twice, same costs
+    assert len(both["samples"]) == 6 and both["tables"]["fp32"]["kernels"] == \
+        lut["tables"]["fp32"]["kernels"]
+    assert both["tables"]["fp32"]["base_us"] == pytest.approx(
+        lut["tables"]["fp32"]["base_us"], rel=1e-3, abs=1e-3)
+    with pytest.raises(SystemExit, match="must share space, resolution, target, threads"):
+        tool.pooled(lut, [{**lut, "resolution": 64}])
 
 
 # ---------------------------------------------------------------- search

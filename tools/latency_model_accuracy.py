@@ -77,6 +77,19 @@ def score(lut, result):
     return out
 
 
+def pooled(lut, others):
+    """`lut` refitted on its samples plus the others' (more samples for the fitted costs)."""
+    same = ("space", "resolution", "target", "threads")
+    for other in others:
+        bad = [k for k in same if other[k] != lut[k]]
+        if bad:
+            raise SystemExit(f"Error: --pool LUTs must share {', '.join(same)}; "
+                             f"{bad[0]} is {other[bad[0]]!r}, not {lut[bad[0]]!r}")
+    samples = lut["samples"] + [s for other in others for s in other["samples"]]
+    tables = {d: latency.fit(samples, d, t.get("kernels")) for d, t in lut["tables"].items()}
+    return {**lut, "samples": samples, "tables": tables}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--space", default="mbspace")
@@ -85,9 +98,14 @@ def main(argv=None):
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--dtype", default="fp32,int8")
     ap.add_argument("--seed", type=int, default=0, help="LUT seed; held-out: seed + 1000")
+    ap.add_argument("--heldout-seed", type=int, default=None,
+                    help="seed of the held-out models (default: the LUT's seed + 1000)")
     ap.add_argument("--repeats", type=int, default=2, help="held-out measurements (>= 2)")
     ap.add_argument("--lut", default=None, help="evaluate this LUT instead of building one")
     ap.add_argument("--lut-out", default=None, help="write the built LUT here")
+    ap.add_argument("--pool", nargs="*", default=[], metavar="LUT",
+                    help="refit the LUT on its samples plus those of these LUTs (same space, "
+                         "resolution, target, threads; the first LUT's kernel tables)")
     ap.add_argument("--out", default=None, help="write the result JSON here")
     args = ap.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -100,14 +118,17 @@ def main(argv=None):
                                 log=log)
         if args.lut_out:
             latency.write_lut(args.lut_out, lut)
+    if args.pool:
+        lut = pooled(lut, [latency.load_lut(p) for p in args.pool])
     build_s = time.time() - t0
-    result = latency.evaluate_lut(lut, samples=args.heldout, dtypes=dtypes, log=log,
-                                  repeats=args.repeats)
+    result = latency.evaluate_lut(lut, samples=args.heldout, seed=args.heldout_seed,
+                                  dtypes=dtypes, log=log, repeats=args.repeats)
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_flags(),
               "load_avg_before": [round(x, 2) for x in load_before],
               "load_avg_after": [round(x, 2) for x in os.getloadavg()],
               "space": lut["space"], "resolution": lut["resolution"],
               "lut_samples": len(lut["samples"]), "heldout": args.heldout,
+              "heldout_seed": result["seed"],
               "build_seconds": round(build_s, 1),
               "eval_seconds": round(time.time() - t0 - build_s, 1),
               "scores": score(lut, result), "eval": result}
