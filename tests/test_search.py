@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,17 +93,64 @@ def test_fit_recovers_known_operator_costs():
     assert table["ops"]["dwconv_k3_s1"]["us_per_mmac"] == pytest.approx(60.0, rel=0.1)
 
 
-def test_kernel_table_interpolates_per_pixel_cost_log_log():
-    entry = {"sides": [2, 8], "channels": [16, 64, 256],
-             "us_per_px": [[4.0, 16.0, 32.0], [1.0, 4.0, 8.0]]}
-    # on grid points; between channels (log-log: 32 -> 2.0 at side 8) and beyond (slope
-    # 0.5); between sides (log-log: side 4 -> 2x side 8); sides clamped outside the grid
-    assert latency.kernel_us(entry, [[64, 8, 100]]) == pytest.approx(400.0)
-    assert latency.kernel_us(entry, [[32, 8, 10], [16, 2, 1]]) == pytest.approx(24.0)
-    assert latency.kernel_us(entry, [[1024, 8, 1]]) == pytest.approx(16.0)
-    assert latency.kernel_us(entry, [[16, 4, 1]]) == pytest.approx(2.0)
-    assert latency.kernel_us(entry, [[16, 1, 1]]) == pytest.approx(4.0)
-    assert latency.kernel_us(None, [[1024, 8, 1]]) == 0.0
+def test_kernel_table_looks_up_measured_shapes_interpolates_between_and_refuses_outside():
+    entry = {"shapes": [[8, 16, 4.0], [8, 64, 16.0], [8, 256, 32.0], [2, 16, 1.0],
+                        [4, 32, 64, 10.0], [4, 32, 256, 40.0]]}
+    # measured shapes exactly; between channels log-log (32 at side 8: 4 * 2 = 8.0)
+    assert latency.kernel_us(entry, [[8, 64]]) == 16.0
+    assert latency.kernel_us(entry, [[8, 32], [2, 16]]) == pytest.approx(9.0)
+    # between sides per output pixel, log-log: side 4 lies between 1/4 µs/px (side 2) and
+    # 1/16 µs/px (side 8) -> 1/8 µs/px x 16 px = 2.0
+    assert latency.kernel_us(entry, [[4, 16]]) == pytest.approx(2.0)
+    # pointwise (side, C_in, C_out): along C_out
+    assert latency.kernel_us(entry, [[4, 32, 128]]) == pytest.approx(20.0)
+    for outside in ([8, 1024], [16, 16], [4, 64, 64]):  # beyond the grid: no extrapolation
+        with pytest.raises(latency.OutsideTable, match="outside the latency model's kernel"):
+            latency.kernel_us(entry, [outside], "dwconv_k7_s1")
+    assert latency.kernel_us(None, [[1024, 8]]) == 0.0
+    # an op key neither tabulated nor fitted (7x7 from a 3x3/5x5 LUT) is refused too, a
+    # fitted key without a table (pointwise in a depthwise-only LUT) is priced by its costs
+    table = {"base_us": 1.0, "kernels": {"dwconv_k3_s1": {"shapes": [[8, 16, 2.0]]}},
+             "ops": {"dwconv_k3_s1": {"us_per_op": 0.5, "kernel_scale": 1.0},
+                     "conv_k1_s1": {"us_per_op": 3.0}}}
+    feats = {"dwconv_k3_s1": [1, 0.1, 0.1, [[8, 16]]], "conv_k1_s1": [2, 0.1, 0.1, [[8, 8, 8]]]}
+    assert latency.predict_features(table, feats) == pytest.approx(1.0 + 0.5 + 2.0 + 6.0)
+    with pytest.raises(latency.OutsideTable, match="dwconv_k7_s1 was neither measured"):
+        latency.predict_features(table, {**feats, "dwconv_k7_s1": [1, 0.1, 0.1, [[8, 16]]]})
+
+
+def test_kernel_shapes_enumerate_every_shape_the_space_builds():
+    space = spaces.parse_space("mbspace-tiny")
+    shapes = spaces.kernel_shapes(space, 32)
+    assert set(shapes) == {"conv_k1_s1"} | {f"dwconv_k{k}_s{s}" for k in (3, 5, 7)
+                                             for s in (1, 2)}
+    seen = 0
+    for i in range(6):
+        model = spaces.build(spaces.sample(space, i, 11, 32), 32)
+        for key, f in latency.op_features(model).items():
+            if latency.is_kernel_key(key):
+                assert {tuple(x) for x in f[3]} <= shapes[key], key
+                seen += len(f[3])
+    assert seen > 30
+    assert spaces.kernel_shapes(spaces.parse_space("regnet-tiny"), 32) == {}
+
+
+def test_fit_with_kernel_tables_prices_ops_by_their_measured_shape():
+    rng = np.random.default_rng(1)
+    table = {"shapes": [[s, c, 0.001 * s * s * c ** 1.5] for s in (2, 4, 8) for c in (16, 64)]}
+    rows = []
+    for _ in range(12):
+        refs = [[int(rng.choice([2, 4, 8])), int(rng.choice([16, 64]))]
+                for _ in range(int(rng.integers(1, 5)))]
+        feats = {"dwconv_k7_s1": [len(refs), 1.0, 1.0, refs], "add": [2, 0.0, 0.1, []]}
+        us = 5.0 + 1.3 * latency.kernel_us(table, refs) + 40 * 0.1
+        rows.append({"features": feats, "measured_us": {"int8": us}})
+    fitted = latency.fit(rows, "int8", {"dwconv_k7_s1": table})
+    assert fitted["ops"]["dwconv_k7_s1"]["kernel_scale"] == pytest.approx(1.3, rel=0.05)
+    pred = [latency.predict_features(fitted, r["features"]) for r in rows]
+    assert latency.errors(pred, [r["measured_us"]["int8"] for r in rows])["rmspe_pct"] < 3
+    # the MMAC / element columns of a tabulated key stay unused (the table prices them)
+    assert fitted["ops"]["dwconv_k7_s1"]["us_per_mmac"] == 0.0
 
 
 def test_errors_are_rmspe_and_share_within_ten_percent():
@@ -119,6 +167,13 @@ def _fixed_lut(path, threads=1, target="host"):
                                                       "us_per_melement": 0.0}}}}}
     path.write_text(json.dumps(lut))
     return latency.Predictor(lut, target, threads)
+
+
+def test_a_lut_of_the_old_format_is_refused_with_a_clear_message(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"format": "mobilekit-latency-lut/1", "target": "host"}))
+    with pytest.raises(ValueError, match="format mobilekit-latency-lut/1.*rebuild it"):
+        latency.load_lut(path)
 
 
 def test_predictor_refuses_another_target_thread_count_or_dtype(tmp_path):
@@ -139,31 +194,77 @@ def test_latency_model_build_and_eval_on_the_host(tmp_path):
 
     out = tmp_path / "lut.json"
     runner = CliRunner()
-    res = runner.invoke(cli, ["latency-model", "build", "--space", "mbspace-tiny", "--samples",
+    space = "mbspace-tiny:kernel=3,expansion=3,width_mult=0.5"  # few shapes to time
+    res = runner.invoke(cli, ["latency-model", "build", "--space", space, "--samples",
                               "4", "--resolution", "32", "--dtype", "fp32", "--kernel-channels",
                               "16,64", "--kernel-sides", "4", "--out", str(out)])
     assert res.exit_code == 0, res.output
     lut = latency.load_lut(out)
     assert lut["target"] == "host" and lut["threads"] == 1 and list(lut["tables"]) == ["fp32"]
     assert len(lut["samples"]) == 4 and all(r["measured_us"]["fp32"] > 0 for r in lut["samples"])
+    assert all(len(r["pass_us"]["fp32"]) == 3 for r in lut["samples"])  # min over 3 passes
     # The table prices each measured model; keys are op type + kernel + stride.
     assert any(k.startswith("dwconv_k") for k in lut["tables"]["fp32"]["ops"])
-    kernels = lut["tables"]["fp32"]["kernels"]  # depthwise convs timed one by one
-    assert kernels and all(k.startswith("dwconv_") and v["channels"] == [16, 64]
-                           and v["sides"] == [4] and len(v["us_per_px"]) == 1
-                           and all(us > 0 for us in v["us_per_px"][0])
-                           for k, v in kernels.items())
+    # every depthwise / pointwise shape of the space timed one by one, plus the grid 4 x 16,64
+    kernels = lut["tables"]["fp32"]["kernels"]
+    want = spaces.kernel_shapes(spaces.parse_space(space), 32)
+    for key in ("dwconv_k3_s1", "dwconv_k3_s2"):
+        want[key] |= {(4, 16), (4, 64)}
+    assert {k: {tuple(r[:-1]) for r in v["shapes"]} for k, v in kernels.items()} == want
+    assert all(r[-1] > 0 for v in kernels.values() for r in v["shapes"])
     res = runner.invoke(cli, ["latency-model", "eval", str(out), "--samples", "2",
                               "--out", str(tmp_path / "eval.json")])
     assert res.exit_code == 0, res.output
     assert "fp32: RMSPE" in res.output and "on 2 held-out models" in res.output
+    assert "noise floor (repeat vs repeat) RMSPE" in res.output
     ev = json.loads((tmp_path / "eval.json").read_text())
     assert ev["seed"] == 1000 and len(ev["dtypes"]["fp32"]["rows"]) == 2
+    rows, noise = ev["dtypes"]["fp32"]["rows"], ev["dtypes"]["fp32"]["noise_floor"]
+    assert all(len(r["repeat_us"]) == 2 and r["measured_us"] == min(r["repeat_us"]) for r in rows)
+    assert noise == latency.errors([r["repeat_us"][0] for r in rows],
+                                   [r["repeat_us"][1] for r in rows])
+    # a held-out model with a shape the table cannot bracket is refused, not extrapolated
+    res = runner.invoke(cli, ["latency-model", "eval", str(out), "--space", "mbspace-tiny",
+                              "--samples", "3", "--seed", "5"])
+    assert res.exit_code == 2 and "outside the latency model's kernel table" in res.output
     res = runner.invoke(cli, ["latency-model", "eval", str(out), "--seed", "0"])
     assert res.exit_code == 2 and "seed the LUT was fitted on" in res.output
     res = runner.invoke(cli, ["latency-model", "build", "--target", "adb", "--adb",
                               str(tmp_path / "no-adb"), "--out", str(out)])
     assert res.exit_code == 2 and "adb executable" in res.output and "does not exist" in res.output
+
+
+def test_latency_model_accuracy_tool_prints_the_table_with_the_noise_floor(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    try:
+        import latency_model_accuracy as tool
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "acc.json"
+    report = tool.main(["--space", "mbspace-tiny:kernel=3,expansion=3,width_mult=0.5",
+                        "--samples", "3", "--heldout", "2", "--resolution", "32", "--dtype",
+                        "fp32", "--lut-out", str(tmp_path / "lut.json"), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text())["scores"] == report["scores"]
+    lut_rows = [r for r in report["scores"] if r["model"] == "lut" and r["subset"] == "all"]
+    assert len(lut_rows) == 1 and lut_rows[0]["n"] == 2
+    rows = report["eval"]["dtypes"]["fp32"]["rows"]
+    assert lut_rows[0]["rmspe_pct"] == pytest.approx(latency.errors(  # rows hold rounded µs
+        [r["predicted_us"] for r in rows], [r["measured_us"] for r in rows])["rmspe_pct"],
+        abs=0.05)
+    assert lut_rows[0]["noise_rmspe_pct"] == report["eval"]["dtypes"]["fp32"]["noise_floor"][
+        "rmspe_pct"]
+    assert {"fitted only", "dw tables only"} <= {r["model"] for r in report["scores"]}
+    assert "| space | samples | held-out |" in printed and "flags" in printed
+    lut = latency.load_lut(tmp_path / "lut.json")
+    assert lut["space"] == report["space"]
+    both = tool.pooled(lut, [lut])  # refit on more samples: same data twice, same costs
+    assert len(both["samples"]) == 6 and both["tables"]["fp32"]["kernels"] == \
+        lut["tables"]["fp32"]["kernels"]
+    assert both["tables"]["fp32"]["base_us"] == pytest.approx(
+        lut["tables"]["fp32"]["base_us"], rel=1e-3, abs=1e-3)
+    with pytest.raises(SystemExit, match="must share space, resolution, target, threads"):
+        tool.pooled(lut, [{**lut, "resolution": 64}])
 
 
 # ---------------------------------------------------------------- search

@@ -21,6 +21,8 @@ def _dtypes(text):
 def _ints(what, text):
     if text.strip().lower() == "none":
         return ()
+    if text.strip().lower() == "space":
+        return None
     try:
         values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
@@ -89,11 +91,13 @@ def _target_options(of_lut=False, delegate_default=None):
 @click.option("--resolution", type=int, default=64, help="Input size of the sampled models.")
 @click.option("--dtype", "dtype", default="fp32,int8", help="Comma-separated: fp32, int8.")
 @click.option("--threads", type=int, default=1, help="Interpreter threads.")
-@click.option("--kernel-channels", default="16,64,256,1024",
-              help="host: channel counts at which depthwise convs are timed one by one "
-                   "('none': fit them from end-to-end times only).")
+@click.option("--kernel-channels", default="space",
+              help="host: 'space' times every depthwise / pointwise conv shape the space can "
+                   "produce one by one; a comma list also times depthwise convs on the grid "
+                   "--kernel-sides x these channels (for models outside the space); 'none': "
+                   "no kernel tables, fitted costs only.")
 @click.option("--kernel-sides", default="2,4,8,16,32",
-              help="host: output sides (pixels) at which depthwise convs are timed one by one.")
+              help="host: output sides (pixels) of that extra depthwise grid.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               show_default="required", help="LUT file (JSON) to write; local / adb also keep "
                                             "the benchmark_model logs in OUT.logs/.")
@@ -145,10 +149,13 @@ def build(target, benchmark_binary, serial, adb_path, delegate, space, samples, 
 @_target_options(of_lut=True)
 @click.option("--threads", type=int, default=None, show_default="the LUT's",
               help="Interpreter threads; another count than the LUT's is refused.")
+@click.option("--repeats", type=int, default=2,
+              help="host: measure the held-out models this many times; the RMSPE between "
+                   "the first two is the noise floor (needs >= 2).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, show_default="none",
               help="Also write the full result (per-model rows) as JSON.")
 def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial, adb_path,
-             delegate, threads, out):
+             delegate, threads, repeats, out):
     """RMSPE and the share within ±10 % of a LUT's predictions on held-out models.
 
     \b
@@ -162,6 +169,8 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
 
     if samples < 1:
         raise ValueError(f"--samples must be >= 1; got {samples}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be >= 1; got {repeats}")
     table = load_lut(lut)
     for what, given in (("target", target), ("threads", threads)):
         if given is not None and given != table[what]:
@@ -169,7 +178,8 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
                              f"{given!r}; build one with --{what} {given}")
     dtypes = _dtypes(dtype) if dtype else None
     if table["target"] == "host":
-        result = evaluate_lut(table, space, samples, seed, None, dtypes, log=_log)
+        result = evaluate_lut(table, space, samples, seed, None, dtypes, log=_log,
+                              repeats=repeats)
     else:
         from mobilekit.search.profiled import evaluate_target_lut
 
@@ -183,10 +193,13 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
         write_json_atomic(out, result)
     where = f"{result['target']}" + (f" {result['serial']}" if result.get("serial") else "")
     for d, r in result["dtypes"].items():
+        noise = r.get("noise_floor")
         click.echo(f"{d}: RMSPE {r['rmspe_pct']:.1f} %, {100 * r['within_10pct']:.0f} % within "
                    f"±10 % (max {r['max_abs_pct']:.1f} %) on {r['n']} held-out models "
                    f"({result['space']}, seed {result['seed']}, {result['threads']} thread(s), "
-                   f"{where})")
+                   f"{where})"
+                   + (f"; noise floor (repeat vs repeat) RMSPE {noise['rmspe_pct']:.1f} %"
+                      if noise else ""))
     if result.get("emulation"):
         click.echo(f"note: {result['emulation']}")
 

@@ -1,18 +1,22 @@
-"""Latency model per target: a per-operator lookup table fitted to end-to-end timings.
+"""Latency model per target: per-operator lookup tables fitted to end-to-end timings.
 
 The Python LiteRT interpreter has no per-operator profiler, so on the host the table is
 partly fitted: every sampled model is cut into operators read off its Keras graph
 (BatchNorm folds into the conv, as the converter does), each keyed on op type, kernel and
 stride (`conv_k3_s2`, `dwconv_k5_s1`, `add`, `hard_swish`, ...) with its MACs and the
-elements it reads and writes (from the shapes). Depthwise convs, whose cost per MAC is far
-from constant (7x7 runs 10-300x slower per MAC than 5x5 on XNNPACK here, int8 worst), are
-also timed one by one as single-op models on a grid of output sides x channel counts
-(nn-Meter's kernel-level tables; cost per output pixel, interpolated log-log). Then
-per key four costs, per op, per MMAC, per million elements and a scale on the kernel
-table's time, are fitted with non-negative least squares on relative error to the measured
-end-to-end medians of the converted fp32 / int8 models. The LUT file holds these costs
-per dtype together with the target, delegate and thread count it was measured with; a
-prediction for another target or thread count is refused (ValueError).
+elements it reads and writes (from the shapes). The ops whose cost per MAC is far from
+constant, depthwise convs (7x7 runs 10-20x slower than 5x5 in fp32 and up to ~500x in int8
+on XNNPACK here) and pointwise convs, are also timed one by one as single fused ops
+(conv + folded BN + ReLU) at every shape the space can produce (spaces.kernel_shapes;
+nn-Meter's kernel tables, exact rather than sampled): a model's op is looked up by its
+shape, interpolated between measured shapes that bracket it, and refused (OutsideTable)
+when nothing does. Then per key the costs (per op, per MMAC, per million elements; for
+tabulated keys per op and a scale on the table's time, ridged towards 1) are fitted with
+non-negative least squares on relative error to the measured end-to-end times of the
+converted fp32 / int8 models. Timings: all files of a build timed round-robin together,
+passes with fresh interpreters, a low quantile per pass (measure_files). The LUT file holds
+the costs and kernel tables per dtype with the target, delegate and thread count it was
+measured with; a prediction for another target or thread count is refused (ValueError).
 
 Targets: host (LiteRT in this process, XNNPACK) here. local / adb (benchmark_model's
 per-operator profile) and gpu (LiteRT's GPU accelerator, end to end) are built by
@@ -31,7 +35,7 @@ import numpy as np
 from mobilekit.errors import check_choice
 from mobilekit.io import write_json_atomic
 
-FORMAT = "mobilekit-latency-lut/1"
+FORMAT = "mobilekit-latency-lut/2"  # /1: per-pixel grids only, no longer read
 TARGETS = ("host", "local", "adb", "gpu")
 IMPLEMENTED_TARGETS = ("host",)
 DTYPES = ("fp32", "int8")
@@ -39,6 +43,7 @@ FEATURES = ("count", "mmacs", "melements", "kernel_us")
 COSTS = ("us_per_op", "us_per_mmac", "us_per_melement", "kernel_scale")
 RIDGE = 1e-3  # keeps keys seen in few samples from soaking up the noise
 MEASURE_RUNS = 40
+QUANTILE = 20  # per-pass statistic of the invoke times (measure_files)
 
 
 def check_target(target):
@@ -61,10 +66,10 @@ def _shape(tensor_shape):
 
 
 def model_ops(model, names=False):
-    """[(key, macs, elements, (channels, output pixels))] of the operators that run after
-    conversion; the last item only for kernel-table keys (depthwise convs), else None.
-    names: each tuple starts with the Keras layer's name (mobilekit.search.profiled maps
-    profiled TFLite operators back to layers by it)."""
+    """[(key, macs, elements, shape)] of the operators that run after conversion; the shape
+    only for kernel-table keys (depthwise: (output side, channels); pointwise: (side, C_in,
+    C_out)), else None. names: each tuple starts with the Keras layer's name
+    (mobilekit.search.profiled maps profiled TFLite operators back to layers by it)."""
     from mobilekit.keras import keras
 
     L = keras.layers
@@ -81,7 +86,7 @@ def model_ops(model, names=False):
             k, s = layer.kernel_size[0], layer.strides[0]
             key = f"dwconv_k{k}_s{s}"
             macs = k * k * _elements(out)
-            ref = (int(out[-1]), int(out[1]), int(out[1] * out[2]))
+            ref = (int(out[1]), int(out[-1]))
         elif isinstance(layer, L.Conv2D):
             k, s = layer.kernel_size[0], layer.strides[0]
             cin = ins[0][-1]
@@ -91,6 +96,8 @@ def model_ops(model, names=False):
                 key = "conv_on_1x1"  # squeeze-excite convs: overhead, not arithmetic
             else:
                 key = f"{'gconv' if groups > 1 else 'conv'}_k{k}_s{s}"
+                if key == "conv_k1_s1":
+                    ref = (int(out[1]), int(cin), int(out[-1]))
         elif isinstance(layer, L.Dense):
             key, macs = "dense", ins[0][-1] * out[-1]
         elif isinstance(layer, L.Add):
@@ -115,14 +122,15 @@ def model_ops(model, names=False):
 
 
 def is_kernel_key(key):
-    """Keys timed one by one into a kernel table: depthwise convs, whose cost per MAC
-    changes by 10-300x with the kernel size and dtype on XNNPACK (7x7 int8 on AVX2)."""
-    return key.startswith("dwconv_")
+    """Keys timed one by one, shape by shape, into a kernel table: depthwise convs, whose
+    cost per MAC changes by 10-500x with kernel size, channels and dtype on XNNPACK (7x7),
+    and pointwise convs, whose cost per MAC depends on C_in / C_out (nn-Meter's kernels)."""
+    return key.startswith("dwconv_") or key == "conv_k1_s1"
 
 
 def op_features(model):
-    """{key: [count, MMACs, M elements, [[channels, side, pixels], ...]]} over the model's
-    operators (the list only for kernel-table keys)."""
+    """{key: [count, MMACs, M elements, [shape, ...]]} over the model's operators (the
+    shapes only for kernel-table keys)."""
     feats = {}
     for key, macs, elements, ref in model_ops(model):
         f = feats.setdefault(key, [0, 0.0, 0.0, []])
@@ -136,83 +144,109 @@ def op_features(model):
 
 # ---------------------------------------------------------------- kernel tables
 
-KERNEL_CHANNELS = (16, 64, 256, 1024)
-# Output sides of the timed single-op models: the cost per pixel is not constant in the
-# side (a 7x7 kernel on a 2x2 map in int8 costs ~100x per pixel what it does on 16x16).
+# None: time exactly the shapes the space can produce (spaces.kernel_shapes); a tuple of
+# channels (with KERNEL_SIDES) adds a grid of depthwise shapes for models outside the space.
+KERNEL_CHANNELS = None
 KERNEL_SIDES = (2, 4, 8, 16, 32)
+KERNEL_PASSES = 3
 
 
-def _kernel_model(key, side, channels):
+class OutsideTable(ValueError):
+    """An operator shape the kernel table neither holds nor brackets: not predictable."""
+
+
+def _kernel_model(key, shape):
+    """Single fused op as the converter emits it in context: conv + folded BN + ReLU."""
     from mobilekit.keras import keras, layers
 
     k, s = (int(part[1:]) for part in key.split("_")[1:3])
-    inputs = layers.Input((side * s, side * s, channels))
-    x = layers.DepthwiseConv2D(k, strides=s, padding="same", use_bias=False)(inputs)
+    if key.startswith("dwconv_"):
+        side, channels = shape
+        inputs = layers.Input((side * s, side * s, channels))
+        x = layers.DepthwiseConv2D(k, strides=s, padding="same", use_bias=False)(inputs)
+    else:
+        side, cin, cout = shape
+        inputs = layers.Input((side, side, cin))
+        x = layers.Conv2D(cout, 1, use_bias=False)(inputs)
     x = layers.BatchNormalization()(x)
     return keras.Model(inputs, layers.ReLU()(x))
 
 
-def measure_kernels(keys, dtypes, threads, log=print, workdir=None, channels=KERNEL_CHANNELS,
-                    sides=KERNEL_SIDES):
-    """{dtype: {key: {"sides", "channels", "us_per_px": [[per channel] per side]}}} from
-    single-op models (depthwise conv + folded BN + ReLU) on the grid sides x channels."""
+def _overhead_model():
+    from mobilekit.keras import keras, layers
+
+    inputs = layers.Input((2, 2, 8))
+    return keras.Model(inputs, layers.ReLU()(inputs))
+
+
+def measure_kernels(shapes, dtypes, threads, log=print, workdir=None, passes=KERNEL_PASSES):
+    """{dtype: {key: {"shapes": [[*shape, µs], ...], "overhead_us"}}}: every shape of
+    `shapes` ({key: {shape}}) converted as a single-op model and timed round-robin with all
+    the others (passes x fresh interpreters, min over the passes), less the invoke
+    overhead of a one-ReLU model (what the op costs inside a larger graph)."""
     from mobilekit.keras import keras
 
-    sides, channels = sorted(set(sides)), sorted(set(channels))
+    jobs = [(key, tuple(shape)) for key in sorted(shapes) for shape in sorted(shapes[key])]
     tables = {d: {} for d in dtypes}
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for key in sorted(keys):
-            grid = {d: [] for d in dtypes}
-            for side in sides:
-                rows = {d: [] for d in dtypes}
-                for c in channels:
-                    model = _kernel_model(key, side, c)
-                    for d in dtypes:
-                        path = convert_for_latency(model, d, Path(tmp) / f"k_{d}.tflite",
-                                                   random_init=True)
-                        us = measure_file(path, threads, runs=_runs_for(path, threads))
-                        rows[d].append(round(us / side ** 2, 4))
-                    keras.backend.clear_session()
-                for d in dtypes:
-                    grid[d].append(rows[d])
+        paths = {d: [] for d in dtypes}
+        t0 = time.time()
+        for n, (key, shape) in enumerate([(None, None)] + jobs):
+            model = _overhead_model() if key is None else _kernel_model(key, shape)
             for d in dtypes:
-                tables[d][key] = {"sides": sides, "channels": channels, "us_per_px": grid[d]}
-            log(f"kernel table {key}: " + "; ".join(
-                f"{d} side {sides[0]}: {grid[d][0]}, side {sides[-1]}: {grid[d][-1]}"
-                for d in dtypes) + " (µs per output pixel at channels " + f"{channels})")
+                paths[d].append(convert_for_latency(
+                    model, d, Path(tmp) / f"k{n}_{d}.tflite", random_init=key is not None))
+            keras.backend.clear_session()
+            if n % 50 == 0:
+                log(f"kernel tables: converted {n}/{len(jobs)} shapes ({time.time() - t0:.0f} s)")
+        files = [p for d in dtypes for p in paths[d]]
+        us = dict(zip(files, np.min(measure_files(files, threads, passes=passes), axis=1)))
+    for d in dtypes:
+        overhead = float(us[paths[d][0]])
+        for (key, shape), path in zip(jobs, paths[d][1:]):
+            # an op faster than the overhead's noise still costs something: keep 5 %
+            t = max(float(us[path]) - overhead, 0.05 * float(us[path]))
+            entry = tables[d].setdefault(key, {"shapes": [], "overhead_us": round(overhead, 3)})
+            entry["shapes"].append([*shape, round(t, 3)])
+        log(f"kernel tables {d}: overhead {overhead:.1f} µs; " + "; ".join(
+            f"{k} {len(v['shapes'])} shapes {min(r[-1] for r in v['shapes']):.1f}-"
+            f"{max(r[-1] for r in v['shapes']):.1f} µs" for k, v in sorted(tables[d].items())))
     return tables
 
 
-def _runs_for(path, threads):
-    # Slow kernels (7x7 int8 takes ms per call) get fewer runs: ~0.3 s per pass.
-    first = measure_file(path, threads, runs=3, passes=1)
-    return int(min(MEASURE_RUNS, max(5, 3e5 / max(first, 1.0))))
-
-
-def _interp_log(xs, ys, x, extrapolate):
-    """ys(x) linear in log-log between points; beyond them extrapolated (or clamped)."""
+def _interp_log(xs, ys, x):
+    """ys(x) linear in log-log between the bracketing points (xs sorted)."""
     lx, ly = np.log(xs), np.log(np.maximum(ys, 1e-9))
-    t = math.log(x)
-    if len(lx) == 1:
-        return float(np.exp(ly[0]))
-    if lx[0] < t < lx[-1] or not extrapolate:
-        return float(np.exp(np.interp(t, lx, ly)))
-    i = 0 if t <= lx[0] else len(lx) - 2
-    slope = (ly[i + 1] - ly[i]) / (lx[i + 1] - lx[i])
-    return float(np.exp(ly[i] + slope * (t - lx[i])))
+    return float(np.exp(np.interp(math.log(x), lx, ly)))
 
 
-def kernel_us(entry, refs):
-    """Σ over ops (channels, side, pixels) of pixels x µs per pixel, interpolated in the
-    kernel table log-log: extrapolated in channels, clamped in the side."""
+def _lookup(key, entry, shape):
+    """µs of one op: the measured shape, else interpolated log-log along its last dimension
+    (channels / C_out) between measured shapes that agree on the others, else along the
+    side (per output pixel); OutsideTable when neither brackets it."""
+    index = {tuple(r[:-1]): r[-1] for r in entry["shapes"]}
+    shape = tuple(shape)
+    if shape in index:
+        return index[shape]
+    for axis in (len(shape) - 1, 0):
+        same = sorted((k[axis], v) for k, v in index.items()
+                      if k[:axis] + k[axis + 1:] == shape[:axis] + shape[axis + 1:])
+        xs = [x for x, _ in same]
+        if len(xs) >= 2 and xs[0] <= shape[axis] <= xs[-1]:
+            if axis == 0:  # across sides the time scales with the pixels
+                return _interp_log(xs, [v / x ** 2 for x, v in same], shape[0]) * shape[0] ** 2
+            return _interp_log(xs, [v for _, v in same], shape[axis])
+    raise OutsideTable(f"{key} of shape {list(shape)} is outside the latency model's kernel "
+                       f"table ({len(index)} measured shapes, none bracketing it); rebuild "
+                       "the LUT with `mobilekit latency-model build` for this space / "
+                       "resolution")
+
+
+def kernel_us(entry, refs, key="kernel"):
+    """Σ over the ops' shapes of their table time (µs); 0 without a table."""
     if not entry or not refs:
         return 0.0
-    total = 0.0
-    for channels, side, pixels in refs:
-        per_side = [_interp_log(entry["channels"], row, channels, True)
-                    for row in entry["us_per_px"]]
-        total += pixels * _interp_log(entry["sides"], per_side, side, False)
-    return total
+    return float(sum(_lookup(key, entry, shape) for shape in refs))
 
 
 # ---------------------------------------------------------------- measuring on the host
@@ -242,34 +276,68 @@ def convert_for_latency(model, dtype, path, random_init=False):
 
 
 def measure_file(path, threads=1, runs=MEASURE_RUNS, passes=2):
-    """Median invoke time (µs) on the host: the lower of `passes` medians of `runs` runs
-    (a load burst from another process on a shared machine lifts one pass, rarely both)."""
-    from mobilekit.bench.host import interleaved_medians
+    """Invoke time (µs) on the host with the statistic the LUT is fitted to (so that a
+    search's measured finalists and its predictions agree): the lower of `passes` QUANTILE-th
+    percentiles of `runs` runs, each pass with a fresh interpreter."""
+    from mobilekit.bench.host import interleaved_times
 
-    return min(interleaved_medians([path], rounds=runs, threads=threads, warmup_runs=5)[0]
+    return min(float(np.percentile(interleaved_times([path], rounds=runs, threads=threads,
+                                                     warmup_runs=5)[0], QUANTILE))
                for _ in range(passes))
 
 
-def measure_points(points, resolution, dtypes, threads, log=print, workdir=None):
-    """[{point, features, measured_us: {dtype: µs}}] for sampled points (models built,
-    converted and timed one by one)."""
+def measure_files(paths, threads=1, passes=3, budget_s=None):
+    """[[µs per pass] per file]: the files timed round-robin (one invoke of each in turn, so
+    a load change on the shared host hits all alike), each pass with fresh interpreters
+    (fresh buffers and weight packing); per pass the QUANTILE of the invoke times, not the
+    median: on this 2-core host shared with other jobs (load 5-10) the median moves by
+    25-90 % between passes while the 20th percentile of the same fp32 runs moves by 2-3 %
+    (a run that nobody preempted). Rounds per pass: MEASURE_RUNS, fewer (>= 7) when one
+    round is slow (7x7 int8 files take ms), to ~budget_s per pass."""
+    from mobilekit.bench.host import interleaved_times
+
+    if not paths:
+        return []
+    probe = interleaved_times(paths, rounds=1, threads=threads, warmup_runs=1)
+    budget_s = budget_s or max(10.0, 0.02 * len(paths))
+    rounds = int(min(MEASURE_RUNS, max(7, budget_s / max(sum(t[0] for t in probe) / 1e6,
+                                                          1e-6))))
+    stats = [[float(np.percentile(t, QUANTILE)) for t in
+              interleaved_times(paths, rounds=rounds, threads=threads, warmup_runs=3)]
+             for _ in range(passes)]
+    return [[round(m[i], 2) for m in stats] for i in range(len(paths))]
+
+
+def measure_points(points, resolution, dtypes, threads, log=print, workdir=None, passes=3,
+                   repeats=1):
+    """[{point, features, measured_us: {dtype: µs}, pass_us: {dtype: [µs per pass]}}] for
+    sampled points: all converted first, then timed round-robin together (measure_files;
+    measured = min over the passes). repeats > 1: the whole measurement again, each
+    repeat's min over its passes in `repeat_us` {dtype: [µs per repeat]} (the noise floor)."""
     from mobilekit.keras import keras
     from mobilekit.search.spaces import build
 
-    rows = []
+    rows, files = [], []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for i, point in enumerate(points):
             model = build(point, resolution)
-            row = {"point": point, "features": op_features(model), "measured_us": {}}
+            rows.append({"point": point, "features": op_features(model), "measured_us": {},
+                         "pass_us": {}})
             for dtype in dtypes:
-                path = convert_for_latency(model, dtype, Path(tmp) / f"m{i}_{dtype}.tflite",
-                                           random_init=True)
-                row["measured_us"][dtype] = round(measure_file(path, threads), 2)
-                os.unlink(path)
+                files.append((i, dtype, convert_for_latency(
+                    model, dtype, Path(tmp) / f"m{i}_{dtype}.tflite", random_init=True)))
             keras.backend.clear_session()
-            log(f"[{i + 1}/{len(points)}] {point['model']}: "
-                + ", ".join(f"{d} {v / 1e3:.3f} ms" for d, v in row["measured_us"].items()))
-            rows.append(row)
+        sessions = [measure_files([p for _, _, p in files], threads, passes=passes)
+                    for _ in range(repeats)]
+    for n, (i, dtype, _) in enumerate(files):
+        us = [u for session in sessions for u in session[n]]
+        rows[i]["pass_us"][dtype] = us
+        rows[i]["measured_us"][dtype] = min(us)
+        if repeats > 1:
+            rows[i].setdefault("repeat_us", {})[dtype] = [min(s[n]) for s in sessions]
+    for i, row in enumerate(rows):
+        log(f"[{i + 1}/{len(points)}] {row['point']['model']}: " + ", ".join(
+            f"{d} {v / 1e3:.3f} ms" for d, v in row["measured_us"].items()))
     return rows
 
 
@@ -280,13 +348,16 @@ def _design_row(features, key, kernels):
     f = features.get(key)
     if f is None:
         return [0.0] * len(FEATURES)
-    return [f[0], f[1], f[2], kernel_us(kernels.get(key), f[3])]
+    if kernels.get(key):  # the table prices MACs and traffic of this op shape by shape
+        return [f[0], 0.0, 0.0, kernel_us(kernels[key], f[3], key)]
+    return [f[0], f[1], f[2], 0.0]
 
 
 def fit(rows, dtype, kernels=None):
     """{"base_us", "ops": {key: costs}, "kernels": {key: kernel table}} by NNLS
-    on relative error with a small ridge; costs per op, MMAC, million elements, and a
-    scale on the kernel table's time for depthwise convs."""
+    on relative error with a small ridge; costs per op, MMAC, million elements, or for
+    keys with a kernel table per op and a scale on the table's time (ridged towards 1:
+    with few samples the prediction falls back on the measured kernels)."""
     from scipy.optimize import nnls
 
     kernels = kernels or {}
@@ -302,8 +373,10 @@ def fit(rows, dtype, kernels=None):
     scale = np.maximum(np.abs(Xr).max(axis=0), 1e-12)
     Xs = Xr / scale
     n = Xs.shape[1]
+    prior = np.array([0.0] + [1.0 if j == FEATURES.index("kernel_us") else 0.0
+                              for _, j in columns]) * scale
     A = np.vstack([Xs, math.sqrt(RIDGE * len(y)) * np.eye(n)])
-    b = np.concatenate([yr, np.zeros(n)])
+    b = np.concatenate([yr, math.sqrt(RIDGE * len(y)) * prior])
     coef = nnls(A, b, maxiter=50 * n)[0] / scale
     table = {k: {} for k in keys}
     for (k, j), c in zip(columns, coef[1:]):
@@ -316,6 +389,12 @@ def predict_features(table, features):
     kernels = table.get("kernels") or {}
     for key in features:
         cost = table["ops"].get(key)
+        if kernels and cost is None and is_kernel_key(key) and key not in kernels:
+            # e.g. a 7x7 conv priced from a 3x3/5x5 LUT: 10-500x off, refuse to guess
+            raise OutsideTable(f"{key} was neither measured nor fitted by this latency "
+                               f"model (its kernel tables: {', '.join(sorted(kernels))}); "
+                               "rebuild the LUT with `mobilekit latency-model build` for "
+                               "this space")
         if cost is None:
             # An operator the table never saw: priced like the mean of its kind's keys.
             cost = _fallback(table, key)
@@ -345,9 +424,11 @@ def errors(predicted, measured):
 
 def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="host",
               log=print, kernel_channels=KERNEL_CHANNELS, kernel_sides=KERNEL_SIDES):
-    """Sample `samples` points of the space, measure them and the depthwise convs one by
-    one (at `kernel_channels`; empty: no kernel tables), and fit one table per dtype."""
-    from mobilekit.search.spaces import parse_space, sample
+    """Sample `samples` points of the space, measure them, time the kernel-table ops one
+    by one (every depthwise / pointwise shape the space can produce, plus a grid of
+    depthwise shapes kernel_sides x kernel_channels when channels are given; () or
+    'none': no kernel tables, fitted costs only), and fit one table per dtype."""
+    from mobilekit.search.spaces import kernel_shapes, parse_space, sample
 
     check_target(target)
     for d in dtypes:
@@ -360,10 +441,15 @@ def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="
     points = [sample(space, i, seed, resolution) for i in range(samples)]
     t0 = time.time()
     rows = measure_points(points, resolution, dtypes, threads, log)
-    keys = {k for r in rows for k in r["features"] if is_kernel_key(k)}
-    kernels = (measure_kernels(keys, dtypes, threads, log, channels=kernel_channels,
-                               sides=kernel_sides or (8,))
-               if kernel_channels else {})
+    kernels = {}
+    if kernel_channels is None or len(kernel_channels):
+        # only spaces that enumerate their shapes get tables: a table of the samples' shapes
+        # alone would refuse most new candidates (regnet: fitted costs only)
+        shapes = kernel_shapes(space, resolution)
+        for k in [k for k in shapes if k.startswith("dwconv_")] if kernel_channels else []:
+            shapes[k].update((side, c) for side in (kernel_sides or KERNEL_SIDES)
+                             for c in kernel_channels)
+        kernels = measure_kernels(shapes, dtypes, threads, log) if shapes else {}
     lut = {"format": FORMAT, "target": target, "delegate": "xnnpack", "threads": threads,
            "space": space["label"], "seed": seed, "resolution": resolution,
            "features": list(FEATURES), "tables": {}, "fit_error": {}, "samples": rows,
@@ -396,6 +482,11 @@ def load_lut(path):
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not a latency model (invalid JSON: {exc})") from None
     if not isinstance(lut, dict) or lut.get("format") != FORMAT:
+        found = lut.get("format") if isinstance(lut, dict) else None
+        if str(found).startswith(FORMAT.rsplit("/", 1)[0] + "/"):
+            raise ValueError(f"{path} is a latency model of format {found}, this mobilekit "
+                             f"reads {FORMAT} (per-shape kernel tables); rebuild it with "
+                             "`mobilekit latency-model build`")
         raise ValueError(f"{path} is not a latency model ({FORMAT})")
     return lut
 
@@ -425,8 +516,13 @@ class Predictor:
 
 
 def evaluate_lut(lut, space_text=None, samples=10, seed=None, resolution=None, dtypes=None,
-                 log=print):
-    """Held-out models (another seed) measured end to end against the LUT's predictions."""
+                 log=print, repeats=2):
+    """Held-out models (another seed) measured end to end against the LUT's predictions.
+
+    The models are measured `repeats` times (each a round-robin session with fresh
+    interpreters); `noise_floor` is the RMSPE of the first repeat against the second: the
+    measurement's own error, which no predictor can beat. Predictions are compared with
+    the min over all repeats."""
     from mobilekit.search.spaces import parse_space, sample
 
     check_target(lut["target"])
@@ -438,14 +534,34 @@ def evaluate_lut(lut, space_text=None, samples=10, seed=None, resolution=None, d
     resolution = resolution or lut["resolution"]
     dtypes = dtypes or list(lut["tables"])
     points = [sample(space, i, seed, resolution) for i in range(samples)]
-    rows = measure_points(points, resolution, dtypes, lut["threads"], log)
+    _check_predictable(lut, points, resolution, dtypes)
+    rows = measure_points(points, resolution, dtypes, lut["threads"], log, repeats=repeats)
     result = {"space": space["label"], "seed": seed, "resolution": resolution,
-              "threads": lut["threads"], "target": lut["target"], "dtypes": {}}
+              "threads": lut["threads"], "target": lut["target"], "repeats": repeats,
+              "dtypes": {}}
     for d in dtypes:
         pred = [predict_features(lut["tables"][d], r["features"]) for r in rows]
         meas = [r["measured_us"][d] for r in rows]
         result["dtypes"][d] = {**errors(pred, meas),
                                "rows": [{"point": r["point"], "features": r["features"],
-                                         "predicted_us": round(p, 2), "measured_us": m}
+                                         "predicted_us": round(p, 2), "measured_us": m,
+                                         "repeat_us": r.get("repeat_us", {}).get(d)}
                                         for r, p, m in zip(rows, pred, meas)]}
+        if repeats > 1:
+            reps = [r["repeat_us"][d] for r in rows]
+            result["dtypes"][d]["noise_floor"] = errors([x[0] for x in reps],
+                                                        [x[1] for x in reps])
     return result
+
+
+def _check_predictable(lut, points, resolution, dtypes):
+    """OutsideTable before anything is measured if a point has an op the LUT cannot price."""
+    from mobilekit.keras import keras
+    from mobilekit.search.spaces import build
+
+    for point in points:
+        features = op_features(build(point, resolution))
+        keras.backend.clear_session()
+        for d in dtypes:
+            predict_features(lut["tables"][d], features)
+

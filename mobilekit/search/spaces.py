@@ -137,3 +137,38 @@ def build(point, resolution, num_classes=10):
 
     return create_model(point["model"], resolution=resolution, num_classes=num_classes,
                         **point["kwargs"])
+
+
+def kernel_shapes(space, resolution):
+    """{op key: {shape}} of the operators the latency model times one by one, for every
+    point the space can produce at `resolution`: depthwise convs `dwconv_kK_sS` as
+    (output side, channels) and pointwise convs `conv_k1_s1` as (side, C_in, C_out).
+    Enumerated from the space's choices (mbspace: the widths chain through make_divisible
+    as in mobilekit.zoo.mbspace); {} for spaces without such operators (regnet)."""
+    if space["family"] != "mbspace":
+        return {}
+    from mobilekit.layers import make_divisible
+
+    shapes = {}
+    side = math.ceil(resolution / 2)  # the stem's 3x3/2 conv
+    widths = {space["stem"]}
+    for channels, stride, depths in space["stages"]:
+        outs = {make_divisible(channels * w) for w in space["width_mult"]}
+        out_side = math.ceil(side / stride)
+        for i in range(depths[1]):
+            first = i == 0
+            for cin in (widths if first else outs):
+                for e in space["expansion"]:
+                    expanded = make_divisible(cin * e)
+                    if expanded != cin:
+                        shapes.setdefault("conv_k1_s1", set()).add(
+                            (side if first else out_side, cin, expanded))
+                    for k in space["kernel"]:
+                        shapes.setdefault(f"dwconv_k{k}_s{stride if first else 1}",
+                                          set()).add((out_side, expanded))
+                    for out in outs:
+                        shapes.setdefault("conv_k1_s1", set()).add((out_side, expanded, out))
+        widths, side = outs, out_side
+    for width in widths:  # the head's 1x1 conv
+        shapes.setdefault("conv_k1_s1", set()).add((side, width, space["head"]))
+    return shapes
