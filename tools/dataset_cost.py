@@ -7,10 +7,11 @@ itself to one core where the OS allows. Prints one line; writes OUT/dataset_cost
 """
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from mobilekit.bench.hostinfo import describe
 
 
 def main():
@@ -42,24 +43,12 @@ def main():
            "us_per_pixel": round(1e6 * wall / pixels, 3),
            "cpu_us_per_pixel": round(1e6 * statistics.median(cpus) / pixels, 3),
            "ms_per_image": round(1e3 * wall / images, 2), "memory_mb": round(nbytes / 1e6, 1),
-           "machine": machine()}
+           "machine": describe()}
     write_json_atomic(Path(args.out) / "dataset_cost.json", row)
     print(f"{images} images at {args.resolution} px: {wall:.1f} s wall on one core, "
           f"{row['cpu_s']} CPU-s (medians of {args.repeats}; {row['us_per_pixel']} µs wall, "
           f"{row['cpu_us_per_pixel']} µs CPU per pixel), {row['memory_mb']} MB of uint8 in "
           f"memory; load average {os.getloadavg()[0]:.1f}; {row['machine']}")
-
-
-def machine():
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()} {model}, {os.cpu_count()} CPUs".strip()
 
 
 if __name__ == "__main__":

@@ -70,9 +70,8 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
 
-    import numpy as np
-
     from mobilekit.bench.host import interleaved_times
+    from mobilekit.bench.hostinfo import describe
     from mobilekit.cli.common import parse_input_size
     from mobilekit.detection.anchors import generate_anchors
     from mobilekit.detection.model import map_sizes, with_input_size
@@ -96,7 +95,7 @@ def main(argv=None):
     anchors = generate_anchors(hw, map_sizes=map_sizes(model))
     lines = [f"FaceBoxes stages at {args.input_size} (WxH), {args.model}; host, 1 thread, "
              f"XNNPACK, {args.stat} of {args.rounds} round-robin rounds; MobileNet v1 1.0 at 224 "
-             "alongside.",
+             f"alongside. Host: {describe()}.",
              ""]
     forms = (False, True) if args.forms == "both" else (args.forms == "fast",)
     with tempfile.TemporaryDirectory() as folder:

@@ -23,10 +23,10 @@ and prints a markdown table.
 """
 import argparse
 import csv
-import os
-import platform
 import time
 from pathlib import Path
+
+from mobilekit.bench.hostinfo import describe
 
 
 def main():
@@ -96,14 +96,14 @@ def main():
                      "freeze_epochs": args.freeze_epochs, "seed": args.seed,
                      "scratch": _settings(out / "scratch"),
                      "fine-tune": _settings(out / "fine-tune")},
-        "curves": curves, "seconds": timings, "machine": machine(),
+        "curves": curves, "seconds": timings, "machine": describe(),
     }
     write_json_atomic(out / "finetune_vs_scratch.json", result)
     plot(curves, args.freeze_epochs, out / "finetune_vs_scratch.png", result)
     print(table(curves, args.freeze_epochs))
     print(f"\nsource: {args.model} alpha {args.alpha:g}, {source_config['data']} at "
           f"{source_config['resolution']} px, {source_config['epochs']} epochs, val top-1 "
-          f"{100 * result['source']['val_top1']:.1f} %; {machine()}; {timings}")
+          f"{100 * result['source']['val_top1']:.1f} %; {describe()}; {timings}")
 
 
 def write_folder(root, resolution, seed, per_train, per_val):
@@ -199,18 +199,6 @@ def plot(curves, freeze, path, result):
         _save(fig, path)
     finally:
         plt.close(fig)
-
-
-def machine():
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()} {model}, {os.cpu_count()} CPUs".strip()
 
 
 if __name__ == "__main__":

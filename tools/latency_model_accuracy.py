@@ -13,29 +13,13 @@ Everything is done by mobilekit.search.latency (build_lut, evaluate_lut, fit); t
 only chooses the subsets and prints the table.
 """
 import argparse
-import json
 import os
 import sys
 import time
-from pathlib import Path
 
+from mobilekit.bench.hostinfo import cpu_info
 from mobilekit.io import write_json_atomic
 from mobilekit.search import latency
-
-FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_tile")
-
-
-def cpu_flags():
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {"model": "unknown", "flags": []}
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                  if line.startswith("model name")), "unknown")
-    have = set(next((line.split(":", 1)[1].split() for line in text.splitlines()
-                     if line.startswith("flags")), []))
-    return {"model": model, "cpus": os.cpu_count(), "flags": [f for f in FLAGS if f in have]}
-
 
 def _subsets(rows):
     """Row subsets: all, and (when present) without / only the models with 7x7 depthwise."""
@@ -123,7 +107,7 @@ def main(argv=None):
     build_s = time.time() - t0
     result = latency.evaluate_lut(lut, samples=args.heldout, seed=args.heldout_seed,
                                   dtypes=dtypes, log=log, repeats=args.repeats)
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_flags(),
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_info(),
               "load_avg_before": [round(x, 2) for x in load_before],
               "load_avg_after": [round(x, 2) for x in os.getloadavg()],
               "space": lut["space"], "resolution": lut["resolution"],

@@ -8,7 +8,6 @@ reports it. Prints one line per seed and the range; writes OUT/quickstart_seeds.
         --out runs/quickstart_seeds_adam        # the README's Adam comparison
 """
 import argparse
-import json
 import os
 import platform
 import time

@@ -7,12 +7,13 @@ time). Prints one line; writes OUT/quickstart_time.json.
 """
 import argparse
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from mobilekit.bench.hostinfo import describe
 
 
 def main():
@@ -31,23 +32,11 @@ def main():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     row = {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
            "load_before": [round(x, 2) for x in load_before],
-           "load_after": [round(x, 2) for x in os.getloadavg()], "machine": machine()}
+           "load_after": [round(x, 2) for x in os.getloadavg()], "machine": describe()}
     write_json_atomic(out / "quickstart_time.json", row)
     print(f"mobilekit quickstart: {row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} CPU-s; "
           f"load average {row['load_before'][0]:.1f} before, {row['load_after'][0]:.1f} after; "
           f"{row['machine']}")
-
-
-def machine():
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()} {model}, {os.cpu_count()} CPUs".strip()
 
 
 if __name__ == "__main__":
