@@ -606,20 +606,21 @@ def _cell(cells, cols, name, cast):
     return None if value is None else cast(value)
 
 
-def _summary_rows(table):
+def _body(table):
+    """(columns, cells) of each complete row of a profiling table ([] if it has no header)."""
     if not table or not table[0][0].startswith("["):
         return []
     cols = _columns(table[0])
-    rows = []
-    for cells in table[1:]:
-        if len(cells) != len(table[0]):
-            continue
-        rows.append({"node_type": cells[cols.get("node type", 0)],
-                     "count": _cell(cells, cols, "count", int),
-                     "avg_ms": _cell(cells, cols, "avg ms", float),
-                     "avg_pct": _cell(cells, cols, "avg %", float),
-                     "times_called": _cell(cells, cols, "times called", int)})
-    return rows
+    return [(cols, cells) for cells in table[1:] if len(cells) == len(table[0])]
+
+
+def _summary_rows(table):
+    return [{"node_type": cells[cols.get("node type", 0)],
+             "count": _cell(cells, cols, "count", int),
+             "avg_ms": _cell(cells, cols, "avg ms", float),
+             "avg_pct": _cell(cells, cols, "avg %", float),
+             "times_called": _cell(cells, cols, "times called", int)}
+            for cols, cells in _body(table)]
 
 
 _NODE_NAME = re.compile(r"^\[?(.*?)\]?(?::(\d+))?$", re.S)
@@ -627,13 +628,8 @@ _NODE_NAME = re.compile(r"^\[?(.*?)\]?(?::(\d+))?$", re.S)
 
 def _run_order_rows(table):
     """Per-operator rows of a Run Order table (TF 1.x logs have no `:index` on names)."""
-    if not table or not table[0][0].startswith("["):
-        return []
-    cols = _columns(table[0])
     rows = []
-    for cells in table[1:]:
-        if len(cells) != len(table[0]):
-            continue
+    for cols, cells in _body(table):
         name = cells[cols["name"]] if "name" in cols else ""
         m = _NODE_NAME.match(name)
         rows.append({"node_type": cells[cols.get("node type", 0)],
