@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mobilekit.bench.benchmark_model import read_sweep
+from procs import pid_alive
 
 SCRIPT = Path(__file__).resolve().parents[1] / "android_bench" / "run_sweep.sh"
 
@@ -179,14 +180,6 @@ def test_sweep_records_device_state_and_read_sweep_judges_it(sweep_env, tmp_path
     assert read_sweep(out)[0]["state_before"] is None and read_sweep(out)[0]["unstable"] is None
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" not in f.read()
-    except FileNotFoundError:
-        return False
-
-
 def test_interrupted_sweep_resumes_where_it_stopped(sweep_env, tmp_path):
     bench, models, env = sweep_env
     (bench.parent / "slow").touch()   # the run with 4 threads hangs until it is killed
@@ -204,7 +197,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(sweep_env, tmp_path):
     os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C in the terminal running the sweep
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert not _alive(int(pid_file.read_text())), "the benchmark outlived the sweep"
+    assert not pid_alive(int(pid_file.read_text())), "the benchmark outlived the sweep"
     partial = out / "results.tsv.partial"
     assert [line.split("\t")[2] for line in partial.read_text().splitlines()[1:]] == ["1"]
     assert not (out / "results.tsv").exists()

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from mobilekit.bench import benchmark_model as bm
+from procs import pid_alive
 from mobilekit.bench.resume import config_key
 from mobilekit.bench.sweep import run_sweep
 from mobilekit.report.writers import read_csv, read_jsonl
@@ -111,7 +112,7 @@ def test_remote_process_group_ended_on_timeout(device, models, binary, tmp_path)
     row = run_once(models[0], binary, tmp_path, timeout=1.0)
     assert row["ok"] is False and row["error"] == "benchmark_model timed out after 1 s"
     (pid,) = device.remote_pids()
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     kills = [c for c in device.shells("sh") if "kill" in c["tokens"][2]]
     assert len(kills) == 1 and kills[0]["tokens"][3:] == ["sh", bm.REMOTE_PIDFILE]
 
@@ -314,14 +315,6 @@ def test_cli_resume_remeasures_a_changed_model_and_says_so(device, models, binar
 # ---------------------------------------------------------------- Ctrl-C
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return "\nState:\tZ" not in f.read()
-    except FileNotFoundError:
-        return False
-
-
 def _processes_mentioning(text):
     found = []
     for entry in Path("/proc").iterdir():
@@ -331,7 +324,7 @@ def _processes_mentioning(text):
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if text in cmdline and _alive(int(entry.name)):
+        if text in cmdline and pid_alive(int(entry.name)):
             found.append((entry.name, cmdline))
     return found
 
@@ -375,7 +368,7 @@ def test_ctrl_c_on_adb_sweep_leaves_tables_no_orphan_and_resumes(device, models,
     assert rc == 130, err
     assert "Interrupted: 1 of 3 configurations measured" in err
     (pid,) = device.remote_pids()
-    assert not _alive(pid), err
+    assert not pid_alive(pid), err
     assert _processes_mentioning(str(device.dir)) == []
     _, csv_rows = read_csv(out / "results.csv")
     assert [r["threads"] for r in csv_rows] == ["1"]
@@ -423,7 +416,7 @@ def test_ctrl_c_on_local_sweep_leaves_tables_and_no_orphan(models, tmp_path):
     pid = int((folder / "slow.pid").read_text())
     rc, _, err = _interrupt(proc)
     assert rc == 130, err
-    assert not _alive(pid)
+    assert not pid_alive(pid)
     _, csv_rows = read_csv(out / "results.csv")
     assert [r["threads"] for r in csv_rows] == ["1"]
     assert "results.md" in err and (out / "results.md").exists()

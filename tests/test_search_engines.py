@@ -14,50 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from mobilekit.search import engines
+from procs import descendants, identity, wait_gone
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAVE_RAY,
                                reason='Ray Tune not installed (pip install "mobilekit[ray]")')
-
-
-# ---------------------------------------------------------------- processes, from /proc
-
-
-def _stat(pid):
-    """(state, ppid, start time) of a process, or None when it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # the name may hold spaces and ')'
-    return fields[0], int(fields[1]), int(fields[19])
-
-
-def descendants(pid):
-    """{(pid, start time)} of every living descendant of pid."""
-    children = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (st := _stat(int(entry.name))) and st[0] not in "ZX":
-            children.setdefault(st[1], []).append((int(entry.name), st[2]))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), ()):
-            found.add(child)
-            todo.append(child[0])
-    return found
-
-
-def alive(procs):
-    """Those of procs (pid, start time) still running (not the same pid reused, no zombie)."""
-    return {(pid, start) for pid, start in procs
-            if (st := _stat(pid)) and st[2] == start and st[0] not in "ZX"}
-
-
-def wait_gone(procs, seconds=20):
-    deadline = time.time() + seconds
-    while alive(procs) and time.time() < deadline:
-        time.sleep(0.2)
-    return alive(procs)
 
 
 # ---------------------------------------------------------------- signals, in this process
@@ -98,8 +59,8 @@ def test_local_workers_are_terminated_on_sigint(tmp_path):
             time.sleep(0.1)
         time.sleep(0.2)
         for p in tmp_path.glob("*.pid"):
-            if st := _stat(int(p.read_text())):
-                children.add((int(p.read_text()), st[2]))
+            if found := identity(int(p.read_text())):
+                children.add(found)
         os.kill(os.getpid(), signal.SIGINT)
 
     timer = threading.Thread(target=interrupt_when_running, daemon=True)

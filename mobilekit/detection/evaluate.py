@@ -109,13 +109,21 @@ def check_detections(detections, num_images, names=None):
 
 
 # ---------------------------------------------------------------- AP50 (VOC / COCO matching)
-def match_image(det_boxes, det_scores, gt_boxes, gt_ignore, iou_threshold=IOU):
-    """COCO rule. Per detection (in score order): 1 = TP, 0 = FP, -1 = matched an ignored face."""
+def _score_order(det_boxes, det_scores, gt_boxes):
+    """(detections in score order, zeroed per-detection result, their IoU with every face or
+    None when there is nothing to match): what both matching rules start from."""
     order = np.argsort(-np.asarray(det_scores), kind="stable")
     result = np.zeros(len(order), np.int64)
     if len(gt_boxes) == 0 or len(order) == 0:
+        return order, result, None
+    return order, result, iou_np(np.asarray(det_boxes)[order], gt_boxes)
+
+
+def match_image(det_boxes, det_scores, gt_boxes, gt_ignore, iou_threshold=IOU):
+    """COCO rule. Per detection (in score order): 1 = TP, 0 = FP, -1 = matched an ignored face."""
+    order, result, overlaps = _score_order(det_boxes, det_scores, gt_boxes)
+    if overlaps is None:
         return order, result
-    overlaps = iou_np(np.asarray(det_boxes)[order], gt_boxes)
     taken = np.zeros(len(gt_boxes), bool)
     for k in range(len(order)):
         # Prefer the best unmatched counted face; else an ignored face absorbs it.
@@ -131,11 +139,9 @@ def match_image(det_boxes, det_scores, gt_boxes, gt_ignore, iou_threshold=IOU):
 
 def match_image_voc(det_boxes, det_scores, gt_boxes, gt_ignore, iou_threshold=IOU):
     """PASCAL devkit rule (VOCevaldet.m), same return as `match_image`."""
-    order = np.argsort(-np.asarray(det_scores), kind="stable")
-    result = np.zeros(len(order), np.int64)
-    if len(gt_boxes) == 0 or len(order) == 0:
+    order, result, overlaps = _score_order(det_boxes, det_scores, gt_boxes)
+    if overlaps is None:
         return order, result
-    overlaps = iou_np(np.asarray(det_boxes)[order], gt_boxes)
     taken = np.zeros(len(gt_boxes), bool)
     for k in range(len(order)):
         j = int(overlaps[k].argmax())  # the first face of highest overlap (devkit: ov > ovmax)
