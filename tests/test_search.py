@@ -119,6 +119,27 @@ def test_kernel_table_looks_up_measured_shapes_interpolates_between_and_refuses_
         latency.predict_features(table, {**feats, "dwconv_k7_s1": [1, 0.1, 0.1, [[8, 16]]]})
 
 
+def test_elementwise_ops_are_priced_by_their_elements_on_a_size_grid():
+    # a sampled model's elementwise ops carry the elements they write (mean: it reads)
+    model = spaces.build(spaces.sample(spaces.parse_space("mbspace-tiny:se=on"), 0, 3, 32), 32)
+    by_layer = {name: (key, ref) for name, key, _, _, ref in latency.model_ops(model, True)}
+    for layer in model.layers:
+        key, ref = by_layer.get(layer.name, (None, None))
+        if key in latency.ELEMENTWISE_KEYS:
+            src = layer.input_shape if key == "mean" else layer.output_shape
+            assert ref == (int(np.prod(src[1:])),), layer.name
+    assert {"add", "mean", "mul"} <= {k for k, _ in by_layer.values()}
+    # the single-op models the table is timed on hold that op on exactly n elements
+    for key in sorted(latency.ELEMENTWISE_KEYS):
+        assert [(k, ref) for k, _, _, ref in latency.model_ops(
+            latency._kernel_model(key, (4096,)))] == [(key, (4096,))]
+    # log-log between grid sizes, linear in n beyond the grid, the smallest size's time below
+    entry = {"shapes": [[64, 1.0], [1024, 4.0], [4096, 10.0]]}
+    assert latency.kernel_us(entry, [[256]]) == pytest.approx(2.0)
+    assert latency.kernel_us(entry, [[8192]]) == pytest.approx(20.0)
+    assert latency.kernel_us(entry, [[8]]) == pytest.approx(1.0)
+
+
 def test_kernel_shapes_enumerate_every_shape_the_space_builds():
     space = spaces.parse_space("mbspace-tiny")
     shapes = spaces.kernel_shapes(space, 32)
@@ -145,12 +166,23 @@ def test_fit_with_kernel_tables_prices_ops_by_their_measured_shape():
         feats = {"dwconv_k7_s1": [len(refs), 1.0, 1.0, refs], "add": [2, 0.0, 0.1, []]}
         us = 5.0 + 1.3 * latency.kernel_us(table, refs) + 40 * 0.1
         rows.append({"features": feats, "measured_us": {"int8": us}})
-    fitted = latency.fit(rows, "int8", {"dwconv_k7_s1": table})
+    fitted = latency.fit(rows, "int8", {"dwconv_k7_s1": table}, table_scale="fitted")
     assert fitted["ops"]["dwconv_k7_s1"]["kernel_scale"] == pytest.approx(1.3, rel=0.05)
     pred = [latency.predict_features(fitted, r["features"]) for r in rows]
     assert latency.errors(pred, [r["measured_us"]["int8"] for r in rows])["rmspe_pct"] < 3
     # the MMAC / element columns of a tabulated key stay unused (the table prices them)
     assert fitted["ops"]["dwconv_k7_s1"]["us_per_mmac"] == 0.0
+    # the default: a tabulated op costs its table time; the rest is fitted on top of it
+    rows = [{**r, "measured_us": {"int8": r["measured_us"]["int8"] - 0.3 * latency.kernel_us(
+        table, r["features"]["dwconv_k7_s1"][3])}} for r in rows]
+    fixed = latency.fit(rows, "int8", {"dwconv_k7_s1": table})
+    assert fixed["ops"]["dwconv_k7_s1"] == {"us_per_op": 0.0, "us_per_mmac": 0.0,
+                                            "us_per_melement": 0.0, "kernel_scale": 1.0}
+    pred = [latency.predict_features(fixed, r["features"]) for r in rows]
+    assert latency.errors(pred, [r["measured_us"]["int8"] for r in rows])["rmspe_pct"] < 1
+    # while the old fit, free to rescale the table, is no better on data the table explains
+    assert latency.fit(rows, "int8", {"dwconv_k7_s1": table}, table_scale="fitted")[
+        "ops"]["dwconv_k7_s1"]["kernel_scale"] == pytest.approx(1.0, rel=0.05)
 
 
 def test_errors_are_rmspe_and_share_within_ten_percent():
@@ -197,7 +229,8 @@ def test_latency_model_build_and_eval_on_the_host(tmp_path):
     space = "mbspace-tiny:kernel=3,expansion=3,width_mult=0.5"  # few shapes to time
     res = runner.invoke(cli, ["latency-model", "build", "--space", space, "--samples",
                               "4", "--resolution", "32", "--dtype", "fp32", "--kernel-channels",
-                              "16,64", "--kernel-sides", "4", "--out", str(out)])
+                              "16,64", "--kernel-sides", "4", "--element-sizes", "64,4096",
+                              "--out", str(out)])
     assert res.exit_code == 0, res.output
     lut = latency.load_lut(out)
     assert lut["target"] == "host" and lut["threads"] == 1 and list(lut["tables"]) == ["fp32"]
@@ -210,6 +243,10 @@ def test_latency_model_build_and_eval_on_the_host(tmp_path):
     want = spaces.kernel_shapes(spaces.parse_space(space), 32)
     for key in ("dwconv_k3_s1", "dwconv_k3_s2"):
         want[key] |= {(4, 16), (4, 64)}
+    # and the elementwise ops the samples hold, on the sizes asked for
+    held = {k for r in lut["samples"] for k in r["features"]} & latency.ELEMENTWISE_KEYS
+    assert "add" in held
+    want.update({k: {(64,), (4096,)} for k in held})
     assert {k: {tuple(r[:-1]) for r in v["shapes"]} for k, v in kernels.items()} == want
     assert all(r[-1] > 0 for v in kernels.values() for r in v["shapes"])
     res = runner.invoke(cli, ["latency-model", "eval", str(out), "--samples", "2",
@@ -223,6 +260,18 @@ def test_latency_model_build_and_eval_on_the_host(tmp_path):
     assert all(len(r["repeat_us"]) == 2 and r["measured_us"] == min(r["repeat_us"]) for r in rows)
     assert noise == latency.errors([r["repeat_us"][0] for r in rows],
                                    [r["repeat_us"][1] for r in rows])
+    # the LUT's own samples re-timed beside the held-out models: drift and a refitted table
+    res = runner.invoke(cli, ["latency-model", "eval", str(out), "--samples", "2",
+                              "--retime-samples", "--out", str(tmp_path / "eval2.json")])
+    assert res.exit_code == 0, res.output
+    assert "fp32: drift since the build: the LUT's 4 samples now differ by RMSPE" in res.output
+    ev = json.loads((tmp_path / "eval2.json").read_text())
+    now = ev["refit"]["fp32"]["samples_us"]
+    assert len(now) == 4 and ev["drift"]["fp32"] == latency.errors(
+        [r["measured_us"]["fp32"] for r in lut["samples"]], now)
+    assert ev["refit"]["fp32"]["table"] == latency.fit(
+        [{**r, "measured_us": {"fp32": u}} for r, u in zip(lut["samples"], now)], "fp32",
+        lut["tables"]["fp32"]["kernels"])
     # a held-out model with a shape the table cannot bracket is refused, not extrapolated
     res = runner.invoke(cli, ["latency-model", "eval", str(out), "--space", "mbspace-tiny",
                               "--samples", "3", "--seed", "5"])

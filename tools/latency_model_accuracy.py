@@ -3,8 +3,9 @@
 Prints one row per dtype and subset: space, LUT samples, held-out models, RMSPE, share
 within ±10 %, max error, and the noise floor (RMSPE of one end-to-end measurement of the
 held-out models against a repeat of it: what no predictor can beat), plus the CPU flags and
-the load average before and after. Ablations refit the same LUT samples with fewer kernel
-tables (none: fitted costs only; depthwise only) and score them on the same measurements.
+the load average before and after. Ablations refit the same LUT samples with the tables'
+scales fitted too (the earlier fit), with fewer kernel tables (none: fitted costs only;
+depthwise only) and score them on the same measurements.
 
     nice -n 10 python tools/latency_model_accuracy.py --space mbspace --samples 30 \\
         --heldout 15 --resolution 64 --out docs/search/accuracy_mbspace.json
@@ -42,7 +43,11 @@ def score(lut, result):
         rows = res["rows"]
         kernels = lut["tables"][d].get("kernels") or {}
         variants = {"lut": lut["tables"][d]}
+        if result.get("refit"):  # refitted on the samples re-timed with the held-out models
+            variants["lut, samples re-timed"] = result["refit"][d]["table"]
         if kernels:  # refit on the same samples with fewer kernel tables
+            variants["tables, scales fitted"] = latency.fit(lut["samples"], d, kernels,
+                                                            table_scale="fitted")
             variants["fitted only"] = latency.fit(lut["samples"], d, {})
             variants["dw tables only"] = latency.fit(lut["samples"], d,
                                                      _kernels_only(kernels, "dwconv_"))
@@ -90,6 +95,10 @@ def main(argv=None):
     ap.add_argument("--pool", nargs="*", default=[], metavar="LUT",
                     help="refit the LUT on its samples plus those of these LUTs (same space, "
                          "resolution, target, threads; the first LUT's kernel tables)")
+    ap.add_argument("--retime-samples", action="store_true",
+                    help="time the LUT's samples again with the held-out models (same "
+                         "round-robin sessions): prints the host's drift since the build and "
+                         "the error of the table refitted on the re-timed samples")
     ap.add_argument("--out", default=None, help="write the result JSON here")
     args = ap.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -106,7 +115,8 @@ def main(argv=None):
         lut = pooled(lut, [latency.load_lut(p) for p in args.pool])
     build_s = time.time() - t0
     result = latency.evaluate_lut(lut, samples=args.heldout, seed=args.heldout_seed,
-                                  dtypes=dtypes, log=log, repeats=args.repeats)
+                                  dtypes=dtypes, log=log, repeats=args.repeats,
+                                  retime_samples=args.retime_samples)
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_info(),
               "load_avg_before": [round(x, 2) for x in load_before],
               "load_avg_after": [round(x, 2) for x in os.getloadavg()],
@@ -126,6 +136,9 @@ def main(argv=None):
     print("| space | samples | held-out | dtype | model | subset | RMSPE | within ±10 % | "
           "max | noise floor RMSPE (repeat) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    for d, e in result.get("drift", {}).items():
+        print(f"# drift since the build ({d}): the LUT's {e['n']} samples re-timed now, "
+              f"RMSPE {e['rmspe_pct']:.1f} % (build-time vs now), max {e['max_abs_pct']:.1f} %")
     for s in report["scores"]:
         noise = "-" if s["noise_rmspe_pct"] is None else f"{s['noise_rmspe_pct']:.1f} %"
         print(f"| `{lut['space']}` @{lut['resolution']} px | {len(lut['samples'])} | {s['n']} | "

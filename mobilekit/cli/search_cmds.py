@@ -98,11 +98,15 @@ def _target_options(of_lut=False, delegate_default=None):
                    "no kernel tables, fitted costs only.")
 @click.option("--kernel-sides", default="2,4,8,16,32",
               help="host: output sides (pixels) of that extra depthwise grid.")
+@click.option("--element-sizes", default="grid",
+              help="host: sizes (elements) the elementwise ops (add, mul, hard-swish, "
+                   "hard-sigmoid, mean) are timed on one by one; 'grid': 64, 128, ... "
+                   "1048576; a comma list; 'none': fitted costs only.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               show_default="required", help="LUT file (JSON) to write; local / adb also keep "
                                             "the benchmark_model logs in OUT.logs/.")
 def build(target, benchmark_binary, serial, adb_path, delegate, space, samples, seed, resolution,
-          dtype, threads, kernel_channels, kernel_sides, out):
+          dtype, threads, kernel_channels, kernel_sides, element_sizes, out):
     """Sample models of a space, time them on the target and fit the operator table.
 
     \b
@@ -122,7 +126,9 @@ def build(target, benchmark_binary, serial, adb_path, delegate, space, samples, 
         channels = _ints("--kernel-channels", kernel_channels)
         lut = build_lut(space, samples, seed, resolution, _dtypes(dtype), threads, target,
                         log=_log, kernel_channels=channels,
-                        kernel_sides=_ints("--kernel-sides", kernel_sides))
+                        kernel_sides=_ints("--kernel-sides", kernel_sides),
+                        element_sizes=None if element_sizes.strip().lower() == "grid"
+                        else _ints("--element-sizes", element_sizes))
     else:
         from mobilekit.search.profiled import build_target_lut
 
@@ -152,16 +158,21 @@ def build(target, benchmark_binary, serial, adb_path, delegate, space, samples, 
 @click.option("--repeats", type=int, default=2,
               help="host: measure the held-out models this many times; the RMSPE between "
                    "the first two is the noise floor (needs >= 2).")
+@click.option("--retime-samples", is_flag=True, default=False,
+              help="host: time the LUT's own samples again beside the held-out models: "
+                   "prints how far this host's timings moved since the build (drift) and "
+                   "the error of the table refitted on them (the predictor without the drift).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, show_default="none",
               help="Also write the full result (per-model rows) as JSON.")
 def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial, adb_path,
-             delegate, threads, repeats, out):
+             delegate, threads, repeats, retime_samples, out):
     """RMSPE and the share within ±10 % of a LUT's predictions on held-out models.
 
     \b
     Examples:
       mobilekit latency-model eval lut.json --samples 20
       mobilekit latency-model eval lut.json --space mbspace:se=off --dtype int8 --out eval.json
+      mobilekit latency-model eval lut.json --samples 20 --retime-samples
       mobilekit latency-model eval lut_phone.json --serial R58M --benchmark-binary ./android_aarch64_benchmark_model
     """
     from mobilekit.io import write_json_atomic
@@ -177,9 +188,12 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
             raise ValueError(f"latency model {lut} was built for {what} {table[what]!r}, not "
                              f"{given!r}; build one with --{what} {given}")
     dtypes = _dtypes(dtype) if dtype else None
+    if retime_samples and table["target"] != "host":
+        raise ValueError("--retime-samples is for host LUTs (target local / adb / gpu LUTs "
+                         "are fitted to per-operator or end-to-end timings of their target)")
     if table["target"] == "host":
         result = evaluate_lut(table, space, samples, seed, None, dtypes, log=_log,
-                              repeats=repeats)
+                              repeats=repeats, retime_samples=retime_samples)
     else:
         from mobilekit.search.profiled import evaluate_target_lut
 
@@ -200,6 +214,12 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
                    f"{where})"
                    + (f"; noise floor (repeat vs repeat) RMSPE {noise['rmspe_pct']:.1f} %"
                       if noise else ""))
+    for d, drift in result.get("drift", {}).items():
+        refit = result["refit"][d]
+        click.echo(f"{d}: drift since the build: the LUT's {drift['n']} samples now differ by "
+                   f"RMSPE {drift['rmspe_pct']:.1f} % from their build-time timings; refitted "
+                   f"on them: RMSPE {refit['rmspe_pct']:.1f} %, "
+                   f"{100 * refit['within_10pct']:.0f} % within ±10 %")
     if result.get("emulation"):
         click.echo(f"note: {result['emulation']}")
 

@@ -117,8 +117,17 @@ def model_ops(model, names=False):
                 layer, L.Activation) else "relu"
         else:
             key = name.lower()
+        if key in ELEMENTWISE_KEYS:  # priced by the elements it writes (mean: it reads)
+            ref = (max(_elements(out), _elements(ins[0])),)
         ops.append(((layer.name,) if names else ()) + (key, int(macs), int(elements), ref))
     return ops
+
+
+# Elementwise ops, timed one by one on a grid of sizes (ELEMENT_GRID): fitted from the
+# end-to-end times alone their per-op costs soaked up what the tables missed (a residual
+# ADD priced at 9.4 µs that costs < 1 µs in the chain: small models came out 18 % high).
+ELEMENTWISE_KEYS = frozenset({"add", "mul", "hard_swish", "hard_sigmoid", "mean"})
+ELEMENT_GRID = tuple(2 ** i for i in range(6, 21))  # elements: 64 .. 1,048,576
 
 
 def is_kernel_key(key):
@@ -126,6 +135,11 @@ def is_kernel_key(key):
     cost per MAC changes by 10-500x with kernel size, channels and dtype on XNNPACK (7x7),
     and pointwise convs, whose cost per MAC depends on C_in / C_out (nn-Meter's kernels)."""
     return key.startswith("dwconv_") or key == "conv_k1_s1"
+
+
+def element_shapes(keys, grid=ELEMENT_GRID):
+    """{key: {(elements,)}}: the grid each elementwise op is timed on (measure_kernels)."""
+    return {key: {(n,) for n in grid} for key in keys}
 
 
 def op_features(model):
@@ -159,6 +173,8 @@ def _kernel_model(key, shape):
     """Single fused op as the converter emits it in context: conv + folded BN + ReLU."""
     from mobilekit.keras import keras, layers
 
+    if key in ELEMENTWISE_KEYS:
+        return _element_model(key, shape[0])
     k, s = (int(part[1:]) for part in key.split("_")[1:3])
     if key.startswith("dwconv_"):
         side, channels = shape
@@ -170,6 +186,19 @@ def _kernel_model(key, shape):
         x = layers.Conv2D(cout, 1, use_bias=False)(inputs)
     x = layers.BatchNormalization()(x)
     return keras.Model(inputs, layers.ReLU()(x))
+
+
+def _element_model(key, elements):
+    """One elementwise op on `elements` values (an (n/32, 2, 16) map: XNNPACK runs these
+    flat, so only the count matters)."""
+    from mobilekit.keras import keras, layers
+    from mobilekit.layers.activations import HardSigmoid, HardSwish
+
+    inputs = layers.Input((max(elements // 32, 1), 2, 16))
+    op = {"add": lambda x: layers.Add()([x, x]), "mul": lambda x: layers.Multiply()([x, x]),
+          "hard_swish": HardSwish(), "hard_sigmoid": HardSigmoid(),
+          "mean": layers.GlobalAveragePooling2D()}[key]
+    return keras.Model(inputs, op(inputs))
 
 
 def _overhead_model():
@@ -228,6 +257,8 @@ def _lookup(key, entry, shape):
     shape = tuple(shape)
     if shape in index:
         return index[shape]
+    if len(shape) == 1:
+        return _lookup_elements(index, shape[0])
     for axis in (len(shape) - 1, 0):
         same = sorted((k[axis], v) for k, v in index.items()
                       if k[:axis] + k[axis + 1:] == shape[:axis] + shape[axis + 1:])
@@ -240,6 +271,18 @@ def _lookup(key, entry, shape):
                        f"table ({len(index)} measured shapes, none bracketing it); rebuild "
                        "the LUT with `mobilekit latency-model build` for this space / "
                        "resolution")
+
+
+def _lookup_elements(index, n):
+    """An elementwise op on n elements: log-log between the grid's sizes; beyond the grid
+    linear in n from its largest size (a memory-bound pass costs per element), below it the
+    smallest size's time (per-op overhead dominates there)."""
+    xs = sorted(k[0] for k in index)
+    if n >= xs[-1]:
+        return index[(xs[-1],)] * n / xs[-1]
+    if n <= xs[0]:
+        return index[(xs[0],)]
+    return _interp_log(xs, [index[(x,)] for x in xs], n)
 
 
 def kernel_us(entry, refs, key="kernel"):
@@ -353,35 +396,52 @@ def _design_row(features, key, kernels):
     return [f[0], f[1], f[2], 0.0]
 
 
-def fit(rows, dtype, kernels=None):
-    """{"base_us", "ops": {key: costs}, "kernels": {key: kernel table}} by NNLS
-    on relative error with a small ridge; costs per op, MMAC, million elements, or for
-    keys with a kernel table per op and a scale on the table's time (ridged towards 1:
-    with few samples the prediction falls back on the measured kernels)."""
+TABLE_SCALES = ("fixed", "fitted")
+
+
+def fit(rows, dtype, kernels=None, table_scale="fixed"):
+    """{"base_us", "ops": {key: costs}, "kernels": {key: kernel table}} by NNLS on relative
+    error with a small ridge: costs per op, MMAC and million elements of the keys without
+    a kernel table, on top of the tabulated keys' table times.
+
+    table_scale "fixed" (the default): a tabulated op costs its table time, as nn-Meter
+    sums its kernels' predictions. "fitted": per tabulated key a cost per op and a scale on
+    the table's time are fitted too (ridged towards 1). Measured on mbspace at 64 px
+    (docs/search.md), fitting them did harm: with dozens of free costs on 40 samples the
+    fit moved time between keys (int8: pointwise tables scaled by 0.18, residual ADDs by
+    18) and small models came out 15-50 % off."""
     from scipy.optimize import nnls
 
+    check_choice("table_scale", table_scale, TABLE_SCALES)
     kernels = kernels or {}
     keys = sorted({k for r in rows for k in r["features"]})
-    columns = [(k, j) for k in keys for j in range(len(FEATURES))]
+    tabulated = {k for k in keys if kernels.get(k)} if table_scale == "fixed" else set()
+    columns = [(k, j) for k in keys if k not in tabulated for j in range(len(FEATURES))]
+    kernel_j = FEATURES.index("kernel_us")
 
     def design(r):
-        return [1.0] + [v for k in keys for v in _design_row(r["features"], k, kernels)]
+        rows_ = {k: _design_row(r["features"], k, kernels) for k in keys}
+        fixed = sum(rows_[k][kernel_j] for k in tabulated)
+        return [1.0] + [rows_[k][j] for k, j in columns], fixed
 
-    X = np.array([design(r) for r in rows], float)
+    designs = [design(r) for r in rows]
+    X = np.array([d for d, _ in designs], float)
     y = np.array([r["measured_us"][dtype] for r in rows], float)
-    Xr, yr = X / y[:, None], np.ones(len(y))  # relative error: divide each row by its target
+    t = np.array([f for _, f in designs], float)
+    Xr, yr = X / y[:, None], (y - t) / y  # relative error: divide each row by its target
     scale = np.maximum(np.abs(Xr).max(axis=0), 1e-12)
     Xs = Xr / scale
     n = Xs.shape[1]
-    prior = np.array([0.0] + [1.0 if j == FEATURES.index("kernel_us") else 0.0
-                              for _, j in columns]) * scale
+    prior = np.array([0.0] + [1.0 if j == kernel_j else 0.0 for _, j in columns]) * scale
     A = np.vstack([Xs, math.sqrt(RIDGE * len(y)) * np.eye(n)])
     b = np.concatenate([yr, math.sqrt(RIDGE * len(y)) * prior])
     coef = nnls(A, b, maxiter=50 * n)[0] / scale
-    table = {k: {} for k in keys}
+    table = {k: dict.fromkeys(COSTS, 0.0) | {"kernel_scale": 1.0} for k in tabulated}
+    table.update({k: {} for k in keys if k not in tabulated})
     for (k, j), c in zip(columns, coef[1:]):
         table[k][COSTS[j]] = round(float(c), 6)
-    return {"base_us": round(float(coef[0]), 4), "ops": table, "kernels": kernels}
+    return {"base_us": round(float(coef[0]), 4), "ops": dict(sorted(table.items())),
+            "kernels": kernels, "table_scale": table_scale}
 
 
 def predict_features(table, features):
@@ -423,11 +483,13 @@ def errors(predicted, measured):
 
 
 def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="host",
-              log=print, kernel_channels=KERNEL_CHANNELS, kernel_sides=KERNEL_SIDES):
+              log=print, kernel_channels=KERNEL_CHANNELS, kernel_sides=KERNEL_SIDES,
+              element_sizes=None):
     """Sample `samples` points of the space, measure them, time the kernel-table ops one
     by one (every depthwise / pointwise shape the space can produce, plus a grid of
     depthwise shapes kernel_sides x kernel_channels when channels are given; () or
-    'none': no kernel tables, fitted costs only), and fit one table per dtype."""
+    'none': no kernel tables, fitted costs only; the elementwise ops of the samples on
+    `element_sizes`, None: ELEMENT_GRID, (): none), and fit one table per dtype."""
     from mobilekit.search.spaces import kernel_shapes, parse_space, sample
 
     check_target(target)
@@ -449,6 +511,11 @@ def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="
         for k in [k for k in shapes if k.startswith("dwconv_")] if kernel_channels else []:
             shapes[k].update((side, c) for side in (kernel_sides or KERNEL_SIDES)
                              for c in kernel_channels)
+        # the elementwise ops the samples hold, on a size grid (any space, regnet too)
+        if element_sizes is None or len(element_sizes):
+            shapes.update(element_shapes(ELEMENTWISE_KEYS & {k for r in rows
+                                                             for k in r["features"]},
+                                         element_sizes or ELEMENT_GRID))
         kernels = measure_kernels(shapes, dtypes, threads, log) if shapes else {}
     lut = {"format": FORMAT, "target": target, "delegate": "xnnpack", "threads": threads,
            "space": space["label"], "seed": seed, "resolution": resolution,
@@ -516,13 +583,19 @@ class Predictor:
 
 
 def evaluate_lut(lut, space_text=None, samples=10, seed=None, resolution=None, dtypes=None,
-                 log=print, repeats=2):
+                 log=print, repeats=2, retime_samples=False):
     """Held-out models (another seed) measured end to end against the LUT's predictions.
 
     The models are measured `repeats` times (each a round-robin session with fresh
     interpreters); `noise_floor` is the RMSPE of the first repeat against the second: the
     measurement's own error, which no predictor can beat. Predictions are compared with
-    the min over all repeats."""
+    the min over all repeats.
+
+    retime_samples: the LUT's own sample models are timed again in the same round-robin
+    sessions; `drift` is the RMSPE of their build-time timings against these (how far the
+    host moved since the build: on a shared VM 5-25 %, more than the noise floor), and
+    `refit` the error of the table refitted on the re-timed samples (same kernel tables):
+    the predictor's own error with the host's drift since the build taken out."""
     from mobilekit.search.spaces import parse_space, sample
 
     check_target(lut["target"])
@@ -535,13 +608,24 @@ def evaluate_lut(lut, space_text=None, samples=10, seed=None, resolution=None, d
     dtypes = dtypes or list(lut["tables"])
     points = [sample(space, i, seed, resolution) for i in range(samples)]
     _check_predictable(lut, points, resolution, dtypes)
-    rows = measure_points(points, resolution, dtypes, lut["threads"], log, repeats=repeats)
+    own = [r["point"] for r in lut["samples"]] if retime_samples else []
+    rows = measure_points(own + points, resolution, dtypes, lut["threads"], log,
+                          repeats=repeats)
+    retimed, rows = rows[:len(own)], rows[len(own):]
     result = {"space": space["label"], "seed": seed, "resolution": resolution,
               "threads": lut["threads"], "target": lut["target"], "repeats": repeats,
               "dtypes": {}}
     for d in dtypes:
         pred = [predict_features(lut["tables"][d], r["features"]) for r in rows]
         meas = [r["measured_us"][d] for r in rows]
+        if retimed:
+            table = fit(retimed, d, lut["tables"][d].get("kernels"))
+            result.setdefault("drift", {})[d] = errors(
+                [r["measured_us"][d] for r in lut["samples"]],
+                [r["measured_us"][d] for r in retimed])
+            result.setdefault("refit", {})[d] = {
+                **errors([predict_features(table, r["features"]) for r in rows], meas),
+                "table": table, "samples_us": [r["measured_us"][d] for r in retimed]}
         result["dtypes"][d] = {**errors(pred, meas),
                                "rows": [{"point": r["point"], "features": r["features"],
                                          "predicted_us": round(p, 2), "measured_us": m,
