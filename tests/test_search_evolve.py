@@ -288,3 +288,37 @@ def test_study_evolves_each_space_on_the_same_budget(tmp_path, monkeypatch):
             "strategy"] == "evolve"
     assert math.isfinite(json.loads((tmp_path / "study" / "study.json").read_text())[
         "comparisons"][0]["ks_distance"])
+
+
+def test_children_over_the_limit_are_rejected_rows_and_count_against_max_draws(tmp_path,
+                                                                               monkeypatch):
+    from test_search import _fixed_lut
+
+    monkeypatch.setattr(run, "train_trial", _fake_train)
+    lut = tmp_path / "lut.json"
+    predictor = _fixed_lut(lut)
+    space = spaces.parse_space("mbspace-tiny")
+    preds = [predictor.predict(spaces.build(spaces.sample(space, i, 0, 32), 32))
+             for i in range(12)]
+    limit = float(np.quantile(preds, 0.3)) / 1e3  # tight: children cross it too
+    settings = _settings(latency_limit=limit, latency_target=None, lut=str(lut), trials=6,
+                         population=3, tournament=2)
+    out = tmp_path / "s"
+    run.Search(out, settings, log=lambda msg: None).run(skip_finalists=True)
+    rows = _rows(out / "trials.jsonl")
+    assert sorted(r["draw"] for r in rows) == list(range(len(rows)))
+    assert sum(r["status"] == "trained" for r in rows) == 6
+    assert _check_children(rows, 3, 1, 0, space, 32) > 3  # rejected children included
+    rejected = [r for r in rows if r["status"] == "rejected" and "parent" in r]
+    assert rejected and all(r["predicted_us"] > limit * 1e3 for r in rejected)
+
+    # a budget of draws that ends mid-search: stops there with fewer trained, says so
+    logged = []
+    short = tmp_path / "short"
+    run.Search(short, {**settings, "max_draws": rows[-1]["draw"] - 1},
+               log=logged.append).run(skip_finalists=True)
+    cut = _rows(short / "trials.jsonl")
+    assert [r["draw"] for r in cut] == list(range(rows[-1]["draw"] - 1))
+    assert [{k: r.get(k) for k in ("point", "parent", "status")} for r in cut] == \
+        [{k: r.get(k) for k in ("point", "parent", "status")} for r in rows[:len(cut)]]
+    assert any(m.startswith("warning: only ") for m in logged)
