@@ -1,10 +1,11 @@
 """`mobilekit search`: latency-aware architecture search over a design space.
 
 Loop (MnasNet's objective, RegNet's sampling): draw point i of the space (seeded, see
-mobilekit.search.spaces), predict its latency with the target's latency model and reject it
-when over --latency-limit; train the accepted ones briefly (proxy accuracy, one run
-directory each); measure the best `finalists` for real on the target; also train and
-measure a few zoo models on the same budget; choose.
+mobilekit.search.spaces; or, --strategy evolve, mutate a tournament winner: Search.evolve),
+predict its latency with the target's latency model and reject it when over
+--latency-limit; train the accepted ones briefly (proxy accuracy, one run directory each);
+measure the best `finalists` for real on the target; also train and measure a few zoo
+models on the same budget; choose.
 
   OUT/search.json      the settings (a rerun with other settings is refused)
   OUT/trials.jsonl     one row per draw: rejected (predicted over the limit) or trained

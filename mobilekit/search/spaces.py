@@ -8,6 +8,7 @@ JSON-serialisable, so trials.jsonl and a model card can hold it.
 
 Point i of a search with seed s is drawn from numpy's default_rng([s, i]): the same seed
 gives the same candidates in the same order, and a resumed search redraws them exactly.
+`mutate` changes one choice of a point (regularized evolution's mutation).
 """
 import json
 import math
