@@ -242,7 +242,16 @@ def eval_cmd(lut, space, samples, seed, dtype, target, benchmark_binary, serial,
 @click.option("--trials", type=int, default=20, help="Candidates trained.")
 @click.option("--epochs-per-trial", "epochs", type=int, default=2, help="Proxy training length.")
 @click.option("--workers", type=int, default=1,
-              help="Trials trained at once (worker processes, or concurrent Ray trials).")
+              help="Trials trained at once (worker processes, or concurrent Ray trials); "
+                   "with --strategy evolve also the children per generation.")
+@click.option("--strategy", type=click.Choice(["random", "evolve"]), default="random",
+              help="random: sample every candidate; evolve: regularized evolution (a random "
+                   "initial population, then mutations of tournament winners).")
+@click.option("--population", type=int, default=None, show_default="8 with --strategy evolve",
+              help="evolve: the initial random candidates, and how many of the most recent "
+                   "trained ones the tournaments draw from.")
+@click.option("--tournament", type=int, default=None, show_default="3 with --strategy evolve",
+              help="evolve: candidates per tournament; the best one's mutation is the child.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               help="Where trials train: local spawned processes, or Ray Tune trials "
                    '(pip install "mobilekit[ray]").')
@@ -275,6 +284,7 @@ def search(spaces, zoo, study, out, **settings):
       mobilekit search --space mbspace --latency-limit 2 --quant int8 --trials 30 --out runs/s1
       mobilekit search --space regnet --latency-target 3 --trials 20 --workers 2
       mobilekit search --study --space mbspace:se=on --space mbspace:se=off --trials 12
+      mobilekit search --space mbspace --latency-limit 2 --strategy evolve --population 8 --tournament 3 --trials 40 --workers 2
       mobilekit search --space mbspace --latency-limit 2 --engine ray --workers 8 --out runs/s2
       mobilekit search --space mbspace --latency-limit 5 --quant int8 --target adb --serial R58M --benchmark-binary ./android_aarch64_benchmark_model --lut lut_phone.json --out runs/phone
       mobilekit search --space mbspace --latency-limit 3 --target local --benchmark-binary ./linux_x86-64_benchmark_model --delegate cpu --out runs/local

@@ -1,10 +1,11 @@
 """`mobilekit search`: latency-aware architecture search over a design space.
 
 Loop (MnasNet's objective, RegNet's sampling): draw point i of the space (seeded, see
-mobilekit.search.spaces), predict its latency with the target's latency model and reject it
-when over --latency-limit; train the accepted ones briefly (proxy accuracy, one run
-directory each); measure the best `finalists` for real on the target; also train and
-measure a few zoo models on the same budget; choose.
+mobilekit.search.spaces; or, --strategy evolve, mutate a tournament winner: Search.evolve),
+predict its latency with the target's latency model and reject it when over
+--latency-limit; train the accepted ones briefly (proxy accuracy, one run directory each);
+measure the best `finalists` for real on the target; also train and measure a few zoo
+models on the same budget; choose.
 
   OUT/search.json      the settings (a rerun with other settings is refused)
   OUT/trials.jsonl     one row per draw: rejected (predicted over the limit) or trained
@@ -47,9 +48,15 @@ DEFAULT_ZOO = ("mobilenet_v3_small:0.75", "mobilenet_v2:0.35")
 MNAS_W = -0.07
 DRAWS_PER_TRIAL = 50
 QUANTS = ("fp32", "int8")
+STRATEGIES = ("random", "evolve")
+POPULATION, TOURNAMENT = 8, 3  # --strategy evolve's defaults
 # Settings that change what a trial means: a resumed search must repeat them.
 FIXED = ("space", "data", "target", "latency_limit", "latency_target", "quant", "epochs",
          "seed", "resolution", "threads", "batch_size", "zoo", "lut", "delegate")
+# And the strategy's: evolve draws children in generations of --workers, so its --workers
+# fixes the draws too. Searches written before these existed were random ones.
+STRATEGY_FIXED = {"strategy": "random", "population": None, "tournament": None,
+                  "generation": None}
 
 
 def check_settings(s):
@@ -73,6 +80,30 @@ def check_settings(s):
         raise ValueError(f"--finalists must be >= 0; got {s['finalists']}")
     if s["resolution"] < 32:
         raise ValueError(f"--resolution must be >= 32; got {s['resolution']}")
+    check_strategy(s)
+
+
+def check_strategy(s):
+    check_choice("--strategy", s.setdefault("strategy", "random"), STRATEGIES)
+    if s["strategy"] == "random":
+        if s.get("population") is not None or s.get("tournament") is not None:
+            raise ValueError("--population / --tournament are for --strategy evolve")
+        s["population"] = s["tournament"] = s["generation"] = None
+        return
+    if s.get("population") is None:
+        s["population"] = POPULATION
+    if s.get("tournament") is None:
+        s["tournament"] = TOURNAMENT
+    population, tournament = s["population"], s["tournament"]
+    if not isinstance(population, int) or population < 2:
+        raise ValueError(f"--population must be an integer >= 2; got {population!r}")
+    if not isinstance(tournament, int) or not 1 <= tournament <= population:
+        raise ValueError(f"--tournament must be between 1 and --population ({population}); "
+                         f"got {tournament!r}")
+    if population > s["trials"]:
+        raise ValueError(f"--population ({population}) must not exceed --trials "
+                         f"({s['trials']}): the initial population is trained first")
+    s["generation"] = s["workers"]
 
 
 # ---------------------------------------------------------------- files
@@ -101,13 +132,15 @@ def _open_out(out, settings):
     """Create OUT or check that it holds a search with the same settings."""
     out = Path(out)
     saved = out / SEARCH
-    fixed = {k: settings[k] for k in FIXED}
+    fixed = {k: settings[k] for k in FIXED} | {k: settings[k] for k in STRATEGY_FIXED}
     if saved.is_file():
-        old = json.loads(saved.read_text())
-        diff = sorted(k for k in FIXED if old.get(k) != fixed[k])
+        old = STRATEGY_FIXED | json.loads(saved.read_text())
+        diff = sorted(k for k in fixed if old.get(k) != fixed[k])
         if diff:
+            hint = (" (--strategy evolve draws a generation per --workers trials: resume "
+                    f"with --workers {old['generation']})" if diff == ["generation"] else "")
             raise ValueError(f"{out} holds a search with other settings ({', '.join(diff)} "
-                             f"differ: {', '.join(f'{k}={old.get(k)!r}' for k in diff)}); "
+                             f"differ: {', '.join(f'{k}={old.get(k)!r}' for k in diff)}){hint}; "
                              "rerun it with its settings to resume, or choose another --out")
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {str(out)!r} exists, is not empty and holds no search")
@@ -229,31 +262,42 @@ class Search:
                 "run_dir": str(self.out / "trials" / f"draw-{row['draw']:04d}")}
 
     # -- sampling and rejection
-    def draw(self, predictor):
-        """Rows of the accepted candidates still to train (rejected draws are recorded)."""
-        from mobilekit.keras import keras
-        from mobilekit.search.spaces import build, sample
+    def max_draws(self):
+        return self.s.get("max_draws") or DRAWS_PER_TRIAL * self.s["trials"]
 
+    def candidate(self, i, point, predictor, **extra):
+        """Draw i's row: predicted, then accepted or rejected by --latency-limit."""
+        from mobilekit.keras import keras
+        from mobilekit.search.spaces import build
+
+        model = build(point, self.s["resolution"])
+        predicted = predictor.predict(model) if predictor else None
+        row = {"draw": i, "point": point, "predicted_us": predicted,
+               "params": int(model.count_params()), "space": self.space["label"], **extra}
+        keras.backend.clear_session()
+        limit_us = self.s["latency_limit"] * 1e3 if self.s["latency_limit"] else None
+        row["status"] = ("rejected" if limit_us is not None and predicted > limit_us
+                         else "accepted")
+        return row
+
+    def draw(self, predictor, want=None):
+        """Rows of the accepted candidates still to train (rejected draws are recorded):
+        random points until `want` (default --trials) are accepted."""
+        from mobilekit.search.spaces import sample
+
+        want = want or self.s["trials"]
         done = {r["draw"]: r for r in self.rows}
         accepted = [r for r in self.rows if r["status"] != "rejected"]
         pending = [r for r in accepted if r["status"] == "accepted"]
-        limit_us = self.s["latency_limit"] * 1e3 if self.s["latency_limit"] else None
-        max_draws = self.s.get("max_draws") or DRAWS_PER_TRIAL * self.s["trials"]
+        max_draws = self.max_draws()
         i = 0
-        while len(accepted) < self.s["trials"] and i < max_draws:
+        while len(accepted) < want and i < max_draws:
             if i in done:
                 i += 1
                 continue
-            point = sample(self.space, i, self.s["seed"], self.s["resolution"])
-            model = build(point, self.s["resolution"])
-            predicted = predictor.predict(model) if predictor else None
-            row = {"draw": i, "point": point, "predicted_us": predicted,
-                   "params": int(model.count_params()), "space": self.space["label"]}
-            keras.backend.clear_session()
-            if limit_us is not None and predicted > limit_us:
-                row["status"] = "rejected"
-            else:
-                row["status"] = "accepted"
+            row = self.candidate(i, sample(self.space, i, self.s["seed"],
+                                           self.s["resolution"]), predictor)
+            if row["status"] == "accepted":
                 accepted.append(row)
                 pending.append(row)
             self.rows.append(row)
@@ -266,10 +310,60 @@ class Search:
                              f"under --latency-limit {self.s['latency_limit']} ms after "
                              f"{max_draws} draws ({rejected} rejected); raise the limit or "
                              "change the space")
-        if len(accepted) < self.s["trials"]:
-            self.log(f"warning: only {len(accepted)} of {self.s['trials']} draws fit the limit "
+        if len(accepted) < want:
+            self.log(f"warning: only {len(accepted)} of {want} draws fit the limit "
                      f"after {max_draws} draws")
         return pending
+
+    def evolve(self, predictor):
+        """Regularized (aging) evolution (Real et al. 2019): the first --population accepted
+        candidates are random draws; then, a generation of --workers children at a time, each
+        child mutates the best (self.objective) of --tournament rows drawn from the
+        --population most recent (by draw) trained rows. A generation is drawn only from
+        rows all trained and saved, and saved whole before it trains, so a rerun after a
+        kill trains what was pending and then draws exactly what an unbroken run would."""
+        pending = self.draw(predictor, want=self.s["population"])
+        while True:
+            if pending:
+                self.train_pending(pending)
+            accepted = sorted((r for r in self.rows if r["status"] != "rejected"),
+                              key=lambda r: r["draw"])
+            if len(accepted) >= self.s["trials"]:
+                return
+            start = max(r["draw"] for r in self.rows) + 1
+            if start >= self.max_draws():
+                self.log(f"warning: only {len(accepted)} of {self.s['trials']} draws fit the "
+                         f"limit after {self.max_draws()} draws")
+                return
+            want = min(self.s["generation"], self.s["trials"] - len(accepted))
+            pending = self.draw_children(predictor, accepted[-self.s["population"]:], start,
+                                         want)
+
+    def draw_children(self, predictor, population, start, want):
+        """Draws start, start + 1, ... (each from default_rng([seed, draw])) until `want`
+        children are accepted or --max-draws is reached; saved together."""
+        import numpy as np
+
+        from mobilekit.search.spaces import mutate
+
+        children, i = [], start
+        while len([c for c in children if c["status"] == "accepted"]) < want \
+                and i < self.max_draws():
+            rng = np.random.default_rng([self.s["seed"], i])
+            size = min(self.s["tournament"], len(population))
+            entrants = [population[int(k)] for k in rng.choice(len(population), size,
+                                                                replace=False)]
+            parent = max(entrants, key=self.objective)  # the first of equals: deterministic
+            point, mutation = mutate(self.space, parent["point"], rng, self.s["resolution"])
+            children.append(self.candidate(i, point, predictor, parent=parent["draw"],
+                                           mutation=mutation))
+            i += 1
+        self.rows += children
+        self.save()
+        accepted = [c for c in children if c["status"] == "accepted"]
+        self.log(f"generation of draws {start}-{i - 1}: {len(accepted)} child(ren) to train, "
+                 f"{len(children) - len(accepted)} rejected")
+        return accepted
 
     def train_pending(self, pending):
         def done(row):
@@ -363,9 +457,12 @@ class Search:
     def run(self, skip_finalists=False):
         predictor = self.predictor() if (self.s["latency_limit"] or self.s["latency_target"]
                                          or self.s["lut"]) else None
-        pending = self.draw(predictor)
-        if pending:
-            self.train_pending(pending)
+        if self.s["strategy"] == "evolve":
+            self.evolve(predictor)
+        else:
+            pending = self.draw(predictor)
+            if pending:
+                self.train_pending(pending)
         if skip_finalists:
             return None
         finalists = self.measure_finalists()

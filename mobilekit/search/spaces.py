@@ -8,7 +8,9 @@ JSON-serialisable, so trials.jsonl and a model card can hold it.
 
 Point i of a search with seed s is drawn from numpy's default_rng([s, i]): the same seed
 gives the same candidates in the same order, and a resumed search redraws them exactly.
+`mutate` changes one choice of a point (regularized evolution's mutation).
 """
+import json
 import math
 
 import numpy as np
@@ -105,30 +107,95 @@ def _sample_mbspace(space, rng, resolution):
     return {"model": "mbspace", "kwargs": {"spec": spec}}
 
 
+# Each RegNet choice: (the space's key, its draw); in this order a sample draws them.
+_REGNET_KEYS = {
+    "depth": ("depth", lambda s, rng: int(rng.integers(s["depth"][0], s["depth"][-1] + 1))),
+    "w0": ("w0", lambda s, rng: max(QUANT, int(round(_log_uniform(rng, s["w0"]) / QUANT))
+                                    * QUANT)),
+    "wa": ("wa", lambda s, rng: round(_log_uniform(rng, s["wa"]), 1)),
+    "wm": ("wm", lambda s, rng: round(_log_uniform(rng, s["wm"]), 3)),
+    "group_width": ("group_width", lambda s, rng: int(_pick(rng, s["group_width"]))),
+    "bottleneck_ratio": ("bottleneck_ratio",
+                         lambda s, rng: float(_pick(rng, s["bottleneck_ratio"]))),
+    "se_ratio": ("se", lambda s, rng: 0.25 if _pick(rng, s["se"]) == "on" else 0.0)}
+
+
 def _sample_regnet(space, rng, resolution):
     """pycls-style draw; redrawn until the widths give the wanted stages and MACs fit."""
-    low, high = (m * (resolution / 224) ** 2 for m in space["macs_224"])
     for _ in range(MAX_DRAWS):
-        depth = space["depth"]
-        d = {"depth": int(rng.integers(depth[0], depth[-1] + 1)),
-             "w0": max(QUANT, int(round(_log_uniform(rng, space["w0"]) / QUANT)) * QUANT),
-             "wa": round(_log_uniform(rng, space["wa"]), 1),
-             "wm": round(_log_uniform(rng, space["wm"]), 3),
-             "group_width": int(_pick(rng, space["group_width"])),
-             "bottleneck_ratio": float(_pick(rng, space["bottleneck_ratio"])),
-             "se_ratio": 0.25 if _pick(rng, space["se"]) == "on" else 0.0}
-        if d["wm"] <= 1:
-            continue
-        _, _, found, possible = generate_regnet(d["wa"], d["w0"], d["wm"], d["depth"])
-        if found != possible or (space["num_stages"] and found != space["num_stages"]):
-            continue
-        stages = regnet_stages(d["depth"], d["w0"], d["wa"], d["wm"], d["group_width"],
-                               d["bottleneck_ratio"])
-        macs = regnet_complexity(stages, d["se_ratio"], resolution=resolution)["macs"]
-        if low <= macs <= high:
+        d = {key: draw(space, rng) for key, (_, draw) in _REGNET_KEYS.items()}
+        if _regnet_valid(space, d, resolution):
             return {"model": "regnet", "kwargs": d}
     raise ValueError(f"space {space['label']!r} has no valid design at {resolution} px "
                      f"after {MAX_DRAWS} draws (contradictory overrides?)")
+
+
+def _regnet_valid(space, d, resolution):
+    """pycls's checks (wm > 1, the widths give every stage they promise, the space's stage
+    count) and the space's MAC range at `resolution`."""
+    if d["wm"] <= 1:
+        return False
+    _, _, found, possible = generate_regnet(d["wa"], d["w0"], d["wm"], d["depth"])
+    if found != possible or (space["num_stages"] and found != space["num_stages"]):
+        return False
+    stages = regnet_stages(d["depth"], d["w0"], d["wa"], d["wm"], d["group_width"],
+                           d["bottleneck_ratio"])
+    macs = regnet_complexity(stages, d["se_ratio"], resolution=resolution)["macs"]
+    low, high = (m * (resolution / 224) ** 2 for m in space["macs_224"])
+    return low <= macs <= high
+
+
+def mutate(space, point, rng, resolution):
+    """(child, mutation): `point` with exactly one choice changed to another value the space
+    allows (mbspace: one stage's kernel, expansion, se, act, width_mult or depth; regnet: one
+    of depth, w0, wa, wm, group_width, bottleneck_ratio, se), and a text saying which
+    (`stages[2].kernel: 5 -> 3`, values as JSON). Regularized evolution's mutation (Real et
+    al. 2019); a RegNet child outside pycls's checks or the MAC range is redrawn."""
+    mutator = _mutate_regnet if space["family"] == "regnet" else _mutate_mbspace
+    return mutator(space, json.loads(json.dumps(point)), rng, resolution)
+
+
+def _mutation(path, old, new):
+    return f"{path}: {json.dumps(old)} -> {json.dumps(new)}"
+
+
+def _mbspace_options(space, stage, key):
+    if key == "depth":
+        low, high = stage[2]
+        return list(range(low, high + 1))
+    if key == "se":
+        return [v == "on" for v in space["se"]]
+    return list(space[key])
+
+
+def _mutate_mbspace(space, point, rng, resolution):
+    stages = point["kwargs"]["spec"]["stages"]
+    # every (stage, key) whose choice has an alternative in the space
+    slots = [(n, key, options) for n, stage in enumerate(space["stages"])
+             for key in ("depth", "kernel", "expansion", "se", "width_mult", "act")
+             if len(set(options := _mbspace_options(space, stage, key))) > 1]
+    if not slots:
+        raise ValueError(f"space {space['label']!r} has a single point: nothing to mutate")
+    n, key, options = slots[int(rng.integers(len(slots)))]
+    old = stages[n][key]
+    new = _pick(rng, [v for v in dict.fromkeys(options) if v != old])
+    stages[n][key] = new
+    return point, _mutation(f"stages[{n}].{key}", old, new)
+
+
+def _mutate_regnet(space, point, rng, resolution):
+    d = point["kwargs"]
+    keys = [k for k, (skey, _) in _REGNET_KEYS.items() if len(set(space[skey])) > 1]
+    if not keys:
+        raise ValueError(f"space {space['label']!r} has a single point: nothing to mutate")
+    for _ in range(MAX_DRAWS):
+        key = keys[int(rng.integers(len(keys)))]
+        new = _REGNET_KEYS[key][1](space, rng)
+        child = {**d, key: new}
+        if new != d[key] and _regnet_valid(space, child, resolution):
+            return {**point, "kwargs": child}, _mutation(key, d[key], new)
+    raise ValueError(f"no valid mutation of {d} in space {space['label']!r} at {resolution} "
+                     f"px after {MAX_DRAWS} draws")
 
 
 def build(point, resolution, num_classes=10):
