@@ -104,12 +104,16 @@ def interleaved_medians(model_paths, rounds=50, delegate="xnnpack", threads=1, w
     return [statistics.median(bucket) for bucket in times]
 
 
-def interleaved_times(model_paths, rounds=50, delegate="xnnpack", threads=1, warmup_runs=5):
+def interleaved_times(model_paths, rounds=50, delegate="xnnpack", threads=1, warmup_runs=5,
+                      warm_invokes=0):
     """Per-model lists of invoke times (µs), round-robin; element i of each list is round i
-    (paired samples for mobilekit.bench.stats.ratio_ci)."""
+    (paired samples for mobilekit.bench.stats.ratio_ci). warm_invokes: untimed invokes of
+    the model just before each timed one, so that it runs with its weights and buffers in
+    cache as when it runs alone (benchmark_model's setting), not after the other models
+    evicted them: among hundreds of files a small model's time otherwise grows 2-3x."""
     check_choice("delegate", delegate, ("xnnpack", "cpu"))
-    if rounds < 1 or threads < 1 or warmup_runs < 0:
-        raise ValueError("rounds and threads must be >= 1 and warmup_runs >= 0")
+    if rounds < 1 or threads < 1 or warmup_runs < 0 or warm_invokes < 0:
+        raise ValueError("rounds and threads must be >= 1, warmup_runs and warm_invokes >= 0")
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     kwargs = {"num_threads": threads}
@@ -129,6 +133,8 @@ def interleaved_times(model_paths, rounds=50, delegate="xnnpack", threads=1, war
     times = [[] for _ in interpreters]
     for _ in range(rounds):
         for interpreter, bucket in zip(interpreters, times):
+            for _ in range(warm_invokes):
+                interpreter.invoke()
             t0 = time.perf_counter_ns()
             interpreter.invoke()
             bucket.append((time.perf_counter_ns() - t0) / 1000.0)

@@ -44,6 +44,11 @@ COSTS = ("us_per_op", "us_per_mmac", "us_per_melement", "kernel_scale")
 RIDGE = 1e-3  # keeps keys seen in few samples from soaking up the noise
 MEASURE_RUNS = 40
 QUANTILE = 20  # per-pass statistic of the invoke times (measure_files)
+# Untimed invokes before each timed one in a round-robin (measure_files): without, a small
+# model timed among hundreds of kernel files ran 2-3x slower than among a few (its weights
+# and buffers evicted by the others), and LUT and held-out models timed in sessions of
+# different sizes disagreed by that much.
+WARM_INVOKES = 1
 
 
 def check_target(target):
@@ -138,7 +143,7 @@ def is_kernel_key(key):
 
 
 def element_shapes(keys, grid=ELEMENT_GRID):
-    """{key: {(elements,)}}: the grid each elementwise op is timed on (measure_kernels)."""
+    """{key: {(elements,)}}: the grid each elementwise op is timed on (kernel tables)."""
     return {key: {(n,) for n in grid} for key in keys}
 
 
@@ -208,29 +213,31 @@ def _overhead_model():
     return keras.Model(inputs, layers.ReLU()(inputs))
 
 
-def measure_kernels(shapes, dtypes, threads, log=print, workdir=None, passes=KERNEL_PASSES):
-    """{dtype: {key: {"shapes": [[*shape, µs], ...], "overhead_us"}}}: every shape of
-    `shapes` ({key: {shape}}) converted as a single-op model and timed round-robin with all
-    the others (passes x fresh interpreters, min over the passes), less the invoke
-    overhead of a one-ReLU model (what the op costs inside a larger graph)."""
+def convert_kernels(shapes, dtypes, tmp, log=print):
+    """(jobs [(key, shape)], {dtype: [overhead model's file, then one file per job]}): every
+    shape of `shapes` ({key: {shape}}) as a single-op model (kernel_tables prices them)."""
     from mobilekit.keras import keras
 
     jobs = [(key, tuple(shape)) for key in sorted(shapes) for shape in sorted(shapes[key])]
-    tables = {d: {} for d in dtypes}
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        paths = {d: [] for d in dtypes}
-        t0 = time.time()
-        for n, (key, shape) in enumerate([(None, None)] + jobs):
-            model = _overhead_model() if key is None else _kernel_model(key, shape)
-            for d in dtypes:
-                paths[d].append(convert_for_latency(
-                    model, d, Path(tmp) / f"k{n}_{d}.tflite", random_init=key is not None))
-            keras.backend.clear_session()
-            if n % 50 == 0:
-                log(f"kernel tables: converted {n}/{len(jobs)} shapes ({time.time() - t0:.0f} s)")
-        files = [p for d in dtypes for p in paths[d]]
-        us = dict(zip(files, np.min(measure_files(files, threads, passes=passes), axis=1)))
-    for d in dtypes:
+    paths = {d: [] for d in dtypes}
+    t0 = time.time()
+    for n, (key, shape) in enumerate([(None, None)] + jobs):
+        model = _overhead_model() if key is None else _kernel_model(key, shape)
+        for d in dtypes:
+            paths[d].append(convert_for_latency(
+                model, d, Path(tmp) / f"k{n}_{d}.tflite", random_init=key is not None))
+        keras.backend.clear_session()
+        if n % 50 == 0:
+            log(f"kernel tables: converted {n}/{len(jobs)} shapes ({time.time() - t0:.0f} s)")
+    return jobs, paths
+
+
+def kernel_tables(jobs, paths, us, log=print):
+    """{dtype: {key: {"shapes": [[*shape, µs], ...], "overhead_us"}}} from the files' times
+    `us` {path: µs}: each single-op model's time less the invoke overhead of a one-ReLU
+    model (what the op costs inside a larger graph)."""
+    tables = {d: {} for d in paths}
+    for d in paths:
         overhead = float(us[paths[d][0]])
         for (key, shape), path in zip(jobs, paths[d][1:]):
             # an op faster than the overhead's noise still costs something: keep 5 %
@@ -335,8 +342,10 @@ def measure_files(paths, threads=1, passes=3, budget_s=None):
     (fresh buffers and weight packing); per pass the QUANTILE of the invoke times, not the
     median: on this 2-core host shared with other jobs (load 5-10) the median moves by
     25-90 % between passes while the 20th percentile of the same fp32 runs moves by 2-3 %
-    (a run that nobody preempted). Rounds per pass: MEASURE_RUNS, fewer (>= 7) when one
-    round is slow (7x7 int8 files take ms), to ~budget_s per pass."""
+    (a run that nobody preempted). Each timed invoke follows an untimed one of the same
+    file (warm caches, as the model runs alone on a device: WARM_INVOKES). Rounds per pass:
+    MEASURE_RUNS, fewer (>= 7) when one round is slow (7x7 int8 files take ms), to
+    ~budget_s per pass."""
     from mobilekit.bench.host import interleaved_times
 
     if not paths:
@@ -346,7 +355,8 @@ def measure_files(paths, threads=1, passes=3, budget_s=None):
     rounds = int(min(MEASURE_RUNS, max(7, budget_s / max(sum(t[0] for t in probe) / 1e6,
                                                           1e-6))))
     stats = [[float(np.percentile(t, QUANTILE)) for t in
-              interleaved_times(paths, rounds=rounds, threads=threads, warmup_runs=3)]
+              interleaved_times(paths, rounds=rounds, threads=threads, warmup_runs=3,
+                                warm_invokes=WARM_INVOKES)]
              for _ in range(passes)]
     return [[round(m[i], 2) for m in stats] for i in range(len(paths))]
 
@@ -357,29 +367,42 @@ def measure_points(points, resolution, dtypes, threads, log=print, workdir=None,
     sampled points: all converted first, then timed round-robin together (measure_files;
     measured = min over the passes). repeats > 1: the whole measurement again, each
     repeat's min over its passes in `repeat_us` {dtype: [µs per repeat]} (the noise floor)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        rows, files = convert_points(points, resolution, dtypes, tmp)
+        sessions = [measure_files([p for _, _, p in files], threads, passes=passes)
+                    for _ in range(repeats)]
+    return point_timings(rows, files, sessions, log)
+
+
+def convert_points(points, resolution, dtypes, tmp):
+    """(rows [{point, features}], files [(row index, dtype, path)]): each point's model
+    converted in every dtype."""
     from mobilekit.keras import keras
     from mobilekit.search.spaces import build
 
     rows, files = [], []
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for i, point in enumerate(points):
-            model = build(point, resolution)
-            rows.append({"point": point, "features": op_features(model), "measured_us": {},
-                         "pass_us": {}})
-            for dtype in dtypes:
-                files.append((i, dtype, convert_for_latency(
-                    model, dtype, Path(tmp) / f"m{i}_{dtype}.tflite", random_init=True)))
-            keras.backend.clear_session()
-        sessions = [measure_files([p for _, _, p in files], threads, passes=passes)
-                    for _ in range(repeats)]
+    for i, point in enumerate(points):
+        model = build(point, resolution)
+        rows.append({"point": point, "features": op_features(model), "measured_us": {},
+                     "pass_us": {}})
+        for dtype in dtypes:
+            files.append((i, dtype, convert_for_latency(
+                model, dtype, Path(tmp) / f"m{i}_{dtype}.tflite", random_init=True)))
+        keras.backend.clear_session()
+    return rows, files
+
+
+def point_timings(rows, files, sessions, log=print):
+    """`rows` with their times from `sessions` ([[µs per pass] per file] per repeat, the
+    files in the order of convert_points')."""
     for n, (i, dtype, _) in enumerate(files):
         us = [u for session in sessions for u in session[n]]
         rows[i]["pass_us"][dtype] = us
         rows[i]["measured_us"][dtype] = min(us)
-        if repeats > 1:
+        if len(sessions) > 1:
             rows[i].setdefault("repeat_us", {})[dtype] = [min(s[n]) for s in sessions]
     for i, row in enumerate(rows):
-        log(f"[{i + 1}/{len(points)}] {row['point']['model']}: " + ", ".join(
+        log(f"[{i + 1}/{len(rows)}] {row['point']['model']}: " + ", ".join(
             f"{d} {v / 1e3:.3f} ms" for d, v in row["measured_us"].items()))
     return rows
 
@@ -485,12 +508,28 @@ def errors(predicted, measured):
 def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="host",
               log=print, kernel_channels=KERNEL_CHANNELS, kernel_sides=KERNEL_SIDES,
               element_sizes=None):
-    """Sample `samples` points of the space, measure them, time the kernel-table ops one
-    by one (every depthwise / pointwise shape the space can produce, plus a grid of
-    depthwise shapes kernel_sides x kernel_channels when channels are given; () or
-    'none': no kernel tables, fitted costs only; the elementwise ops of the samples on
-    `element_sizes`, None: ELEMENT_GRID, (): none), and fit one table per dtype."""
-    from mobilekit.search.spaces import kernel_shapes, parse_space, sample
+    """Sample `samples` points of the space, time them and the kernel-table ops one by one
+    (every depthwise / pointwise shape the space can produce, plus a grid of depthwise
+    shapes kernel_sides x kernel_channels when channels are given; () or 'none': no kernel
+    tables, fitted costs only; the elementwise ops of the samples on `element_sizes`, None:
+    ELEMENT_GRID, (): none), all in the same round-robin sessions, and fit one table per
+    dtype."""
+    return build_lut_with_heldout(space_text, samples, seed, resolution, dtypes, threads,
+                                  target, log, kernel_channels, kernel_sides,
+                                  element_sizes)[0]
+
+
+def build_lut_with_heldout(space_text, samples, seed, resolution, dtypes, threads=1,
+                           target="host", log=print, kernel_channels=KERNEL_CHANNELS,
+                           kernel_sides=KERNEL_SIDES, element_sizes=None, heldout=0,
+                           heldout_seed=None, repeats=1):
+    """(lut, held-out rows) of build_lut: `heldout` models of `heldout_seed` (default
+    seed + 1000) timed in the same round-robin sessions as the LUT's samples and kernel
+    models. Why: this host's speed wanders by 5-30 % over minutes (all models together), so
+    a LUT measured at one time and models at another differ by that much whatever the
+    predictor; timed together they share it, and the comparison shows the predictor's own
+    error. repeats: that many sessions (the held-out rows' repeat_us: the noise floor)."""
+    from mobilekit.search.spaces import parse_space, sample
 
     check_target(target)
     for d in dtypes:
@@ -500,23 +539,27 @@ def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="
     if threads < 1:
         raise ValueError(f"--threads must be >= 1; got {threads}")
     space = parse_space(space_text)
+    heldout_seed = seed + 1000 if heldout_seed is None else heldout_seed
+    if heldout and heldout_seed == seed:
+        raise ValueError(f"held-out models need another seed than the LUT's ({seed})")
     points = [sample(space, i, seed, resolution) for i in range(samples)]
+    points += [sample(space, i, heldout_seed, resolution) for i in range(heldout)]
     t0 = time.time()
-    rows = measure_points(points, resolution, dtypes, threads, log)
-    kernels = {}
-    if kernel_channels is None or len(kernel_channels):
-        # only spaces that enumerate their shapes get tables: a table of the samples' shapes
-        # alone would refuse most new candidates (regnet: fitted costs only)
-        shapes = kernel_shapes(space, resolution)
-        for k in [k for k in shapes if k.startswith("dwconv_")] if kernel_channels else []:
-            shapes[k].update((side, c) for side in (kernel_sides or KERNEL_SIDES)
-                             for c in kernel_channels)
-        # the elementwise ops the samples hold, on a size grid (any space, regnet too)
-        if element_sizes is None or len(element_sizes):
-            shapes.update(element_shapes(ELEMENTWISE_KEYS & {k for r in rows
-                                                             for k in r["features"]},
-                                         element_sizes or ELEMENT_GRID))
-        kernels = measure_kernels(shapes, dtypes, threads, log) if shapes else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rows, files = convert_points(points, resolution, dtypes, tmp)
+        shapes = _table_shapes(space, resolution, rows[:samples], kernel_channels,
+                               kernel_sides, element_sizes)
+        jobs, kpaths = convert_kernels(shapes, dtypes, tmp, log) if shapes else ([], {})
+        kfiles = [p for d in kpaths for p in kpaths[d]]
+        log(f"timing {len(files)} model files and {len(kfiles)} kernel files round-robin")
+        paths = [p for _, _, p in files] + kfiles
+        sessions = [measure_files(paths, threads, passes=KERNEL_PASSES)
+                    for _ in range(repeats)]
+    n = len(files)
+    rows = point_timings(rows, files, [s[:n] for s in sessions], log)
+    kernels = kernel_tables(jobs, kpaths, {p: min(u for s in sessions for u in s[n + j])
+                                           for j, p in enumerate(kfiles)}, log)
+    rows, held = rows[:samples], rows[samples:]
     lut = {"format": FORMAT, "target": target, "delegate": "xnnpack", "threads": threads,
            "space": space["label"], "seed": seed, "resolution": resolution,
            "features": list(FEATURES), "tables": {}, "fit_error": {}, "samples": rows,
@@ -526,7 +569,27 @@ def build_lut(space_text, samples, seed, resolution, dtypes, threads=1, target="
         lut["tables"][d] = table
         lut["fit_error"][d] = errors([predict_features(table, r["features"]) for r in rows],
                                      [r["measured_us"][d] for r in rows])
-    return lut
+    return lut, held
+
+
+def _table_shapes(space, resolution, rows, kernel_channels, kernel_sides, element_sizes):
+    """{key: {shape}} the kernel tables time (see build_lut); {} for none."""
+    from mobilekit.search.spaces import kernel_shapes
+
+    if kernel_channels is not None and not len(kernel_channels):
+        return {}
+    # only spaces that enumerate their shapes get conv tables: a table of the samples'
+    # shapes alone would refuse most new candidates (regnet: fitted costs only)
+    shapes = kernel_shapes(space, resolution)
+    for k in [k for k in shapes if k.startswith("dwconv_")] if kernel_channels else []:
+        shapes[k].update((side, c) for side in (kernel_sides or KERNEL_SIDES)
+                         for c in kernel_channels)
+    # the elementwise ops the samples hold, on a size grid (any space, regnet too)
+    if element_sizes is None or len(element_sizes):
+        shapes.update(element_shapes(ELEMENTWISE_KEYS & {k for r in rows
+                                                         for k in r["features"]},
+                                     element_sizes or ELEMENT_GRID))
+    return shapes
 
 
 def _host():
@@ -616,7 +679,6 @@ def evaluate_lut(lut, space_text=None, samples=10, seed=None, resolution=None, d
               "threads": lut["threads"], "target": lut["target"], "repeats": repeats,
               "dtypes": {}}
     for d in dtypes:
-        pred = [predict_features(lut["tables"][d], r["features"]) for r in rows]
         meas = [r["measured_us"][d] for r in rows]
         if retimed:
             table = fit(retimed, d, lut["tables"][d].get("kernels"))
@@ -626,16 +688,24 @@ def evaluate_lut(lut, space_text=None, samples=10, seed=None, resolution=None, d
             result.setdefault("refit", {})[d] = {
                 **errors([predict_features(table, r["features"]) for r in rows], meas),
                 "table": table, "samples_us": [r["measured_us"][d] for r in retimed]}
-        result["dtypes"][d] = {**errors(pred, meas),
-                               "rows": [{"point": r["point"], "features": r["features"],
-                                         "predicted_us": round(p, 2), "measured_us": m,
-                                         "repeat_us": r.get("repeat_us", {}).get(d)}
-                                        for r, p, m in zip(rows, pred, meas)]}
-        if repeats > 1:
-            reps = [r["repeat_us"][d] for r in rows]
-            result["dtypes"][d]["noise_floor"] = errors([x[0] for x in reps],
-                                                        [x[1] for x in reps])
+        result["dtypes"][d] = heldout_errors(lut["tables"][d], rows, d)
     return result
+
+
+def heldout_errors(table, rows, dtype):
+    """errors() of the table's predictions for measured rows, the rows (point, features,
+    predicted, measured, repeats) and, with repeats, the noise floor (repeat 1 vs 2)."""
+    pred = [predict_features(table, r["features"]) for r in rows]
+    meas = [r["measured_us"][dtype] for r in rows]
+    out = {**errors(pred, meas),
+           "rows": [{"point": r["point"], "features": r["features"],
+                     "predicted_us": round(p, 2), "measured_us": m,
+                     "repeat_us": r.get("repeat_us", {}).get(dtype)}
+                    for r, p, m in zip(rows, pred, meas)]}
+    if rows and len(rows[0].get("repeat_us", {}).get(dtype) or ()) > 1:
+        reps = [r["repeat_us"][dtype] for r in rows]
+        out["noise_floor"] = errors([x[0] for x in reps], [x[1] for x in reps])
+    return out
 
 
 def _check_predictable(lut, points, resolution, dtypes):
