@@ -172,17 +172,20 @@ def test_fit_with_kernel_tables_prices_ops_by_their_measured_shape():
     assert latency.errors(pred, [r["measured_us"]["int8"] for r in rows])["rmspe_pct"] < 3
     # the MMAC / element columns of a tabulated key stay unused (the table prices them)
     assert fitted["ops"]["dwconv_k7_s1"]["us_per_mmac"] == 0.0
-    # the default: a tabulated op costs its table time; the rest is fitted on top of it
+    # the default: one scale per kind of table (here the depthwise one), nothing per op
+    kind = latency.fit(rows, "int8", {"dwconv_k7_s1": table})
+    assert kind["ops"]["dwconv_k7_s1"] == {"us_per_op": 0.0, "us_per_mmac": 0.0,
+                                           "us_per_melement": 0.0,
+                                           "kernel_scale": pytest.approx(1.3, rel=0.05)}
+    assert latency.table_kind("dwconv_k7_s1") == "depthwise"
+    # "fixed": a tabulated op costs its table time; the rest is fitted on top of it
     rows = [{**r, "measured_us": {"int8": r["measured_us"]["int8"] - 0.3 * latency.kernel_us(
         table, r["features"]["dwconv_k7_s1"][3])}} for r in rows]
-    fixed = latency.fit(rows, "int8", {"dwconv_k7_s1": table})
+    fixed = latency.fit(rows, "int8", {"dwconv_k7_s1": table}, table_scale="fixed")
     assert fixed["ops"]["dwconv_k7_s1"] == {"us_per_op": 0.0, "us_per_mmac": 0.0,
                                             "us_per_melement": 0.0, "kernel_scale": 1.0}
     pred = [latency.predict_features(fixed, r["features"]) for r in rows]
     assert latency.errors(pred, [r["measured_us"]["int8"] for r in rows])["rmspe_pct"] < 1
-    # while the old fit, free to rescale the table, is no better on data the table explains
-    assert latency.fit(rows, "int8", {"dwconv_k7_s1": table}, table_scale="fitted")[
-        "ops"]["dwconv_k7_s1"]["kernel_scale"] == pytest.approx(1.0, rel=0.05)
 
 
 def test_errors_are_rmspe_and_share_within_ten_percent():

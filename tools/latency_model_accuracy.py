@@ -9,9 +9,9 @@ as `mobilekit latency-model eval` does (`--retime-samples`: the drift since the 
 Prints one row per dtype and subset: space, LUT samples, held-out models, RMSPE, share
 within ±10 %, max error, and the noise floor (RMSPE of one end-to-end measurement of the
 held-out models against a repeat of it: what no predictor can beat), plus the CPU flags and
-the load average before and after. Ablations refit the same LUT samples with the tables'
-scales fitted too (the earlier fit), with fewer kernel tables (none: fitted costs only;
-depthwise only) and score them on the same measurements.
+the load average before and after. Ablations refit the same LUT samples with the tables
+unscaled, with a cost and a scale per tabulated key (the earlier fit), with fewer kernel
+tables (none: fitted costs only; depthwise only) and score them on the same measurements.
 
     nice -n 10 python tools/latency_model_accuracy.py --space mbspace --samples 30 \\
         --heldout 15 --resolution 64 --out docs/search/accuracy_mbspace.json
@@ -52,8 +52,10 @@ def score(lut, result):
         if result.get("refit"):  # refitted on the samples re-timed with the held-out models
             variants["lut, samples re-timed"] = result["refit"][d]["table"]
         if kernels:  # refit on the same samples with fewer kernel tables
-            variants["tables, scales fitted"] = latency.fit(lut["samples"], d, kernels,
-                                                            table_scale="fitted")
+            variants["tables at scale 1"] = latency.fit(lut["samples"], d, kernels,
+                                                        table_scale="fixed")
+            variants["tables, costs and scale per key"] = latency.fit(
+                lut["samples"], d, kernels, table_scale="fitted")
             variants["fitted only"] = latency.fit(lut["samples"], d, {})
             variants["dw tables only"] = latency.fit(lut["samples"], d,
                                                      _kernels_only(kernels, "dwconv_"))

@@ -10,13 +10,17 @@ on XNNPACK here) and pointwise convs, are also timed one by one as single fused 
 (conv + folded BN + ReLU) at every shape the space can produce (spaces.kernel_shapes;
 nn-Meter's kernel tables, exact rather than sampled): a model's op is looked up by its
 shape, interpolated between measured shapes that bracket it, and refused (OutsideTable)
-when nothing does. Then per key the costs (per op, per MMAC, per million elements; for
-tabulated keys per op and a scale on the table's time, ridged towards 1) are fitted with
+when nothing does; the elementwise ops (add, mul, hard-swish, hard-sigmoid, mean) likewise
+on a grid of sizes, priced by their elements. Then a scale per kind of table (depthwise,
+pointwise, elementwise: an op alone runs with a warmer cache than in a network) and the
+costs of the untabulated keys (per op, per MMAC, per million elements) are fitted with
 non-negative least squares on relative error to the measured end-to-end times of the
-converted fp32 / int8 models. Timings: all files of a build timed round-robin together,
-passes with fresh interpreters, a low quantile per pass (measure_files). The LUT file holds
-the costs and kernel tables per dtype with the target, delegate and thread count it was
-measured with; a prediction for another target or thread count is refused (ValueError).
+converted fp32 / int8 models. Timings: all files of a build (samples, kernel models) timed
+round-robin in the same sessions, each timed invoke after an untimed one of the same file
+(warm caches), passes with fresh interpreters, a low quantile per pass (measure_files). The
+LUT file holds the costs and kernel tables per dtype with the target, delegate and thread
+count it was measured with; a prediction for another target or thread count is refused
+(ValueError).
 
 Targets: host (LiteRT in this process, XNNPACK) here. local / adb (benchmark_model's
 per-operator profile) and gpu (LiteRT's GPU accelerator, end to end) are built by
@@ -419,33 +423,46 @@ def _design_row(features, key, kernels):
     return [f[0], f[1], f[2], 0.0]
 
 
-TABLE_SCALES = ("fixed", "fitted")
+TABLE_SCALES = ("kind", "fixed", "fitted")
 
 
-def fit(rows, dtype, kernels=None, table_scale="fixed"):
+def table_kind(key):
+    """The group a tabulated key shares its table scale with (fit's table_scale="kind")."""
+    if key.startswith("dwconv_"):
+        return "depthwise"
+    return "pointwise" if key == "conv_k1_s1" else "elementwise"
+
+
+def fit(rows, dtype, kernels=None, table_scale="kind"):
     """{"base_us", "ops": {key: costs}, "kernels": {key: kernel table}} by NNLS on relative
     error with a small ridge: costs per op, MMAC and million elements of the keys without
-    a kernel table, on top of the tabulated keys' table times.
+    a kernel table, plus the tabulated keys' table times times a scale:
 
-    table_scale "fixed" (the default): a tabulated op costs its table time, as nn-Meter
-    sums its kernels' predictions. "fitted": per tabulated key a cost per op and a scale on
-    the table's time are fitted too (ridged towards 1). Measured on mbspace at 64 px
-    (docs/search.md), fitting them did harm: with dozens of free costs on 40 samples the
-    fit moved time between keys (int8: pointwise tables scaled by 0.18, residual ADDs by
-    18) and small models came out 15-50 % off."""
+    - "kind" (the default): one scale per kind of table (depthwise, pointwise,
+      elementwise; ridged towards 1): a single op timed alone runs with its weights and
+      input in cache, inside a network less so (fp32 ops here cost 1.3-1.5x their table
+      time in the chain, int8 ones ~1.1x), and that differs by kind, little by shape;
+    - "fixed": scale 1 (nn-Meter sums its kernels' predictions so);
+    - "fitted": per tabulated key a cost per op and a scale (the earlier fit). Measured on
+      mbspace at 64 px (docs/search.md) that did harm: with dozens of free costs on 40
+      samples the fit moved time between keys (int8 pointwise tables scaled by 0.18,
+      residual ADDs by 18) and small models came out 15-50 % off."""
     from scipy.optimize import nnls
 
     check_choice("table_scale", table_scale, TABLE_SCALES)
     kernels = kernels or {}
     keys = sorted({k for r in rows for k in r["features"]})
-    tabulated = {k for k in keys if kernels.get(k)} if table_scale == "fixed" else set()
+    tabulated = {k for k in keys if kernels.get(k)} if table_scale != "fitted" else set()
+    kind = {k: table_kind(k) if table_scale == "kind" else None for k in tabulated}
+    kinds = sorted({g for g in kind.values() if g})
     columns = [(k, j) for k in keys if k not in tabulated for j in range(len(FEATURES))]
     kernel_j = FEATURES.index("kernel_us")
 
     def design(r):
-        rows_ = {k: _design_row(r["features"], k, kernels) for k in keys}
-        fixed = sum(rows_[k][kernel_j] for k in tabulated)
-        return [1.0] + [rows_[k][j] for k, j in columns], fixed
+        us = {k: _design_row(r["features"], k, kernels) for k in keys}
+        fixed = sum(us[k][kernel_j] for k in tabulated if kind[k] is None)
+        per_kind = [sum(us[k][kernel_j] for k in tabulated if kind[k] == g) for g in kinds]
+        return [1.0] + per_kind + [us[k][j] for k, j in columns], fixed
 
     designs = [design(r) for r in rows]
     X = np.array([d for d, _ in designs], float)
@@ -455,13 +472,16 @@ def fit(rows, dtype, kernels=None, table_scale="fixed"):
     scale = np.maximum(np.abs(Xr).max(axis=0), 1e-12)
     Xs = Xr / scale
     n = Xs.shape[1]
-    prior = np.array([0.0] + [1.0 if j == kernel_j else 0.0 for _, j in columns]) * scale
+    prior = np.array([0.0] + [1.0] * len(kinds) + [1.0 if j == kernel_j else 0.0
+                                                   for _, j in columns]) * scale
     A = np.vstack([Xs, math.sqrt(RIDGE * len(y)) * np.eye(n)])
     b = np.concatenate([yr, math.sqrt(RIDGE * len(y)) * prior])
     coef = nnls(A, b, maxiter=50 * n)[0] / scale
-    table = {k: dict.fromkeys(COSTS, 0.0) | {"kernel_scale": 1.0} for k in tabulated}
+    scales = dict(zip(kinds, coef[1:1 + len(kinds)]))
+    table = {k: dict.fromkeys(COSTS, 0.0) | {"kernel_scale": round(float(
+        scales.get(kind[k], 1.0)), 6)} for k in tabulated}
     table.update({k: {} for k in keys if k not in tabulated})
-    for (k, j), c in zip(columns, coef[1:]):
+    for (k, j), c in zip(columns, coef[1 + len(kinds):]):
         table[k][COSTS[j]] = round(float(c), 6)
     return {"base_us": round(float(coef[0]), 4), "ops": dict(sorted(table.items())),
             "kernels": kernels, "table_scale": table_scale}
@@ -525,10 +545,11 @@ def build_lut_with_heldout(space_text, samples, seed, resolution, dtypes, thread
                            heldout_seed=None, repeats=1):
     """(lut, held-out rows) of build_lut: `heldout` models of `heldout_seed` (default
     seed + 1000) timed in the same round-robin sessions as the LUT's samples and kernel
-    models. Why: this host's speed wanders by 5-30 % over minutes (all models together), so
-    a LUT measured at one time and models at another differ by that much whatever the
-    predictor; timed together they share it, and the comparison shows the predictor's own
-    error. repeats: that many sessions (the held-out rows' repeat_us: the noise floor)."""
+    models. Why: this shared host's speed wanders over minutes, all models together (2-3 %
+    RMS between a build and a later session when quiet, up to 30 % under other jobs), and
+    no table can know it; timed together the LUT and the held-out models share it, and the
+    comparison shows the predictor's own error. repeats: that many sessions (the held-out
+    rows' repeat_us: the noise floor)."""
     from mobilekit.search.spaces import parse_space, sample
 
     check_target(target)
