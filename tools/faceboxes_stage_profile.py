@@ -67,6 +67,10 @@ def main(argv=None):
     parser.add_argument("--stat", default="median", choices=("median", "min"),
                         help="per-file statistic of the round-robin invokes (min: the least "
                              "disturbed run, for a host shared with other work)")
+    parser.add_argument("--warm-invokes", type=int, default=0,
+                        help="untimed invokes of a file before each timed one (1: each file "
+                             "runs with its own data in cache, as a model running alone on a "
+                             "device; 0: after the other files' invokes, as before)")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
 
@@ -94,7 +98,8 @@ def main(argv=None):
     reestimate_batchnorm(mobilenet, mn_images)
     anchors = generate_anchors(hw, map_sizes=map_sizes(model))
     lines = [f"FaceBoxes stages at {args.input_size} (WxH), {args.model}; host, 1 thread, "
-             f"XNNPACK, {args.stat} of {args.rounds} round-robin rounds; MobileNet v1 1.0 at 224 "
+             f"XNNPACK, {args.stat} of {args.rounds} round-robin rounds, "
+             f"{args.warm_invokes} untimed invoke(s) before each; MobileNet v1 1.0 at 224 "
              f"alongside. Host: {describe()}.",
              ""]
     forms = (False, True) if args.forms == "both" else (args.forms == "fast",)
@@ -117,7 +122,8 @@ def main(argv=None):
             mn = os.path.join(folder, f"{quant}_mobilenet.tflite")
             Path(mn).write_bytes(convert(mobilenet, quant, mn_images if quant == "int8" else None))
             stat = statistics.median if args.stat == "median" else min
-            times = [stat(t) for t in interleaved_times(paths + [mn], rounds=args.rounds)]
+            times = [stat(t) for t in interleaved_times(paths + [mn], rounds=args.rounds,
+                                                        warm_invokes=args.warm_invokes)]
             n = len(STAGES)
             per_form = [times[i * n:(i + 1) * n] for i in range(len(forms))]
             lines += _table(quant, per_form, [FORM_NAMES[f] for f in forms], macs, times[-1],

@@ -20,9 +20,12 @@ Everything is done by mobilekit.search.latency (build_lut, evaluate_lut, fit); t
 only chooses the subsets and prints the table.
 """
 import argparse
+import gzip
+import json
 import os
 import sys
 import time
+from pathlib import Path
 
 from mobilekit.bench.hostinfo import cpu_info
 from mobilekit.io import write_json_atomic
@@ -48,7 +51,8 @@ def score(lut, result):
     for d, res in result["dtypes"].items():
         rows = res["rows"]
         kernels = lut["tables"][d].get("kernels") or {}
-        variants = {"lut": lut["tables"][d]}
+        variants = {"lut": lut["tables"][d],
+                    "tables, a scale per kind": latency.fit(lut["samples"], d, kernels)}
         if result.get("refit"):  # refitted on the samples re-timed with the held-out models
             variants["lut, samples re-timed"] = result["refit"][d]["table"]
         if kernels:  # refit on the same samples with fewer kernel tables
@@ -111,11 +115,17 @@ def main(argv=None):
                     help="time the LUT's samples again with the held-out models (same "
                          "round-robin sessions): prints the host's drift since the build and "
                          "the error of the table refitted on the re-timed samples")
+    ap.add_argument("--rescore", default=None, metavar="REPORT",
+                    help="no measuring: score the held-out rows of an earlier report of this "
+                         "tool (JSON, may be gzipped) again against --lut's samples refitted "
+                         "by today's fit and its ablations")
     ap.add_argument("--out", default=None, help="write the result JSON here")
     args = ap.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     dtypes = [d.strip() for d in args.dtype.split(",") if d.strip()]
     load_before, t0 = os.getloadavg(), time.time()
+    if args.rescore:
+        return rescore(args.lut, args.rescore)
     if args.lut:
         lut, result = latency.load_lut(args.lut), None
     else:  # the held-out models timed in the same sessions as the LUT's samples and kernels
@@ -167,6 +177,22 @@ def main(argv=None):
         print(f"# drift since the build ({d}): the LUT's {e['n']} samples re-timed with the "
               f"later held-out sessions, RMSPE {e['rmspe_pct']:.1f} % (build-time vs then), "
               f"max {e['max_abs_pct']:.1f} %")
+    return report
+
+
+def rescore(lut_path, report_path):
+    """The tables of an earlier report, recomputed from its held-out rows (no measuring)."""
+    if not lut_path:
+        raise SystemExit("Error: --rescore needs the report's LUT (--lut)")
+    lut, raw = latency.load_lut(lut_path), Path(report_path).read_bytes()
+    report = json.loads(gzip.decompress(raw) if report_path.endswith(".gz") else raw)
+    print(f"# rescored {report_path} (measured {report['date']}, load avg "
+          f"{report['load_avg_before']} -> {report['load_avg_after']})")
+    for key, sessions in (("eval", "same as the LUT's" if report["eval"].get("sessions")
+                           else "their own, after the build"),
+                          ("later", "their own, after the build")):
+        if report.get(key):
+            _print_scores(lut, score(lut, report[key]), sessions)
     return report
 
 

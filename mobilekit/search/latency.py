@@ -27,6 +27,7 @@ per-operator profile) and gpu (LiteRT's GPU accelerator, end to end) are built b
 mobilekit.search.profiled into the same LUT format (and measured there by its Runner, also
 in the search); build_lut / evaluate_lut here are the host's (check_target).
 """
+import gzip
 import json
 import math
 import os
@@ -440,8 +441,9 @@ def fit(rows, dtype, kernels=None, table_scale="kind"):
 
     - "kind" (the default): one scale per kind of table (depthwise, pointwise,
       elementwise; ridged towards 1): a single op timed alone runs with its weights and
-      input in cache, inside a network less so (fp32 ops here cost 1.3-1.5x their table
-      time in the chain, int8 ones ~1.1x), and that differs by kind, little by shape;
+      input in cache, inside a network less so (here fp32 depthwise convs cost 1.2-1.3x
+      their table time in the chain, pointwise 1.5-2.1x; int8 1.07x and 1.1-1.5x), and
+      that differs by kind more than by shape;
     - "fixed": scale 1 (nn-Meter sums its kernels' predictions so);
     - "fitted": per tabulated key a cost per op and a scale (the earlier fit). Measured on
       mbspace at 64 px (docs/search.md) that did harm: with dozens of free costs on 40
@@ -628,9 +630,10 @@ def load_lut(path):
     if not path.is_file():
         raise FileNotFoundError(f"latency model {str(path)!r} does not exist "
                                 "(build one with `mobilekit latency-model build`)")
-    try:
-        lut = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    try:  # a LUT may be gzipped (the ones under docs/search/ are: 400 KB -> 24 KB)
+        lut = json.loads(gzip.decompress(path.read_bytes()) if path.suffix == ".gz"
+                         else path.read_text())
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not a latency model (invalid JSON: {exc})") from None
     if not isinstance(lut, dict) or lut.get("format") != FORMAT:
         found = lut.get("format") if isinstance(lut, dict) else None
