@@ -150,7 +150,7 @@ def small_and_big(tmp_path_factory):
     return paths
 
 
-def test_host_compare_is_round_robin_and_paired(small_and_big):
+def test_host_compare_is_round_robin_and_paired(small_and_big, monkeypatch):
     small, big = small_and_big
     result = compare.compare_models(small, big, "host", rounds=25, warmup_runs=2)
     assert (result["n_a"], result["n_b"], result["paired"]) == (25, 25, True)
@@ -161,4 +161,19 @@ def test_host_compare_is_round_robin_and_paired(small_and_big):
 
     times = interleaved_times([small, big], rounds=3, warmup_runs=0)
     assert [len(t) for t in times] == [3, 3] and all(v > 0 for t in times for v in t)
+    # warm_invokes: that many untimed invokes of the same file just before each timed one
+    calls = []
+    from ai_edge_litert.interpreter import Interpreter
+
+    real_invoke = Interpreter.invoke
+
+    def invoke(self):
+        calls.append(id(self))
+        return real_invoke(self)
+
+    monkeypatch.setattr(Interpreter, "invoke", invoke)
+    times = interleaved_times([small, big], rounds=3, warmup_runs=1, warm_invokes=2)
+    assert [len(t) for t in times] == [3, 3]
+    a, b = calls[0], calls[1]  # the warm-up invoke of each, then rounds of [a a a b b b]
+    assert calls == [a, b] + [a, a, a, b, b, b] * 3
     assert len(interleaved_medians([small], rounds=2, warmup_runs=0)) == 1

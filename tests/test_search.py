@@ -1,4 +1,5 @@
 """Design spaces, the latency model and `mobilekit search` (tiny spaces, 32 px, 1 epoch)."""
+import gzip
 import json
 import os
 import signal
@@ -317,6 +318,18 @@ def test_latency_model_accuracy_tool_prints_the_table_with_the_noise_floor(tmp_p
         lut["tables"]["fp32"]["base_us"], rel=1e-3, abs=1e-3)
     with pytest.raises(SystemExit, match="must share space, resolution, target, threads"):
         tool.pooled(lut, [{**lut, "resolution": 64}])
+    # the held-out models were timed in the LUT's own sessions; --rescore recomputes the
+    # table from the saved rows without measuring (a gzipped report and LUT too)
+    assert report["eval"]["sessions"] == "same as the LUT's" and report["later"] is None
+    gz = tmp_path / "acc.json.gz"
+    gz.write_bytes(gzip.compress(out.read_bytes()))
+    lut_gz = tmp_path / "lut.json.gz"
+    lut_gz.write_bytes(gzip.compress((tmp_path / "lut.json").read_bytes()))
+    capsys.readouterr()
+    again = tool.main(["--lut", str(lut_gz), "--rescore", str(gz)])
+    assert again["scores"] == report["scores"]
+    assert "| `mbspace-tiny:kernel=3,expansion=3,width_mult=0.5` @32 px | 3 | 2 | same as the " \
+           "LUT's | fp32 | tables, a scale per kind | all |" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- search
