@@ -1,8 +1,9 @@
 """Build (or load) a host latency model and measure its error on held-out models.
 
 A built LUT's held-out models are timed in the same round-robin sessions as its samples and
-kernel models (latency.build_lut_with_heldout): this host's speed wanders by 5-30 % over
-minutes, all models together, and timed together they share it, so the table shows the
+kernel models (latency.build_lut_with_heldout): this shared host's speed wanders over
+minutes, all models together (2-4 % between a build and a later session when quiet, up to
+30 % under other jobs), and timed together they share it, so the table shows the
 predictor's own error. `--later` (or `--lut`) measures them again in sessions of their own,
 as `mobilekit latency-model eval` does (`--retime-samples`: the drift since the build).
 
@@ -181,19 +182,21 @@ def main(argv=None):
 
 
 def rescore(lut_path, report_path):
-    """The tables of an earlier report, recomputed from its held-out rows (no measuring)."""
+    """{"scores", "later_scores"} of an earlier report, recomputed from its held-out rows
+    and the LUT's samples with today's fit (no measuring); prints the tables."""
     if not lut_path:
         raise SystemExit("Error: --rescore needs the report's LUT (--lut)")
     lut, raw = latency.load_lut(lut_path), Path(report_path).read_bytes()
     report = json.loads(gzip.decompress(raw) if report_path.endswith(".gz") else raw)
     print(f"# rescored {report_path} (measured {report['date']}, load avg "
           f"{report['load_avg_before']} -> {report['load_avg_after']})")
-    for key, sessions in (("eval", "same as the LUT's" if report["eval"].get("sessions")
-                           else "their own, after the build"),
-                          ("later", "their own, after the build")):
-        if report.get(key):
-            _print_scores(lut, score(lut, report[key]), sessions)
-    return report
+    out = {"scores": score(lut, report["eval"]),
+           "later_scores": score(lut, report["later"]) if report.get("later") else None}
+    _print_scores(lut, out["scores"], "same as the LUT's" if report["eval"].get("sessions")
+                  else "their own, after the build")
+    if out["later_scores"]:
+        _print_scores(lut, out["later_scores"], "their own, after the build")
+    return out
 
 
 def _print_scores(lut, scores, sessions):
