@@ -31,15 +31,17 @@ class DecodeDetections(layers.Layer):
     """[loc [N, A, 4], conf [N, A, 2]] -> [boxes [N, A, 4], scores [N, A]].
 
     Written in ops every delegate takes (XNNPACK fp32 and int8, the GPU delegate in fp32 and
-    fp16): elementwise MUL / ADD with per-anchor constants, one EXP, a 4x4 FULLY_CONNECTED
-    and a LOGISTIC; no slice at all (a shrink-axis STRIDED_SLICE is refused by the GPU
-    delegate, SOFTMAX and EXP have no int8 XNNPACK kernel). With d = loc:
+    fp16): SPLIT / CONCATENATION on the last axis, elementwise MUL / ADD / SUB with
+    per-anchor constants, one EXP and a LOGISTIC; no strided slice (a shrink-axis
+    STRIDED_SLICE is refused by the GPU delegate, SOFTMAX and EXP have no int8 XNNPACK
+    kernel) and no FULLY_CONNECTED (a 4x4 one for the corners cost ~0.1 ms of the int8
+    file's 0.28 ms tail at 640x480: XNNPACK runs a K=4 GEMM per anchor row). With
+    [dxy, dwh] = split(loc) and [c0, c1] = split(conf):
 
-        s      = d * [.1 wa, .1 ha, 0, 0] + [cxa, cya, 0, 0]
-                 + exp(d * [0, 0, .2, .2]) * [0, 0, wa/2, ha/2]
-               = [cx, cy, w/2, h/2]                     (exp(0) = 1 on the centre columns, times 0)
-        boxes  = s @ [[1,0,1,0], [0,1,0,1], [-1,0,1,0], [0,-1,0,1]] = [x1, y1, x2, y2]
-        scores = sigmoid(conf @ [-1, 1]) = softmax(conf)[..., 1]
+        centre = dxy * .1 [wa, ha] + [cxa, cya]
+        half   = exp(dwh * .2) * [wa, ha] / 2
+        boxes  = concat(centre - half, centre + half) = [x1, y1, x2, y2]
+        scores = sigmoid(c1 - c0) = softmax(conf)[..., 1]
 
     `exp_form="elu"` (the int8 export's stand-in, see `int8_form`) writes exp(z) as
     e^c * (ELU(z - c) + 1), exact for z <= c (ELU(x) = e^x - 1 for x <= 0) and XNNPACK has
@@ -70,13 +72,16 @@ class DecodeDetections(layers.Layer):
     def call(self, inputs):
         loc, conf = inputs
         c = self._consts
-        z = loc * c["exp_gain"]
-        grow = tf.exp(z) if self.exp_form == "exp" else tf.nn.elu(z - ELU_SHIFT)
-        s = loc * c["center_gain"] + grow * c["half_size"] + c["offset"]
-        num = int(loc.shape[1])
-        boxes = tf.reshape(tf.matmul(tf.reshape(s, [-1, 4]), c["corners"]), [-1, num, 4])
-        logit = tf.matmul(tf.reshape(conf, [-1, 2]), c["face_minus_bg"])
-        return [boxes, tf.reshape(tf.sigmoid(logit), [-1, num])]
+        d_xy, d_wh = tf.split(loc, 2, axis=-1)
+        centre = d_xy * c["xy_gain"] + c["anchor_xy"]
+        z = d_wh * c["variance_wh"]
+        if self.exp_form == "exp":
+            half = tf.exp(z) * c["half_wh"]
+        else:  # e^c (ELU(z - c) + 1) * wa / 2
+            half = tf.nn.elu(z - ELU_SHIFT) * c["half_wh"] + c["half_wh"]
+        boxes = tf.concat([centre - half, centre + half], axis=-1)
+        background, face = tf.split(conf, 2, axis=-1)
+        return [boxes, tf.reshape(tf.sigmoid(face - background), [-1, int(loc.shape[1])])]
 
     def int8_form(self):
         """The same decoding with the int8-delegable exp (exp_form="elu"), same name."""
@@ -92,42 +97,36 @@ class DecodeDetections(layers.Layer):
 
 # exp(z) = e^c (ELU(z - c) + 1) is exact up to z = c: boxes up to e = 2.7x their anchor.
 ELU_SHIFT = 1.0
-CORNERS = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-1, 0, 1, 0], [0, -1, 0, 1]], np.float32)
 
 
 def decode_constants(anchors, variances=VARIANCES, exp_form="exp"):
-    """The constant tensors of DecodeDetections' graph form (see its docstring): per-anchor
-    ones [1, A, 4], the 4x4 corner map and the [2, 1] face-minus-background logit map."""
+    """The constant tensors of DecodeDetections' graph form (see its docstring), [1, A, 2]
+    per anchor (the variance [1, 1, 2])."""
     a = np.asarray(anchors, np.float64)
-    zeros = np.zeros_like(a[:, :2])
-    half = np.concatenate([zeros, a[:, 2:] / 2], axis=1)
-    offset = np.concatenate([a[:, :2], zeros], axis=1)
-    if exp_form == "elu":  # e^c * (ELU + 1): the "+1" joins the constant offset
+    half = a[:, 2:] / 2
+    if exp_form == "elu":  # e^c * (ELU + 1)
         half = half * np.exp(ELU_SHIFT)
-        offset = offset + half
-    return {"center_gain": np.concatenate([variances[0] * a[:, 2:], zeros], axis=1)[None],
-            "exp_gain": np.array([[[0, 0, variances[1], variances[1]]]]),
-            "half_size": half[None], "offset": offset[None], "corners": CORNERS,
-            "face_minus_bg": np.array([[-1.0], [1.0]])}
+    return {"xy_gain": (variances[0] * a[:, 2:])[None], "anchor_xy": a[:, :2][None],
+            "variance_wh": np.full((1, 1, 2), variances[1]), "half_wh": half[None]}
 
 
 @register("mobilekit")
 class NmsInputs(layers.Layer):
     """[loc [N, A, 4], conf [N, A, 2]] -> what TFLite_Detection_PostProcess takes (see
     mobilekit.export.nms): encodings [N, A, 4] in (dy, dx, dh, dw) order and scores
-    [N, A, 2] = softmax(conf) = sigmoid(conf @ [[1, -1], [-1, 1]]); two 4x4 / 2x2
-    FULLY_CONNECTED and a LOGISTIC, ops XNNPACK (fp32, int8) and the GPU delegate take."""
+    [N, A, 2] = softmax(conf) = sigmoid([c0 - c1, c1 - c0]); SPLIT, CONCATENATION, SUB and a
+    LOGISTIC, ops XNNPACK (fp32, int8) and the GPU delegate take. (The same reorder as 4x4 /
+    2x2 FULLY_CONNECTED ops cost ~0.1 ms more in int8 at 640x480: XNNPACK runs a K=4 GEMM
+    per anchor row.)"""
 
     QUANT = "passthrough"
-    SWAP_XY = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]], np.float32)
-    SOFTMAX2 = np.array([[1, -1], [-1, 1]], np.float32)
 
     def call(self, inputs):
         loc, conf = inputs
-        num = int(loc.shape[1])
-        enc = tf.matmul(tf.reshape(loc, [-1, 4]), tf.constant(self.SWAP_XY))
-        probs = tf.sigmoid(tf.matmul(tf.reshape(conf, [-1, 2]), tf.constant(self.SOFTMAX2)))
-        return [tf.reshape(enc, [-1, num, 4]), tf.reshape(probs, [-1, num, 2])]
+        dx, dy, dw, dh = tf.split(loc, 4, axis=-1)
+        background, face = tf.split(conf, 2, axis=-1)
+        return [tf.concat([dy, dx, dh, dw], axis=-1),
+                tf.sigmoid(tf.concat([background - face, face - background], axis=-1))]
 
 
 def nms_input_model(model):
