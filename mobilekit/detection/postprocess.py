@@ -115,9 +115,9 @@ class NmsInputs(layers.Layer):
     """[loc [N, A, 4], conf [N, A, 2]] -> what TFLite_Detection_PostProcess takes (see
     mobilekit.export.nms): encodings [N, A, 4] in (dy, dx, dh, dw) order and scores
     [N, A, 2] = softmax(conf) = sigmoid([c0 - c1, c1 - c0]); SPLIT, CONCATENATION, SUB and a
-    LOGISTIC, ops XNNPACK (fp32, int8) and the GPU delegate take. (The same reorder as 4x4 /
-    2x2 FULLY_CONNECTED ops cost ~0.1 ms more in int8 at 640x480: XNNPACK runs a K=4 GEMM
-    per anchor row.)"""
+    LOGISTIC, ops XNNPACK (fp32, int8) and the GPU delegate take, with no FULLY_CONNECTED
+    for the same reason as DecodeDetections (in the whole `--nms` file the change was within
+    the timing noise: the post-processing op dominates that part)."""
 
     QUANT = "passthrough"
 
