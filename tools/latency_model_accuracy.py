@@ -170,10 +170,9 @@ def main(argv=None):
     print("| space | samples | held-out | held-out timed in sessions | dtype | model | subset | "
           "RMSPE | within ±10 % | max | noise floor RMSPE (repeat) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    sessions = "same as the LUT's" if result.get("sessions") else "their own, after the build"
-    _print_scores(lut, report["scores"], sessions)
+    _print_scores(lut, report["scores"], result)
     if report["later_scores"]:
-        _print_scores(lut, report["later_scores"], "their own, after the build")
+        _print_scores(lut, report["later_scores"], later)
     for d, e in (later or {}).get("drift", {}).items():
         print(f"# drift since the build ({d}): the LUT's {e['n']} samples re-timed with the "
               f"later held-out sessions, RMSPE {e['rmspe_pct']:.1f} % (build-time vs then), "
@@ -192,14 +191,15 @@ def rescore(lut_path, report_path):
           f"{report['load_avg_before']} -> {report['load_avg_after']})")
     out = {"scores": score(lut, report["eval"]),
            "later_scores": score(lut, report["later"]) if report.get("later") else None}
-    _print_scores(lut, out["scores"], "same as the LUT's" if report["eval"].get("sessions")
-                  else "their own, after the build")
+    _print_scores(lut, out["scores"], report["eval"])
     if out["later_scores"]:
-        _print_scores(lut, out["later_scores"], "their own, after the build")
+        _print_scores(lut, out["later_scores"], report["later"])
     return out
 
 
-def _print_scores(lut, scores, sessions):
+def _print_scores(lut, scores, result):
+    """The table rows; `result` says in which sessions its held-out models were timed."""
+    sessions = result.get("sessions", "their own, after the build")
     for s in scores:
         noise = "-" if s["noise_rmspe_pct"] is None else f"{s['noise_rmspe_pct']:.1f} %"
         print(f"| `{lut['space']}` @{lut['resolution']} px | {len(lut['samples'])} | {s['n']} | "
