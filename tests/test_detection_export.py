@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mobilekit.detection.anchors import generate_anchors, num_anchors
 from mobilekit.detection.boxes import decode, iou_np
 from mobilekit.detection.postprocess import (ELU_SHIFT, DecodeDetections, Detector,
-                                             inference_model)
+                                             inference_model, nms_input_model)
 from mobilekit.keras import tf
 from mobilekit.zoo.registry import create_model
 
@@ -66,7 +66,7 @@ def test_decode_forms_equal_reference(small):
     loc, conf = small(x)
     ref_boxes = decode(loc, generate_anchors(HW)).numpy()
     ref_scores = tf.nn.softmax(conf)[..., 1].numpy()
-    layer = inference_model(small).get_layer("decode")
+    layer = inference_model(small, fused=False).get_layer("decode")
     # The ELU form is exact where z = 0.2 * dw, 0.2 * dh <= ELU_SHIFT (boxes up to e times
     # their anchor) and smaller (linear growth) above.
     z = 0.2 * np.asarray(loc)[0, :, 2:].max(axis=1)
@@ -82,6 +82,34 @@ def test_decode_forms_equal_reference(small):
         DecodeDetections(HW, exp_form="softplus")
 
 
+def test_fused_heads_equal_reference(small):
+    """The export's fused forms (decoding inside the head convs, `HeadBoxes`; score and
+    NMS-encoding maps folded into the conv kernels, `AnchorwiseHead`) give the reference
+    decode + softmax, and the NMS inputs the TFLite_Detection_PostProcess layout, with the
+    EXP and with the int8 stand-in's ELU (exact where z <= ELU_SHIFT)."""
+    from mobilekit.export.delegable import delegable_clone
+
+    x = _image_batch(3)
+    loc, conf = (np.asarray(t) for t in small(x))
+    ref_boxes = decode(loc, generate_anchors(HW)).numpy()
+    ref_scores = tf.nn.softmax(conf)[..., 1].numpy()
+    fused = inference_model(small)
+    assert {"head1_boxes", "head3_score_logit", "boxes"} <= {l.name for l in fused.layers}
+    assert "decode" not in {l.name for l in fused.layers}
+    exact = 0.2 * loc[0, :, 2:].max(axis=1) <= ELU_SHIFT
+    assert 0.5 < exact.mean() < 1  # both sides of the ELU's exact range are exercised
+    for form in (fused, delegable_clone(fused)):
+        boxes, scores = (np.asarray(t)[0] for t in form(x))
+        mask = slice(None) if form is fused else exact
+        np.testing.assert_allclose(boxes[mask], ref_boxes[0][mask], atol=2e-5)
+        # (W1 - W0) * x sums in another order than W1 * x - W0 * x: float32 rounding
+        np.testing.assert_allclose(scores, ref_scores[0], atol=5e-6)
+    assert delegable_clone(fused).get_layer("head2_boxes").exp_form == "elu"
+    enc, pair_scores = (np.asarray(t)[0] for t in nms_input_model(small)(x))
+    np.testing.assert_allclose(enc, loc[0][:, [1, 0, 3, 2]], atol=1e-5)
+    np.testing.assert_allclose(pair_scores, tf.nn.softmax(conf)[0].numpy(), atol=5e-6)
+
+
 def test_tail_ops_are_delegable(exports):
     for (quant, nms), (path, report) in exports.items():
         assert "STRIDED_SLICE" not in report["ops"] and "SOFTMAX" not in report["ops"], quant
@@ -90,9 +118,9 @@ def test_tail_ops_are_delegable(exports):
         left = set(x["undelegated_ops"])
         assert left == ({"TFLite_Detection_PostProcess"} if nms else set()), (quant, left)
     int8 = exports[("int8", False)][1]
-    # The only float op of the int8 file is the decoding's ELU (no int8 ELU in the
-    # converter); XNNPACK runs it inside the int8 network's partition.
-    assert [op["op"] for op in int8["float_op_list"]] == ["ELU"] and int8["float_decode"]
+    # The only float ops of the int8 file are the decoding's ELUs, one per map's fused head
+    # (no int8 ELU in the converter); XNNPACK runs them inside the int8 network's partition.
+    assert [op["op"] for op in int8["float_op_list"]] == ["ELU"] * 3 and int8["float_decode"]
     assert "EXP" not in int8["ops"]
 
 

@@ -9,6 +9,7 @@ Outputs, both written atomically (temp file + rename, nothing half-written on er
   <out>.json     mobilekit.export.report.analyze() + how it was made + parity / eval
 """
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -116,19 +117,24 @@ def _layout_entry(model, s2d_input):
     return {LAYOUT_KEY: stem_layout(model)}
 
 
+# Tensor names of the box decoding's ops: DecodeDetections ("decode") or a fused head's
+# HeadBoxes ("head1_boxes"; mobilekit.detection.postprocess).
+DECODE_OP = re.compile(r"/(decode|head\d+_boxes)/")
+
+
 def check_float_decode_only(tflite, name):
     """A detector's integer file may compute part of its box decoding in float: a QAT file
     all of it (QAT gives the network's tensors ranges, not the decode arithmetic after it),
-    a PTQ file the ELU of its exp (the converter has no int8 ELU; XNNPACK runs the float
-    ELU and the QUANTIZE/DEQUANTIZE around it in the same partition as the int8 network).
-    Anything else in float is the usual float-island error."""
+    a PTQ file the ELU of its exp, one per map in the fused heads (the converter has no int8
+    ELU; XNNPACK runs the float ELU and the QUANTIZE/DEQUANTIZE around it in the same
+    partition as the int8 network). Anything else in float is the usual float-island error."""
     from mobilekit.export.convert import FloatOpsError, describe_float_ops
     from mobilekit.export.report import analyze
 
     report = analyze(tflite)
-    decode = [op["index"] for op in report["float_op_list"] if "/decode/" in op["output"]]
-    islands = [op for op in report["float_op_list"]
-               if not decode or op["index"] < min(decode)]
+    in_decode = [op for op in report["float_op_list"] if DECODE_OP.search(op["output"])]
+    islands = [op for op in report["float_op_list"] if op not in in_decode and
+               (not in_decode or op["index"] < min(o["index"] for o in in_decode))]
     if islands:
         report = dict(report, float_ops=len(islands), float_op_list=islands)
         raise FloatOpsError(f"int8 export of {name}: {describe_float_ops(report)} (outside the "
@@ -364,7 +370,7 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
             NMS_IOU if nms_iou is None else nms_iou, max_detections)
     start = time.perf_counter()
     log(f"converting {name} to {quant} (io {io})" + (" + NMS in the graph" if nms else ""))
-    # The PTQ box decoding keeps one float ELU (see check_float_decode_only); the NMS form
+    # The PTQ box decoding keeps a float ELU per map (see check_float_decode_only); the NMS form
     # has no exp before the post-processing op.
     float_decode = detector and quant in ("int8", "int16x8") and not nms
     tflite = convert(model, quant, samples if needs_calibration else None, io=io,
