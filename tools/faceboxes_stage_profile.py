@@ -34,16 +34,16 @@ STAGES = [
 ]
 
 
-def _prefix(model, end):
+def _prefix(model, end, fast):
     from mobilekit.detection.postprocess import inference_model, nms_input_model
     from mobilekit.keras import keras
 
     if end is None:
         return model
-    if end == "decode":
-        return inference_model(model)
+    if end == "decode":  # the fast forms decode inside the heads
+        return inference_model(model, fused=fast)
     if end == "nms":
-        return nms_input_model(model)
+        return nms_input_model(model, fused=fast)
     return keras.Model(model.inputs, model.get_layer(end).output)
 
 
@@ -108,7 +108,7 @@ def main(argv=None):
             paths, macs = [], []
             for fast in forms:
                 for name, end in STAGES:
-                    prefix = _prefix(model, end)
+                    prefix = _prefix(model, end, fast)
                     data = convert(prefix, quant, images if quant == "int8" else None,
                                    allow_float_ops=end == "decode", fast_forms=fast)
                     if end == "nms":

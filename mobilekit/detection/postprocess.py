@@ -17,7 +17,7 @@ import numpy as np
 
 from mobilekit.detection.anchors import MIN_SIZES, STEPS, generate_anchors
 from mobilekit.detection.boxes import VARIANCES, iou_np
-from mobilekit.keras import keras, layers, register, tf
+from mobilekit.keras import keras, layers, own_node, register, tf
 
 # Official inference settings (Caffe deploy.prototxt, PyTorch test.py).
 SCORE_THRESHOLD = 0.05
@@ -294,9 +294,9 @@ def nms_input_model(model, fused=True):
     heads = _plain_heads(model) if fused else None
     if heads is not None:
         enc = [AnchorwiseHead(loc, np.eye(4)[:, [1, 0, 3, 2]], name=f"head{i}_encodings")(
-            _input_in(model, loc)) for i, (loc, _) in enumerate(heads, start=1)]
+            own_node(model, loc).input_tensors) for i, (loc, _) in enumerate(heads, start=1)]
         logits = [AnchorwiseHead(conf, [[1, -1], [-1, 1]], name=f"head{i}_score_logits")(
-            _input_in(model, conf)) for i, (_, conf) in enumerate(heads, start=1)]
+            own_node(model, conf).input_tensors) for i, (_, conf) in enumerate(heads, start=1)]
         enc = layers.Concatenate(axis=1, name="encodings")(enc)
         scores = layers.Activation("sigmoid", name="scores")(
             layers.Concatenate(axis=1, name="score_logits")(logits))
@@ -343,15 +343,6 @@ def _plain_heads(model):
     return heads
 
 
-def _input_in(model, layer):
-    """`layer`'s input tensor in `model`'s own graph (a layer reused by a clone has one
-    node per model)."""
-    for index, node in enumerate(layer._inbound_nodes):
-        if f"{layer.name}_ib-{index}" in model._network_nodes:
-            return node.input_tensors
-    raise ValueError(f"layer {layer.name} is not called in model {model.name}")
-
-
 def _fused_inference_model(model, heads):
     from mobilekit.detection.model import map_sizes
 
@@ -363,9 +354,9 @@ def _fused_inference_model(model, heads):
         k = loc.filters // 4
         anchor_wh = anchors[start:start + k, 2:]  # cell (0, 0); every cell has the same sizes
         start += rows * cols * k
-        corners.append(HeadBoxes(loc, anchor_wh, name=f"head{i}_boxes")(_input_in(model, loc)))
+        corners.append(HeadBoxes(loc, anchor_wh, name=f"head{i}_boxes")(own_node(model, loc).input_tensors))
         logits.append(AnchorwiseHead(conf, [[-1], [1]], name=f"head{i}_score_logit")(
-            _input_in(model, conf)))
+            own_node(model, conf).input_tensors))
     boxes = AnchorCentres(hw, sizes, name="boxes")(
         layers.Concatenate(axis=1, name="corners")(corners))
     scores = layers.Activation("sigmoid", name="scores")(

@@ -18,7 +18,7 @@ import numpy as np
 from mobilekit.errors import check_choice
 from mobilekit.export.calibration import CALIBRATION_METHODS, calibration_hook
 from mobilekit.export.delegable import delegable_clone, float_clone
-from mobilekit.keras import tf
+from mobilekit.keras import keras, tf
 
 QUANT_MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 IO_TYPES = ("float", "int8", "uint8", "int16")
@@ -193,9 +193,11 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
     measured on the calibration images (mobilekit.export.bias_correction); `model` itself
     is left unchanged.
     fast_forms: compute the same function in graph forms that run faster on XNNPACK
-    (int8: a stride >= 4 stem through SPACE_TO_DEPTH, mobilekit.export.stem; float: conv ->
-    BN -> C.ReLU as one conv, mobilekit.export.delegable.crelu_conv_swaps); False keeps the
-    model's own forms (for before/after comparisons).
+    (int8: a stride >= 4 stem through SPACE_TO_DEPTH with its C.ReLU folded into the conv,
+    mobilekit.export.stem; float: conv -> BN -> C.ReLU as one conv,
+    mobilekit.export.delegable.crelu_conv_swaps; both: max pools without a lone PAD,
+    delegable.max_pool_padding_swaps); False keeps the model's own forms (for before/after
+    comparisons).
     """
     check_choice("quant", quant, QUANT_MODES)
     check_choice("calibration", calibration, CALIBRATION_METHODS)
@@ -219,8 +221,13 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
                          "preprocessed like the model inputs); modes without it: "
                          "fp32, fp16, dynamic")
     integer = quant in ("int8", "int16x8")
-    source = (delegable_clone(model) if integer and not qat else
-              model if qat else float_clone(model, fast_forms))
+    if qat:
+        source = model
+    elif integer:
+        fast_int8 = quant == "int8" and fast_forms
+        source = delegable_clone(_int8_fast_form(model, s2d_input) if fast_int8 else model)
+    else:
+        source = float_clone(model, fast_forms)
     if quant == "int8" and not qat and fast_forms and not s2d_input:
         from mobilekit.export.stem import in_graph_space_to_depth_stem
 
@@ -251,6 +258,21 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
             raise FloatOpsError(f"{quant} export of {model.name}: {describe_float_ops(report)}. "
                                 "Pass allow_float_ops=True (--allow-float-ops) to keep them")
     return tflite
+
+
+def _int8_fast_form(model, s2d_input):
+    """`model` with a space-to-depth-bound stem's C.ReLU folded into its conv
+    (mobilekit.export.stem.crelu_stem_swaps) and max pools without a lone PAD
+    (delegable.max_pool_padding_swaps): a clone sharing the other layers, or `model`."""
+    from mobilekit.export.delegable import max_pool_padding_swaps
+    from mobilekit.export.stem import crelu_stem_swaps
+
+    swaps = {**crelu_stem_swaps(model, in_graph=not s2d_input),
+             **max_pool_padding_swaps(model)}
+    if not swaps:
+        return model
+    return keras.models.clone_model(model, clone_function=lambda layer: swaps.get(layer.name,
+                                                                                   layer))
 
 
 def _convert_traced(source, spec, quant, samples, io, qat, integer, calibration,
