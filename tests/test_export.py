@@ -418,6 +418,67 @@ def test_faceboxes_fast_forms_same_outputs_and_ops():
     assert ops("fp32", False).count("NEG") == 2 and ops("fp32", True).count("NEG") == 1
     int8 = ops("int8", True)
     assert int8[0] == "SPACE_TO_DEPTH" and "SPACE_TO_DEPTH" not in ops("int8", False)
+    # int8: the stem's C.ReLU folds into the space-to-depth conv (no CONCATENATION + MUL
+    # between it and pool1); both: each max pool without a PAD of its own before it
+    assert int8[:5] == ["SPACE_TO_DEPTH", "PAD", "CONV_2D", "MAX_POOL_2D", "SLICE"]
+    assert ops("int8", False)[:6] == ["PAD", "CONV_2D", "CONCATENATION", "MUL", "PAD",
+                                      "MAX_POOL_2D"]
+    for quant in ("fp32", "int8"):
+        listed = ops(quant, True)
+        pools = [i for i, name in enumerate(listed) if name == "MAX_POOL_2D"]
+        assert len(pools) == 2 and all(listed[i - 1] != "PAD" and listed[i + 1] == "SLICE"
+                                       for i in pools), (quant, listed)
+
+
+def test_int8_fast_form_matches_the_model():
+    """The int8 export's Keras-side rewrites (stem C.ReLU folded into the conv, max pools
+    without a lone PAD, then the space-to-depth stem) compute the model's function."""
+    from mobilekit.export.convert import _int8_fast_form
+    from mobilekit.export.delegable import delegable_clone
+    from mobilekit.export.pipeline import reestimate_batchnorm
+    from mobilekit.export.stem import in_graph_space_to_depth_stem
+    from mobilekit.zoo.registry import create_model
+
+    keras.utils.set_random_seed(6)
+    model = create_model("faceboxes", input_shape=(128, 160, 3), alpha=0.25)
+    images = np.random.default_rng(3).uniform(-1, 1, (3, 128, 160, 3)).astype(np.float32)
+    reestimate_batchnorm(model, images)
+    fast = in_graph_space_to_depth_stem(delegable_clone(_int8_fast_form(model, False)))
+    names = {layer.name: type(layer).__name__ for layer in _int8_fast_form(model, False).layers}
+    assert names["pool1"] == names["pool2"] == "CroppedMaxPool" and names["conv1"] == "Conv2D"
+    for want, got in zip(model(images, training=False), fast(images, training=False)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+
+
+def _resnet_like_stem(relu=True, side=64):
+    inp = layers.Input((side, side, 3))
+    x = layers.ZeroPadding2D(3)(inp)
+    x = layers.Conv2D(8, 7, 2, use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    if relu:
+        x = layers.ReLU()(x)
+    x = layers.ZeroPadding2D(1)(x)
+    return keras.Model(inp, layers.MaxPooling2D(3, 2)(x))
+
+
+def test_max_pool_padding_swaps_exact_and_only_where_exact():
+    """ResNet's stem (conv 7x7/2 -> BN -> ReLU -> pad 1 -> max pool 3x3/2): the conv grows
+    one output row / column and the pool pads itself; the same outputs. Not rewritten
+    without the ReLU (zeros and the pool's -inf padding differ on negative values) nor on
+    an odd-sided map (SAME would then pad differently)."""
+    from mobilekit.export.delegable import float_clone, max_pool_padding_swaps
+
+    model = _resnet_like_stem()
+    model.layers[3].set_weights([np.array(w) + 0.3 for w in model.layers[3].get_weights()])
+    swaps = max_pool_padding_swaps(model)
+    assert sorted(type(layer).__name__ for layer in swaps.values()) == [
+        "CroppedMaxPool", "DelegableIdentity", "ZeroPadding2D"]
+    grown = next(layer for layer in swaps.values() if type(layer) is layers.ZeroPadding2D)
+    assert grown.padding == ((3, 4), (3, 4))  # 70 -> 71 rows: 33 outputs instead of 32
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(float_clone(model)(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert max_pool_padding_swaps(_resnet_like_stem(relu=False)) == {}
+    assert max_pool_padding_swaps(_resnet_like_stem(side=66)) == {}  # 33 rows after conv
 
 
 def test_space_to_depth_stem_needs_a_strided_3_channel_stem():

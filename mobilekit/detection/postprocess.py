@@ -354,7 +354,8 @@ def _fused_inference_model(model, heads):
         k = loc.filters // 4
         anchor_wh = anchors[start:start + k, 2:]  # cell (0, 0); every cell has the same sizes
         start += rows * cols * k
-        corners.append(HeadBoxes(loc, anchor_wh, name=f"head{i}_boxes")(own_node(model, loc).input_tensors))
+        fmap = own_node(model, loc).input_tensors
+        corners.append(HeadBoxes(loc, anchor_wh, name=f"head{i}_boxes")(fmap))
         logits.append(AnchorwiseHead(conf, [[-1], [1]], name=f"head{i}_score_logit")(
             own_node(model, conf).input_tensors))
     boxes = AnchorCentres(hw, sizes, name="boxes")(

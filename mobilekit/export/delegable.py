@@ -292,7 +292,7 @@ def group_conv_swaps(model):
     swaps = {}
     for layer in model.layers:
         if (type(layer) is layers.Conv2D and layer.groups > 1 and layer.data_format
-                == "channels_last" and not gpu_safe_groups(int(layer.kernel.shape[2]) * layer.groups,
+                == "channels_last" and not gpu_safe_groups(int(layer.input_shape[-1]),
                                                             layer.filters, layer.groups)):
             swaps[layer.name] = SplitGroupConv(layer, name=layer.name)
     return swaps

@@ -221,7 +221,8 @@ def _s2d_conv_and_tail(model, plan, x, offsets=(0, 0), blocks=None):
                          use_bias=conv.use_bias, name=f"{conv.name}_s2d")
     x = stem(x)
     stem.set_weights([space_to_depth_kernel(kernel, s, offsets, blocks)] + rest)
-    tail = keras.Model(own_node(model, conv).output_tensors, model.outputs, name=f"{model.name}_tail")
+    tail = keras.Model(own_node(model, conv).output_tensors, model.outputs,
+                       name=f"{model.name}_tail")
     return tail(x)
 
 
