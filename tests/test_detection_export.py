@@ -110,8 +110,12 @@ def test_fused_heads_equal_reference(small):
     np.testing.assert_allclose(pair_scores, tf.nn.softmax(conf)[0].numpy(), atol=5e-6)
 
 
-def test_tail_ops_are_delegable(exports):
+def test_tail_ops_are_delegable(exports, small):
+    from mobilekit.profile import profile_model
+
+    network_macs = profile_model(small)["macs"]
     for (quant, nms), (path, report) in exports.items():
+        assert report["macs"] == network_macs, quant  # the network's, not the fused layers'
         assert "STRIDED_SLICE" not in report["ops"] and "SOFTMAX" not in report["ops"], quant
         x = report["xnnpack"]
         assert x["partitions"] == 1, (quant, x)
