@@ -13,6 +13,8 @@ For apps, `nms_input_model` gives the pre-NMS form that mobilekit.export.nms com
 TFLite's TFLite_Detection_PostProcess op (`mobilekit export --nms`); `Detector` runs such
 files too (their NMS is the file's).
 """
+import re
+
 import numpy as np
 
 from mobilekit.detection.anchors import MIN_SIZES, STEPS, generate_anchors
@@ -322,6 +324,17 @@ def inference_model(model, fused=True):
     decode = DecodeDetections((h, w), map_sizes=map_sizes(model), name="decode")
     boxes, scores = decode(list(model.outputs))
     return keras.Model(model.inputs, [boxes, scores], name=f"{model.name}_inference")
+
+
+# TFLite tensor names of the box decoding's ops: DecodeDetections ("decode/") or the fused
+# heads' layers (`inference_model`: "head1_boxes/", "head1_score_logit/", "boxes/", ...).
+DECODE_TENSOR = re.compile(r"/(decode|head\d+_boxes|head\d+_score_logits?|corners|boxes|"
+                           r"score_logits|scores)/")
+
+
+def decodes_boxes(model):
+    """Whether `model` decodes boxes in its graph (DecodeDetections or fused HeadBoxes)."""
+    return any(isinstance(layer, (DecodeDetections, HeadBoxes)) for layer in model.layers)
 
 
 def _plain_heads(model):

@@ -263,12 +263,15 @@ def convert(model, quant, representative_data=None, io=None, allow_float_ops=Fal
 def _int8_fast_form(model, s2d_input):
     """`model` with a space-to-depth-bound stem's C.ReLU folded into its conv
     (mobilekit.export.stem.crelu_stem_swaps) and max pools without a lone PAD
-    (delegable.max_pool_padding_swaps): a clone sharing the other layers, or `model`."""
+    (delegable.max_pool_padding_swaps; not with `s2d_input`, whose input layout
+    `stem_layout(model)` describes the model's own stem padding): a clone sharing the other
+    layers, or `model`."""
     from mobilekit.export.delegable import max_pool_padding_swaps
     from mobilekit.export.stem import crelu_stem_swaps
 
-    swaps = {**crelu_stem_swaps(model, in_graph=not s2d_input),
-             **max_pool_padding_swaps(model)}
+    swaps = crelu_stem_swaps(model, in_graph=not s2d_input)
+    if not s2d_input:  # the host-side layout is the model's own stem's (stem_layout)
+        swaps.update(max_pool_padding_swaps(model))
     if not swaps:
         return model
     return keras.models.clone_model(model, clone_function=lambda layer: swaps.get(layer.name,

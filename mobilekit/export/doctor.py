@@ -192,8 +192,10 @@ def diagnose(source, data=None, calib_samples=300, eval_samples=DEFAULT_EVAL_SAM
               "seconds": round(time.perf_counter() - start, 1)}
     if not detector:
         result["float_top1"] = task.float_score
-    else:  # the box-decoding tail (DecodeDetections) is int8 too: say what it costs
-        tail = [row for row in table if "/decode/" in row["tensor"]]
+    else:  # the box decoding is int8 too: say what it costs
+        from mobilekit.detection.postprocess import DECODE_TENSOR
+
+        tail = [row for row in table if DECODE_TENSOR.search(row["tensor"])]
         result["decode_tail"] = {"ops": len(tail),
                                  "min_sqnr_db": min((r["sqnr_db"] for r in tail), default=None),
                                  "max_added_db": max((r["added_db"] for r in tail),
@@ -315,13 +317,13 @@ def _build(remedy, job):
 
 
 def _convert(model, quant, representative_data=None, **kwargs):
-    """mobilekit.export.convert.convert, letting a detector's box decoding keep the one float
-    op its int8 form has (as `mobilekit export` does: check_float_decode_only)."""
+    """mobilekit.export.convert.convert, letting a detector's box decoding keep the float
+    ELUs its int8 form has (as `mobilekit export` does: check_float_decode_only)."""
+    from mobilekit.detection.postprocess import decodes_boxes
     from mobilekit.export.convert import convert as export_convert
     from mobilekit.export.pipeline import check_float_decode_only
 
-    decode = quant in ("int8", "int16x8") and any(
-        type(layer).__name__ == "DecodeDetections" for layer in model.layers)
+    decode = quant in ("int8", "int16x8") and decodes_boxes(model)
     tflite = export_convert(model, quant, representative_data,
                             allow_float_ops=decode or kwargs.pop("allow_float_ops", False),
                             **kwargs)
@@ -745,7 +747,7 @@ def _markdown(result, tflite_name, plots, best):
     lines += ["", INT16X8_NOTE]
     tail = result.get("decode_tail")
     if tail and tail["ops"]:
-        lines += ["", f"Box decoding in the file: {tail['ops']} int8 ops (rows `decode/...`), "
+        lines += ["", f"Box decoding in the file: {tail['ops']} int8 ops, "
                   f"lowest SQNR {tail['min_sqnr_db']:.1f} dB, at most {tail['max_added_db']:.1f} "
                   "dB added by one of them; AP50 is scored on the decoded boxes."]
     if result["no_remedy_needed"]:

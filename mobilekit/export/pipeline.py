@@ -9,7 +9,6 @@ Outputs, both written atomically (temp file + rename, nothing half-written on er
   <out>.json     mobilekit.export.report.analyze() + how it was made + parity / eval
 """
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -117,22 +116,18 @@ def _layout_entry(model, s2d_input):
     return {LAYOUT_KEY: stem_layout(model)}
 
 
-# Tensor names of the box decoding's ops: DecodeDetections ("decode") or a fused head's
-# HeadBoxes ("head1_boxes"; mobilekit.detection.postprocess).
-DECODE_OP = re.compile(r"/(decode|head\d+_boxes)/")
-
-
 def check_float_decode_only(tflite, name):
     """A detector's integer file may compute part of its box decoding in float: a QAT file
     all of it (QAT gives the network's tensors ranges, not the decode arithmetic after it),
     a PTQ file the ELU of its exp, one per map in the fused heads (the converter has no int8
     ELU; XNNPACK runs the float ELU and the QUANTIZE/DEQUANTIZE around it in the same
     partition as the int8 network). Anything else in float is the usual float-island error."""
+    from mobilekit.detection.postprocess import DECODE_TENSOR
     from mobilekit.export.convert import FloatOpsError, describe_float_ops
     from mobilekit.export.report import analyze
 
     report = analyze(tflite)
-    in_decode = [op for op in report["float_op_list"] if DECODE_OP.search(op["output"])]
+    in_decode = [op for op in report["float_op_list"] if DECODE_TENSOR.search(op["output"])]
     islands = [op for op in report["float_op_list"] if op not in in_decode and
                (not in_decode or op["index"] < min(o["index"] for o in in_decode))]
     if islands:
