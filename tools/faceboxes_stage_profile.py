@@ -34,14 +34,15 @@ STAGES = [
 ]
 
 
-def _prefix(model, end, fast):
-    from mobilekit.detection.postprocess import inference_model, nms_input_model
+def _prefix(model, end, fast, quant):
+    from mobilekit.detection.postprocess import (fused_decoding_pays, inference_model,
+                                                 nms_input_model)
     from mobilekit.keras import keras
 
     if end is None:
         return model
-    if end == "decode":  # the fast forms decode inside the heads
-        return inference_model(model, fused=fast)
+    if end == "decode":  # the export's fast forms decode inside the heads where that pays
+        return inference_model(model, fused=fast and fused_decoding_pays(quant))
     if end == "nms":
         return nms_input_model(model, fused=fast)
     return keras.Model(model.inputs, model.get_layer(end).output)
@@ -108,7 +109,7 @@ def main(argv=None):
             paths, macs = [], []
             for fast in forms:
                 for name, end in STAGES:
-                    prefix = _prefix(model, end, fast)
+                    prefix = _prefix(model, end, fast, quant)
                     data = convert(prefix, quant, images if quant == "int8" else None,
                                    allow_float_ops=end == "decode", fast_forms=fast)
                     if end == "nms":
@@ -122,12 +123,15 @@ def main(argv=None):
             mn = os.path.join(folder, f"{quant}_mobilenet.tflite")
             Path(mn).write_bytes(convert(mobilenet, quant, mn_images if quant == "int8" else None))
             stat = statistics.median if args.stat == "median" else min
-            times = [stat(t) for t in interleaved_times(paths + [mn], rounds=args.rounds,
-                                                        warm_invokes=args.warm_invokes)]
+            samples = interleaved_times(paths + [mn], rounds=args.rounds,
+                                        warm_invokes=args.warm_invokes)
+            times = [stat(t) for t in samples]
             n = len(STAGES)
             per_form = [times[i * n:(i + 1) * n] for i in range(len(forms))]
             lines += _table(quant, per_form, [FORM_NAMES[f] for f in forms], macs, times[-1],
                             _macs(mobilenet))
+            lines += _paired_tails([samples[i * n:(i + 1) * n] for i in range(len(forms))],
+                                   [FORM_NAMES[f] for f in forms])
     text = "\n".join(lines)
     print(text)
     if args.out:
@@ -172,6 +176,25 @@ def _table(quant, per_form, form_names, macs, mn_us, mn_macs):
     rows += ["", f"MobileNet v1 1.0 @224: {mn_macs / 1e6:.1f} MMACs, {mn_us / 1e3:.3f} ms, "
                  f"{mn_rate:.1f} GMAC/s (the 1.00x).", ""]
     return rows
+
+
+def _paired_tails(per_form, form_names):
+    """Lines: each form's decoding tail and pre-NMS + NMS part as a share of the network,
+    from the per-round ratios (whole file / network, timed in the same round), with their
+    95 % bootstrap interval: steadier than a difference of two files' statistics."""
+    from mobilekit.bench.stats import ratio_ci
+
+    network = len(STAGES) - 3
+    lines = []
+    for name, samples in zip(form_names, per_form):
+        parts = []
+        for label, end in (("decoding tail", "decode"), ("pre-NMS part + NMS op", "nms")):
+            index = next(i for i, (_, e) in enumerate(STAGES) if e == end)
+            ratio, low, high = ratio_ci(samples[index], samples[network], paired=True)
+            parts.append(f"{label} {100 * (ratio - 1):+.1f} % [{100 * (low - 1):+.1f}, "
+                         f"{100 * (high - 1):+.1f}]")
+        lines.append(f"Paired per round, {name}: " + "; ".join(parts) + " of the network.")
+    return lines + [""]
 
 
 def _stage_times(times):

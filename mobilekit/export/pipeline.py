@@ -352,10 +352,12 @@ def export(source, quant, io=None, calib_data=None, calib_samples=DEFAULT_CALIB_
     if detector:  # boxes and scores (or NMS'd detections) come out of the file
         from mobilekit.detection.anchors import generate_anchors
         from mobilekit.detection.model import map_sizes
-        from mobilekit.detection.postprocess import inference_model, nms_input_model
+        from mobilekit.detection.postprocess import (fused_decoding_pays, inference_model,
+                                                     nms_input_model)
 
         anchors = generate_anchors(resolution, map_sizes=map_sizes(model))
-        training_form, model = model, (nms_input_model(model) if nms else inference_model(model))
+        training_form, model = model, (nms_input_model(model) if nms else inference_model(
+            model, fused=fused_decoding_pays(quant)))
     if nms:
         from mobilekit.detection.postprocess import NMS_IOU, SCORE_THRESHOLD
         from mobilekit.export.nms import postprocess_options
