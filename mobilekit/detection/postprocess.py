@@ -335,11 +335,12 @@ DECODE_TENSOR = re.compile(r"/(decode|head\d+_boxes|head\d+_score_logits?|corner
 
 def fused_decoding_pays(quant):
     """Whether an export in `quant` decodes inside the heads (`inference_model(fused=True)`).
-    Integer files: yes, their SPLIT / CONCATENATION over [1, A, 4] cost ~29 us each (int8
-    tail 6.9-8.7 % -> 3.3 % of the network at 640x480). Float files: no, XNNPACK's fp32
-    elementwise ops are cheap and the fused form's extra convs are not (paired per-round
-    ratios, 640x480, 1 thread, 2-core AVX-512 host: tail +1.5 % [1.2, 1.7] with
-    DecodeDetections, +2.6 % [2.2, 2.9] fused)."""
+    Measured on FaceBoxes at 640x480, 1 thread, a 2-core AVX-512 VNNI host, both forms and
+    the network alone round-robin, the tail as the median per-round ratio to the network
+    (95 % interval): int8 +10.0 % [9.6, 10.4] with DecodeDetections (its last-axis SPLIT /
+    CONCATENATION over [1, A, 4] copy 1-2 values at a time, ~29 us each), +3.8 % [3.1, 4.3]
+    fused; fp32 +2.5 % [2.2, 2.7] with DecodeDetections, +3.1 % [2.8, 3.3] fused (there
+    the elementwise ops are cheap and the extra convs are not)."""
     return quant in ("int8", "int16x8")
 
 
