@@ -14,10 +14,11 @@ pytestmark = pytest.mark.slow
 def tiny_model(name):
     from test_zoo_tflite import tiny
 
-    if name == "faceboxes":  # the exported form: boxes decoded in the graph
-        from mobilekit.detection.postprocess import inference_model
+    if name == "faceboxes":  # the float exports' form: boxes decoded in the graph
+        from mobilekit.detection.postprocess import fused_decoding_pays, inference_model
 
-        return inference_model(mobilekit.create_model(name, resolution=128))
+        return inference_model(mobilekit.create_model(name, resolution=128),
+                               fused=fused_decoding_pays("fp32"))
     return tiny(name)
 
 

@@ -72,6 +72,10 @@ def main(argv=None):
                         help="untimed invokes of a file before each timed one (1: each file "
                              "runs with its own data in cache, as a model running alone on a "
                              "device; 0: after the other files' invokes, as before)")
+    parser.add_argument("--compare-tails", action="store_true",
+                        help="instead of the stages: the network alone and with each decoding "
+                             "form (DecodeDetections, fused heads), round-robin, the tails as "
+                             "paired per-round ratios")
     parser.add_argument("--out", default=None, help="also write the markdown table here")
     args = parser.parse_args(argv)
 
@@ -103,6 +107,8 @@ def main(argv=None):
              f"{args.warm_invokes} untimed invoke(s) before each; MobileNet v1 1.0 at 224 "
              f"alongside. Host: {describe()}.",
              ""]
+    if args.compare_tails:
+        return _emit(lines + _compare_tails(model, images, args), args.out)
     forms = (False, True) if args.forms == "both" else (args.forms == "fast",)
     with tempfile.TemporaryDirectory() as folder:
         for quant in args.quant.split(","):
@@ -132,12 +138,16 @@ def main(argv=None):
                             _macs(mobilenet))
             lines += _paired_tails([samples[i * n:(i + 1) * n] for i in range(len(forms))],
                                    [FORM_NAMES[f] for f in forms])
+    _emit(lines, args.out)
+
+
+def _emit(lines, out):
     text = "\n".join(lines)
     print(text)
-    if args.out:
+    if out:
         from mobilekit.io import write_atomic
 
-        write_atomic(args.out, text + "\n")
+        write_atomic(out, text + "\n")
 
 
 FORM_NAMES = {False: "model's forms", True: "fast forms (export default)"}
@@ -176,6 +186,38 @@ def _table(quant, per_form, form_names, macs, mn_us, mn_macs):
     rows += ["", f"MobileNet v1 1.0 @224: {mn_macs / 1e6:.1f} MMACs, {mn_us / 1e3:.3f} ms, "
                  f"{mn_rate:.1f} GMAC/s (the 1.00x).", ""]
     return rows
+
+
+def _compare_tails(model, images, args):
+    """Markdown rows: per quant, the decoding tail of each form as a paired per-round ratio
+    to the network (the export's fast network forms in all three files)."""
+    from mobilekit.bench.host import interleaved_times
+    from mobilekit.bench.stats import ratio_ci
+    from mobilekit.detection.postprocess import inference_model
+    from mobilekit.export.convert import convert
+
+    rows = ["| quant | network ms | DecodeDetections tail | fused heads tail |",
+            "|---|---:|---:|---:|"]
+    with tempfile.TemporaryDirectory() as folder:
+        for quant in args.quant.split(","):
+            paths = []
+            for i, form in enumerate((model, inference_model(model, fused=False),
+                                      inference_model(model, fused=True))):
+                path = Path(folder, f"{quant}_{i}.tflite")
+                path.write_bytes(convert(form, quant, images if quant == "int8" else None,
+                                         allow_float_ops=i > 0))
+                paths.append(path)
+            net, *tails = interleaved_times(paths, rounds=args.rounds,
+                                            warm_invokes=args.warm_invokes)
+            cells = []
+            for samples in tails:
+                ratio, low, high = ratio_ci(samples, net, paired=True)
+                cells.append(f"{100 * (ratio - 1):+.1f} % [{100 * (low - 1):+.1f}, "
+                             f"{100 * (high - 1):+.1f}]")
+            rows.append(f"| {quant} | {statistics.median(net) / 1e3:.3f} | "
+                        + " | ".join(cells) + " |")
+    return rows + ["", f"{args.rounds} rounds; tail = median of per-round (file / network) "
+                       "- 1, 95 % bootstrap interval.", ""]
 
 
 def _paired_tails(per_form, form_names):
