@@ -159,9 +159,9 @@ class AnchorwiseHead(_HeadLayer):
     classes is the sigmoid of the difference, at half the conv's MACs), with
     [[1, -1], [-1, 1]] (both differences, the NMS op's two score columns) and with a
     permutation of a loc head's (dx, dy, dw, dh) into the NMS op's (dy, dx, dh, dw): the
-    last-axis SPLIT / SUB / CONCATENATION these replace copy 1-2 values at a time (~29 µs
-    each for 6,400 anchors in int8 on a 2-core AVX-512 host, against ~3 µs for an
-    elementwise op on the same tensor)."""
+    last-axis SPLIT / SUB / CONCATENATION these replace copy 1-2 values at a time (~28 µs
+    each for 6,400 anchors in int8 on a 2-core AVX-512 host, against ~2 µs for an
+    elementwise op on the same tensor: tools/faceboxes_op_costs.py)."""
 
     def __init__(self, conv, matrix, **kwargs):
         super().__init__(conv, **kwargs)
@@ -337,10 +337,11 @@ def fused_decoding_pays(quant):
     """Whether an export in `quant` decodes inside the heads (`inference_model(fused=True)`).
     Measured on FaceBoxes at 640x480, 1 thread, a 2-core AVX-512 VNNI host, both forms and
     the network alone round-robin, the tail as the median per-round ratio to the network
-    (95 % interval): int8 +10.0 % [9.6, 10.4] with DecodeDetections (its last-axis SPLIT /
-    CONCATENATION over [1, A, 4] copy 1-2 values at a time, ~29 us each), +3.8 % [3.1, 4.3]
-    fused; fp32 +2.5 % [2.2, 2.7] with DecodeDetections, +3.1 % [2.8, 3.3] fused (there
-    the elementwise ops are cheap and the extra convs are not)."""
+    (95 % interval; tools/faceboxes_stage_profile.py --compare-tails): int8 +10.6 %
+    [10.2, 11.1] with DecodeDetections (its last-axis SPLIT / CONCATENATION over [1, A, 4]
+    copy 1-2 values at a time, ~28 us each), +3.7 % [2.9, 4.3] fused; fp32 +2.0 %
+    [1.8, 2.2] with DecodeDetections, +2.3 % [2.1, 2.4] fused (there the elementwise ops
+    are cheap and the extra convs are not)."""
     return quant in ("int8", "int16x8")
 
 

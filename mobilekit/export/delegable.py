@@ -439,8 +439,9 @@ def max_pool_padding_swaps(model):
     one -inf row / column before the map and the extra row / column after it.
 
     Why: XNNPACK fuses a PAD into a following conv, not into a max pool, so the PAD runs
-    alone: measured in int8 on a 2-core AVX-512 VNNI host, 1 thread, on FaceBoxes' 160x120x48
-    pool1 input, PAD + MAX_POOL_2D 188 us, MAX_POOL_2D SAME + SLICE 44 us. Exact: every kept
+    alone: in int8 on a 2-core AVX-512 VNNI host, 1 thread, on FaceBoxes' 160x120x48 pool1
+    input, PAD + MAX_POOL_2D 276 us (the PAD alone 234), MAX_POOL_2D SAME + SLICE 82 us
+    (tools/faceboxes_op_costs.py). Exact: every kept
     output reads only the real map (the extra row / column feed only dropped outputs), and
     on a non-negative map the pool's -inf padding and the zeros give the same maximum."""
     inputs, consumers = model_graph(model)

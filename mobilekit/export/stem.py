@@ -164,11 +164,11 @@ def crelu_stem_swaps(model, in_graph=True, min_stride=IN_GRAPH_MIN_STRIDE):
     in whole blocks); False: `space_to_depth_stem` (the file takes the rearranged input).
 
     Why: once the stem is a stride-1 conv on 3*s*s channels, doubling its filters costs
-    little, while int8's C.ReLU (CONCATENATION + MUL over the doubled output) does not:
-    measured at 640x480 on a 2-core AVX-512 VNNI host, 1 thread, FaceBoxes' conv1 + pool1
-    in the space-to-depth form 0.87 ms with 24 filters, 0.90 ms with 48, and the whole int8
-    network 2.07 -> 1.64 ms with this swap. (On the plain 7x7/4 conv over 3 channels the
-    doubled conv loses: see CReLUConv.)"""
+    less than int8's C.ReLU (CONCATENATION + MUL over the doubled output): at 640x480 on a
+    2-core AVX-512 VNNI host, 1 thread, FaceBoxes' space-to-depth conv1 + pool1 took 0.76 ms
+    with 24 filters and 0.87 ms with 48 (tools/faceboxes_op_costs.py), and the whole int8
+    network 2.07 ms with the C.ReLU ops, 1.64 ms with this swap (one round-robin run). On
+    the plain 7x7/4 conv over 3 channels the doubled conv loses (see CReLUConv)."""
     from mobilekit.export.delegable import (CReLUConv, DelegableIdentity, FirstInput,
                                             crelu_conv_chains, model_graph)
 

@@ -1,0 +1,113 @@
+"""Single-op timings behind FaceBoxes' export forms (docs/faceboxes_shipping.md).
+
+Each case is a tiny Keras model converted alone (int8 with int8 input/output, or fp32) and
+all are timed round-robin in one run (1 thread, XNNPACK, one untimed invoke before each
+timed one), at FaceBoxes' 640x480 sizes:
+
+- the decoding tail's tensors [1, 6400, 4]: a last-axis SPLIT or CONCATENATION against an
+  elementwise op (why integer files decode inside the heads);
+- pool1's input [1, 120, 160, 48], non-negative: PAD + MAX_POOL_2D valid against a SAME pool
+  + SLICE (`max_pool_padding_swaps`), and PAD alone;
+- the stem in its space-to-depth form with 24 and 48 filters (`crelu_stem_swaps`), and the
+  plain 7x7/4 conv on 3 channels, each followed by pool1 (fp32 and int8).
+
+    python tools/faceboxes_op_costs.py --rounds 200
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ANCHORS, POOL_IN, IMAGE = 6400, (120, 160, 48), (480, 640, 3)
+
+
+def _cases():
+    """[(name, quant, input shape, non-negative input, build(inputs) -> outputs)]."""
+    from mobilekit.keras import layers, tf
+
+    def stem(filters, s2d):
+        def build(x):
+            if s2d:  # SPACE_TO_DEPTH(4), block padding, 2x2 conv: the export's int8 stem
+                x = tf.nn.space_to_depth(x, 4)
+                x = layers.ZeroPadding2D(((1, 0), (1, 0)))(x)
+                x = layers.Conv2D(filters, 2, activation="relu")(x)
+            else:
+                x = layers.ZeroPadding2D(3)(x)
+                x = layers.Conv2D(filters, 7, 4, activation="relu")(x)
+            return layers.MaxPooling2D(3, 2, padding="same")(x)
+        return build
+
+    split = [
+        ("SPLIT [1, 6400, 4] -> 2 x [.., 2]", (ANCHORS, 4), False,
+         lambda x: tf.split(x, 2, axis=-1)),
+        ("CONCATENATION [x, x] of [1, 6400, 2]", (ANCHORS, 2), False,
+         lambda x: tf.concat([x, x], axis=-1)),
+        ("ADD [1, 6400, 2] + 1 (elementwise, for scale)", (ANCHORS, 2), False,
+         lambda x: x + 1.0),
+        ("PAD(1) + MAX_POOL_2D 3x3/2 valid", POOL_IN, True,
+         lambda x: layers.MaxPooling2D(3, 2)(layers.ZeroPadding2D(1)(x))),
+        ("MAX_POOL_2D 3x3/2 SAME on 121x161 + SLICE", (121, 161, 48), True,
+         lambda x: tf.slice(tf.nn.max_pool2d(x, 3, 2, "SAME"), [0, 0, 0, 0],
+                            [1, 60, 80, 48])),
+        ("PAD(1) alone", POOL_IN, True, lambda x: layers.ZeroPadding2D(1)(x)),
+        ("SPACE_TO_DEPTH(4) of the image alone", IMAGE, False,
+         lambda x: tf.nn.space_to_depth(x, 4)),
+    ]
+    cases = [(name, "int8", shape, positive, build) for name, shape, positive, build in split]
+    for quant in ("int8", "fp32"):
+        for filters in (24, 48):
+            for s2d in (False, True):
+                form = "SPACE_TO_DEPTH + 2x2 conv" if s2d else "7x7/4 conv"
+                cases.append((f"stem {form}, {filters} filters, + pool1", quant, IMAGE, False,
+                              stem(filters, s2d)))
+    return cases
+
+
+def _convert(build, quant, shape, positive, rng):
+    from mobilekit.keras import keras, tf
+
+    inputs = keras.Input(shape, batch_size=1)
+    model = keras.Model(inputs, build(inputs))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quant == "int8":
+        def samples():
+            for _ in range(8):
+                x = rng.normal(0, 1, (1, *shape)).astype(np.float32)
+                yield [np.abs(x) if positive else x]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = samples
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200)
+    args = parser.parse_args(argv)
+
+    from mobilekit.bench.host import interleaved_times
+    from mobilekit.bench.hostinfo import describe
+
+    rng = np.random.default_rng(0)
+    cases = _cases()
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for i, (_, quant, shape, positive, build) in enumerate(cases):
+            path = Path(folder, f"case{i}.tflite")
+            path.write_bytes(_convert(build, quant, shape, positive, rng))
+            paths.append(path)
+        times = interleaved_times(paths, rounds=args.rounds, warm_invokes=1)
+    print(f"Host: {describe()}; 1 thread, XNNPACK, {args.rounds} round-robin rounds.\n")
+    print("| case | quant | min us | median us |\n|---|---|---:|---:|")
+    for (name, quant, *_), samples in zip(cases, times):
+        print(f"| {name} | {quant} | {min(samples):.1f} | {statistics.median(samples):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
