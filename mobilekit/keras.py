@@ -7,7 +7,6 @@ layers = keras.layers
 register = keras.saving.register_keras_serializable
 
 
-
 def own_node(model, layer):
     """`layer`'s node in `model`'s own graph (its input_tensors, output_tensors): a layer
     shared with clones has one node per model."""

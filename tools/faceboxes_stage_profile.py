@@ -98,17 +98,18 @@ def main(argv=None):
               dataset_samples("random", hw, 32))
     if keras_path is None:
         reestimate_batchnorm(model, images[:16])
+    what = "decoding tails" if args.compare_tails else "stages"
+    lines = [f"FaceBoxes {what} at {args.input_size} (WxH), {args.model}; host, 1 thread, "
+             f"XNNPACK, {args.rounds} round-robin rounds, {args.warm_invokes} untimed "
+             f"invoke(s) before each. Host: {describe()}.", ""]
+    if args.compare_tails:
+        return _emit(lines + _compare_tails(model, images, args), args.out)
+    lines[0] += (f" Per file the {args.stat} of the rounds; MobileNet v1 1.0 at 224 "
+                 "alongside.")
     mobilenet = create_model("mobilenet_v1", resolution=224)
     mn_images = dataset_samples("random", (224, 224), 16)
     reestimate_batchnorm(mobilenet, mn_images)
     anchors = generate_anchors(hw, map_sizes=map_sizes(model))
-    lines = [f"FaceBoxes stages at {args.input_size} (WxH), {args.model}; host, 1 thread, "
-             f"XNNPACK, {args.stat} of {args.rounds} round-robin rounds, "
-             f"{args.warm_invokes} untimed invoke(s) before each; MobileNet v1 1.0 at 224 "
-             f"alongside. Host: {describe()}.",
-             ""]
-    if args.compare_tails:
-        return _emit(lines + _compare_tails(model, images, args), args.out)
     forms = (False, True) if args.forms == "both" else (args.forms == "fast",)
     with tempfile.TemporaryDirectory() as folder:
         for quant in args.quant.split(","):

@@ -441,9 +441,9 @@ def max_pool_padding_swaps(model):
     Why: XNNPACK fuses a PAD into a following conv, not into a max pool, so the PAD runs
     alone: in int8 on a 2-core AVX-512 VNNI host, 1 thread, on FaceBoxes' 160x120x48 pool1
     input, PAD + MAX_POOL_2D 276 us (the PAD alone 234), MAX_POOL_2D SAME + SLICE 82 us
-    (tools/faceboxes_op_costs.py). Exact: every kept
-    output reads only the real map (the extra row / column feed only dropped outputs), and
-    on a non-negative map the pool's -inf padding and the zeros give the same maximum."""
+    (tools/faceboxes_op_costs.py). Exact: every kept output reads only the real map (the
+    extra row / column feed only dropped outputs), and on a non-negative map the pool's
+    -inf padding and the zeros give the same maximum."""
     inputs, consumers = model_graph(model)
     swaps = {}
     for pool in model.layers:
