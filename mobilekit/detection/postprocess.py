@@ -20,6 +20,7 @@ import numpy as np
 from mobilekit.detection.anchors import MIN_SIZES, STEPS, generate_anchors
 from mobilekit.detection.boxes import VARIANCES, iou_np
 from mobilekit.keras import keras, layers, own_node, register, tf
+from mobilekit.layers.conv_wrapper import ConvWrapper
 
 # Official inference settings (Caffe deploy.prototxt, PyTorch test.py).
 SCORE_THRESHOLD = 0.05
@@ -128,30 +129,8 @@ def _anchorwise_conv(conv, matrix, fmap):
     return tf.nn.bias_add(y, bias)
 
 
-class _HeadLayer(layers.Layer):
-    """A layer built around one of a detector's head convs (shared, so weights stay the
-    trained ones), serialised with it."""
-
-    def __init__(self, conv, **kwargs):
-        super().__init__(**kwargs)
-        self.conv = conv
-
-    def build(self, input_shape):
-        if not self.conv.built:  # deserialised: the saved weights load into it
-            self.conv.build(input_shape)
-        super().build(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), "conv": keras.layers.serialize(self.conv)}
-
-    @classmethod
-    def from_config(cls, config):
-        config["conv"] = keras.layers.deserialize(config["conv"])
-        return cls(**config)
-
-
 @register("mobilekit")
-class AnchorwiseHead(_HeadLayer):
+class AnchorwiseHead(ConvWrapper):
     """A head conv and a fixed linear map of each anchor's outputs, as one conv (see
     `_anchorwise_conv`), flattened to [N, H*W*k, n] ([N, H*W*k] when n = 1).
 
@@ -183,7 +162,7 @@ _SELECT_WH = [[0, 0], [0, 0], [1, 0], [0, 1]]
 
 
 @register("mobilekit")
-class HeadBoxes(_HeadLayer):
+class HeadBoxes(ConvWrapper):
     """One map's loc conv and the box decoding as one block: fmap [N, H, W, C] -> box
     corners minus their anchor's centre, [N, H*W*k, 4] (x1 - cx, y1 - cy, x2 - cx, y2 - cy;
     `AnchorCentres` adds the centres). Same boxes as DecodeDetections.

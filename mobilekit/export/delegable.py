@@ -26,6 +26,7 @@ CONCATENATION (tests/test_gpu.py pins both).
 """
 from mobilekit.keras import keras, layers, own_node, register, tf
 from mobilekit.layers.activations import HardSwish
+from mobilekit.layers.conv_wrapper import ConvWrapper
 from mobilekit.layers.crelu import Negate
 from mobilekit.layers.group_conv import gpu_safe_groups
 from mobilekit.layers.shift import Shift, shift_kernel
@@ -257,13 +258,9 @@ def padded_pool_swaps(model):
 
 
 @register("mobilekit")
-class SplitGroupConv(layers.Layer):
+class SplitGroupConv(ConvWrapper):
     """A grouped Conv2D computed as SPLIT + one CONV_2D per group + CONCATENATION, with the
     wrapped layer's own kernel and bias (float exports only; see `group_conv_swaps`)."""
-
-    def __init__(self, conv, **kwargs):
-        super().__init__(**kwargs)
-        self.conv = conv
 
     def call(self, inputs):
         conv, groups = self.conv, self.conv.groups
@@ -275,14 +272,6 @@ class SplitGroupConv(layers.Layer):
         if conv.use_bias:
             out = tf.nn.bias_add(out, conv.bias)
         return conv.activation(out)
-
-    def get_config(self):
-        return {**super().get_config(), "conv": keras.layers.serialize(self.conv)}
-
-    @classmethod
-    def from_config(cls, config):
-        config["conv"] = keras.layers.deserialize(config["conv"])
-        return cls(**config)
 
 
 def group_conv_swaps(model):
