@@ -390,7 +390,7 @@ def test_in_graph_space_to_depth_stem_only_for_large_strides_on_whole_blocks():
 @pytest.mark.slow  # ~30 s: four conversions of a small FaceBoxes
 def test_faceboxes_fast_forms_same_outputs_and_ops():
     """The export's default forms of FaceBoxes compute what the model computes: float files
-    fold conv1 + BN + C.ReLU into one 48-filter CONV_2D (one NEG fewer), int8 files run conv1 after
+    run each C.ReLU after the max pool that follows it, int8 files run conv1 after
     SPACE_TO_DEPTH with the image's padding fused into the conv (no PAD before it)."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -414,8 +414,12 @@ def test_faceboxes_fast_forms_same_outputs_and_ops():
                        fast_forms=fast_forms)
         return [op["op_name"] for op in Interpreter(model_content=data)._get_ops_details()]
 
-    # conv1 (147 MACs per output) folds; conv2 (5x5 on 48 channels) keeps its C.ReLU ops
-    assert ops("fp32", False).count("NEG") == 2 and ops("fp32", True).count("NEG") == 1
+    # float: each C.ReLU runs after the max pool that follows it (pool on x and on -x,
+    # then CONCATENATION + RELU on the 4x smaller maps)
+    fp32 = ops("fp32", True)
+    assert fp32[:9] == ["PAD", "CONV_2D", "NEG", "MAX_POOL_2D", "SLICE", "MAX_POOL_2D",
+                        "SLICE", "CONCATENATION", "RELU"], fp32
+    assert fp32.count("NEG") == ops("fp32", False).count("NEG") == 2
     int8 = ops("int8", True)
     assert int8[0] == "SPACE_TO_DEPTH" and "SPACE_TO_DEPTH" not in ops("int8", False)
     # int8: the stem's C.ReLU folds into the space-to-depth conv (no CONCATENATION + MUL
@@ -423,11 +427,11 @@ def test_faceboxes_fast_forms_same_outputs_and_ops():
     assert int8[:5] == ["SPACE_TO_DEPTH", "PAD", "CONV_2D", "MAX_POOL_2D", "SLICE"]
     assert ops("int8", False)[:6] == ["PAD", "CONV_2D", "CONCATENATION", "MUL", "PAD",
                                       "MAX_POOL_2D"]
-    for quant in ("fp32", "int8"):
+    for quant, count in (("fp32", 4), ("int8", 2)):
         listed = ops(quant, True)
         pools = [i for i, name in enumerate(listed) if name == "MAX_POOL_2D"]
-        assert len(pools) == 2 and all(listed[i - 1] != "PAD" and listed[i + 1] == "SLICE"
-                                       for i in pools), (quant, listed)
+        assert len(pools) == count and all(listed[i - 1] != "PAD" and listed[i + 1] == "SLICE"
+                                           for i in pools), (quant, listed)
 
 
 def test_int8_fast_form_matches_the_model():
@@ -459,6 +463,27 @@ def _resnet_like_stem(relu=True, side=64):
         x = layers.ReLU()(x)
     x = layers.ZeroPadding2D(1)(x)
     return keras.Model(inp, layers.MaxPooling2D(3, 2)(x))
+
+
+def test_crelu_after_pool_exact_with_and_without_padding_swaps():
+    """C.ReLU -> (ZeroPadding2D) -> max pool: the pool on x and -x first, the same outputs,
+    whether the pool keeps its zero padding (an odd map: no padding swap) or pads itself."""
+    from mobilekit.export.delegable import (crelu_after_pool_swaps, float_clone,
+                                            max_pool_padding_swaps)
+    from mobilekit.layers.crelu import crelu
+
+    for side in (64, 66):
+        inp = layers.Input((side, side, 3))
+        x = layers.Conv2D(8, 7, 2, use_bias=False)(layers.ZeroPadding2D(3)(inp))
+        x = crelu(layers.BatchNormalization()(x), "c")
+        model = keras.Model(inp, layers.MaxPooling2D(3, 2)(layers.ZeroPadding2D(1)(x)))
+        swaps = crelu_after_pool_swaps(model, max_pool_padding_swaps(model))
+        pooled = [layer for layer in swaps.values() if type(layer).__name__ == "PooledCReLU"]
+        assert len(pooled) == 1
+        assert type(pooled[0].pool).__name__ == ("CroppedMaxPool" if side == 64
+                                                 else "MaxPooling2D")
+        x = np.random.default_rng(side).normal(size=(2, side, side, 3)).astype(np.float32)
+        np.testing.assert_allclose(float_clone(model)(x).numpy(), model(x).numpy(), atol=1e-5)
 
 
 def test_max_pool_padding_swaps_exact_and_only_where_exact():

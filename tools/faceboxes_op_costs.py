@@ -9,7 +9,10 @@ timed one), at FaceBoxes' 640x480 sizes:
 - pool1's input [1, 120, 160, 48], non-negative: PAD + MAX_POOL_2D valid against a SAME pool
   + SLICE (`max_pool_padding_swaps`), and PAD alone;
 - the stem in its space-to-depth form with 24 and 48 filters (`crelu_stem_swaps`), and the
-  plain 7x7/4 conv on 3 channels, each followed by pool1 (fp32 and int8).
+  plain 7x7/4 conv on 3 channels, each followed by pool1 (fp32 and int8);
+- fp32 conv1's C.ReLU as one 48-filter conv (`CReLUConv`, the export's form), as NEG +
+  CONCATENATION + RELU, or moved after pool1 (max pool commutes with ReLU, and
+  maxpool(relu(-y)) = relu(maxpool(-y))).
 
     python tools/faceboxes_op_costs.py --rounds 200
 """
@@ -58,7 +61,33 @@ def _cases():
         ("SPACE_TO_DEPTH(4) of the image alone", IMAGE, False,
          lambda x: tf.nn.space_to_depth(x, 4)),
     ]
+    def crelu_pool(form):
+        """fp32 conv1 + C.ReLU + pool1 as exported (grown padding, SAME pool + SLICE), with
+        the C.ReLU as one 48-filter conv, as NEG + CONCATENATION + RELU before the pool, or
+        after it: concat(relu(maxpool(y)), relu(maxpool(-y))) on the 4x smaller map."""
+        kernel = np.random.default_rng(1).normal(0, 0.1, (7, 7, 3, 24)).astype(np.float32)
+
+        def build(x):
+            x = layers.ZeroPadding2D(((3, 4), (3, 4)))(x)
+            if form == "one conv":
+                y = tf.nn.relu(tf.nn.conv2d(x, np.concatenate([kernel, -kernel], -1), 4,
+                                            "VALID"))
+                pooled = tf.nn.max_pool2d(y, 3, 2, "SAME")
+            else:
+                y = tf.nn.conv2d(x, kernel, 4, "VALID")
+                if form == "before the pool":
+                    pooled = tf.nn.max_pool2d(tf.nn.relu(tf.concat([y, -y], -1)), 3, 2,
+                                              "SAME")
+                else:
+                    pooled = tf.concat([tf.nn.relu(tf.nn.max_pool2d(y, 3, 2, "SAME")),
+                                        tf.nn.relu(tf.nn.max_pool2d(-y, 3, 2, "SAME"))], -1)
+            return tf.slice(pooled, [0, 0, 0, 0], [1, 60, 80, 48])
+        return build
+
     cases = [(name, "int8", shape, positive, build) for name, shape, positive, build in split]
+    for form in ("one conv", "before the pool", "after the pool"):
+        cases.append((f"conv1 + C.ReLU ({form}) + pool1", "fp32", IMAGE, False,
+                      crelu_pool(form)))
     for quant in ("int8", "fp32"):
         for filters in (24, 48):
             for s2d in (False, True):
