@@ -193,6 +193,38 @@ def _tables(buf, at):
     return [_deref(buf, at + 4 + 4 * i) for i in range(n)]
 
 
+def test_delegate_comparison_of_an_nms_file_skips_unfilled_slots(exports):
+    """TFLite_Detection_PostProcess leaves the slots past its count as they were: the
+    delegate comparison compares the filled ones only, and says when the counts differ."""
+    from mobilekit.bench.delegates import compare_outputs, run_interpreter, verdict
+    from mobilekit.detection.postprocess import Detector
+
+    from PIL import Image
+
+    path = exports[("fp32", True)][0]
+    detector = Detector.load(path)
+    batch = detector.prepare(np.asarray(Image.open(FACE).convert("RGB")))
+    reference = run_interpreter(path, {"t0": batch[None]}, delegated=False)
+    boxes, classes, scores, count = sorted(reference)
+    assert int(reference[count][0, 0]) > 40
+    filled = 40  # as if the op had found 40 detections: the other slots are stale
+    reference[count][:] = filled
+    garbage = {k: v.copy() for k, v in reference.items()}
+    for index in (boxes, classes, scores):
+        garbage[index][0, 0, filled:] = 3e37
+    num = compare_outputs(path, reference, garbage, "detector")
+    assert num["counts_equal"] and num["detections_compared"] == filled
+    assert max(o["max_abs"] for o in num["outputs"]) == 0.0 and num["min_box_iou"] == 1.0
+    garbage[count] = garbage[count] - 1
+    garbage[scores][0, 0, 0] += 0.25
+    num = compare_outputs(path, reference, garbage, "detector")
+    assert not num["counts_equal"] and num["detections_compared"] == filled - 1
+    assert num["max_score_diff"] == pytest.approx(0.25)
+    row = {"delegate": "gpu", "precision": "fp32", "ok": True, "accelerated": "partial",
+           "fallback_ops": [], "numerics": num}
+    assert f"{filled - 1} detections compared (the counts differ)" in verdict(row)
+
+
 def test_standard_metadata_parses(exports):
     from mobilekit.export.tflite_metadata import read_standard_metadata
 

@@ -198,27 +198,70 @@ def _task(meta, reference):
 def compare_outputs(path, reference, outputs, kind):
     from ai_edge_litert.interpreter import Interpreter
 
-    details = {int(d["index"]): d for d in Interpreter(model_path=str(path)).get_output_details()}
+    order = Interpreter(model_path=str(path)).get_output_details()
+    details = {int(d["index"]): d for d in order}
+    valid = _detections_valid(order, reference, outputs)
     per_output = []
     deq_ref, deq_out = {}, {}
     for index, ref in reference.items():
         got = np.asarray(outputs[index]).reshape(ref.shape)
         d = details[index]
         entry = {"name": d["name"], "shape": [int(v) for v in d["shape"]]}
+        keep = valid.get(index, np.ones(ref.shape, bool))
         if np.issubdtype(ref.dtype, np.integer):
-            entry["max_steps"] = int(np.abs(got.astype(np.int64) - ref.astype(np.int64)).max())
+            steps = np.abs(got.astype(np.int64) - ref.astype(np.int64))[keep]
+            entry["max_steps"] = int(steps.max(initial=0))
         deq_ref[index], deq_out[index] = _dequantize(ref, d), _dequantize(got, d)
-        diff = np.abs(deq_out[index] - deq_ref[index])
-        scale = float(np.abs(deq_ref[index]).max())
-        entry["max_abs"] = float(diff.max())
-        entry["max_rel"] = float(diff.max() / scale) if scale > 0 else None
+        diff = np.abs(deq_out[index] - deq_ref[index])[keep]
+        scale = float(np.abs(deq_ref[index][keep]).max(initial=0.0))
+        entry["max_abs"] = float(diff.max(initial=0.0))
+        entry["max_rel"] = float(diff.max(initial=0.0) / scale) if scale > 0 else None
         entry["output_scale"] = scale
         per_output.append(entry)
     out = {"outputs": per_output}
     if kind == "classifier":
         out.update(_agreement(next(iter(deq_ref.values())), next(iter(deq_out.values()))))
+    elif kind == "detector" and valid:
+        out.update(_nms_agreement(order, deq_ref, deq_out, valid))
     elif kind == "detector":
         out.update(_detector_agreement(deq_ref, deq_out))
+    return out
+
+
+def _detections_valid(order, reference, outputs):
+    """For a file ending in TFLite_Detection_PostProcess (outputs boxes [1, K, 4], classes,
+    scores [1, K], count [1]): {output index: mask of the detection slots both runs filled};
+    the op leaves the slots past its count as they were, so they are not compared. {} for
+    other files."""
+    shapes = [tuple(int(v) for v in d["shape"]) for d in order]
+    if len(order) != 4 or shapes[3] != (1,) or shapes[0][-1] != 4:
+        return {}
+    count = int(order[3]["index"])
+    filled = np.minimum(np.asarray(reference[count]).reshape(-1),
+                        np.asarray(outputs[count]).reshape(-1)).astype(np.int64)
+    slots = shapes[1][-1]
+    per_slot = np.arange(slots)[None, :] < filled[:, None]  # [samples, K]
+    masks = {}
+    for d in order[:3]:
+        shape = np.asarray(reference[int(d["index"])]).shape
+        mask = per_slot.reshape(len(filled), 1, slots, *([1] * (len(shape) - 3)))
+        masks[int(d["index"])] = np.broadcast_to(mask, shape)
+    return masks
+
+
+def _nms_agreement(order, ref, got, valid):
+    """Counts, boxes and scores of the compared detection slots (see _detections_valid)."""
+    boxes, _, scores, count = (int(d["index"]) for d in order)
+    mask = valid[scores]
+    out = {"counts_equal": bool(np.array_equal(ref[count], got[count])),
+           "detections_compared": int(mask.sum()),
+           "max_score_diff": float(np.abs(ref[scores] - got[scores])[mask].max(initial=0.0))}
+    box_mask = valid[boxes][..., 0]
+    if box_mask.any():
+        iou = _pairwise_iou(ref[boxes][box_mask], got[boxes][box_mask])
+        out.update(min_box_iou=float(iou.min()), mean_box_iou=float(iou.mean()))
+    else:
+        out.update(min_box_iou=None, mean_box_iou=None)
     return out
 
 
@@ -279,6 +322,12 @@ def verdict(row):
     num = row["numerics"] or {}
     if "top1_agreement" in num:
         where += f", top-1 agreement {100 * num['top1_agreement']:.1f} %"
+    elif "counts_equal" in num:  # a file with NMS in the graph
+        where += (f", {num['detections_compared']} detections compared"
+                  + ("" if num["counts_equal"] else " (the counts differ)"))
+        if num["min_box_iou"] is not None:
+            where += (f", box IoU >= {num['min_box_iou']:.3f}, score diff <= "
+                      f"{num['max_score_diff']:.3f}")
     elif num.get("min_box_iou") is not None:
         where += (f", box IoU >= {num['min_box_iou']:.3f}, score diff <= "
                   f"{num['max_score_diff']:.3f}")
