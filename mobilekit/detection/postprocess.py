@@ -318,9 +318,9 @@ def fused_decoding_pays(quant):
     the network alone round-robin, the tail as the median per-round ratio to the network
     (95 % interval; tools/faceboxes_stage_profile.py --compare-tails): int8 +10.6 %
     [10.2, 11.1] with DecodeDetections (its last-axis SPLIT / CONCATENATION over [1, A, 4]
-    copy 1-2 values at a time, ~28 us each), +3.7 % [2.9, 4.3] fused; fp32 +2.0 %
-    [1.8, 2.2] with DecodeDetections, +2.3 % [2.1, 2.4] fused (there the elementwise ops
-    are cheap and the extra convs are not)."""
+    copy 1-2 values at a time, ~28 us each), +3.7 % [2.9, 4.3] fused. fp32: +2.0 % and
+    +2.3 % in one run, +2.9 % and +2.6 % in another (the elementwise ops are cheap there),
+    so float files keep DecodeDetections, the form checked on the GPU delegate."""
     return quant in ("int8", "int16x8")
 
 
