@@ -480,7 +480,7 @@ def test_crelu_after_pool_exact_with_and_without_padding_swaps():
         swaps = crelu_after_pool_swaps(model, max_pool_padding_swaps(model))
         pooled = [layer for layer in swaps.values() if type(layer).__name__ == "PooledCReLU"]
         assert len(pooled) == 1
-        assert type(pooled[0].pool).__name__ == ("CroppedMaxPool" if side == 64
+        assert type(pooled[0].layer).__name__ == ("CroppedMaxPool" if side == 64
                                                  else "MaxPooling2D")
         x = np.random.default_rng(side).normal(size=(2, side, side, 3)).astype(np.float32)
         np.testing.assert_allclose(float_clone(model)(x).numpy(), model(x).numpy(), atol=1e-5)

@@ -20,7 +20,6 @@ import numpy as np
 from mobilekit.detection.anchors import MIN_SIZES, STEPS, generate_anchors
 from mobilekit.detection.boxes import VARIANCES, iou_np
 from mobilekit.keras import keras, layers, own_node, register, tf
-from mobilekit.layers.conv_wrapper import ConvWrapper
 
 # Official inference settings (Caffe deploy.prototxt, PyTorch test.py).
 SCORE_THRESHOLD = 0.05
@@ -130,7 +129,7 @@ def _anchorwise_conv(conv, matrix, fmap):
 
 
 @register("mobilekit")
-class AnchorwiseHead(ConvWrapper):
+class AnchorwiseHead(layers.Wrapper):
     """A head conv and a fixed linear map of each anchor's outputs, as one conv (see
     `_anchorwise_conv`), flattened to [N, H*W*k, n] ([N, H*W*k] when n = 1).
 
@@ -147,7 +146,7 @@ class AnchorwiseHead(ConvWrapper):
         self.matrix = [[float(v) for v in row] for row in matrix]
 
     def call(self, fmap):
-        y = _anchorwise_conv(self.conv, self.matrix, fmap)
+        y = _anchorwise_conv(self.layer, self.matrix, fmap)
         n = len(self.matrix[0])
         cells = int(y.shape[1]) * int(y.shape[2]) * int(y.shape[3]) // n
         return tf.reshape(y, [-1, cells] if n == 1 else [-1, cells, n])
@@ -162,7 +161,7 @@ _SELECT_WH = [[0, 0], [0, 0], [1, 0], [0, 1]]
 
 
 @register("mobilekit")
-class HeadBoxes(ConvWrapper):
+class HeadBoxes(layers.Wrapper):
     """One map's loc conv and the box decoding as one block: fmap [N, H, W, C] -> box
     corners minus their anchor's centre, [N, H*W*k, 4] (x1 - cx, y1 - cy, x2 - cx, y2 - cy;
     `AnchorCentres` adds the centres). Same boxes as DecodeDetections.
@@ -198,8 +197,8 @@ class HeadBoxes(ConvWrapper):
             for j in range(2):
                 mix_d[2 * a + j, [4 * a + j, 4 * a + 2 + j]] = self.variances[0] * wh[a, j]
                 mix_e[2 * a + j, [4 * a + j, 4 * a + 2 + j]] = [-wh[a, j] / 2, wh[a, j] / 2]
-        d = _anchorwise_conv(self.conv, _SELECT_XY, fmap)
-        z = _anchorwise_conv(self.conv, np.asarray(_SELECT_WH) * self.variances[1], fmap)
+        d = _anchorwise_conv(self.layer, _SELECT_XY, fmap)
+        z = _anchorwise_conv(self.layer, np.asarray(_SELECT_WH) * self.variances[1], fmap)
         if self.exp_form == "exp":
             e, bias = tf.exp(z), np.zeros(4 * k)
         else:  # e^c (ELU(z - c) + 1): the "+ 1" becomes the second conv's bias
@@ -211,7 +210,8 @@ class HeadBoxes(ConvWrapper):
 
     def int8_form(self):
         """The same block with the int8-delegable exp (exp_form="elu"), same name."""
-        return HeadBoxes(**{**self.get_config(), "conv": self.conv, "exp_form": "elu"})
+        config = {k: v for k, v in self.get_config().items() if k != "layer"}
+        return HeadBoxes(self.layer, **{**config, "exp_form": "elu"})
 
     def get_config(self):
         return {**super().get_config(), "anchor_wh": self.anchor_wh,

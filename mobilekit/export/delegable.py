@@ -26,7 +26,6 @@ CONCATENATION (tests/test_gpu.py pins both).
 """
 from mobilekit.keras import keras, layers, own_node, register, tf
 from mobilekit.layers.activations import HardSwish
-from mobilekit.layers.conv_wrapper import ConvWrapper
 from mobilekit.layers.crelu import Negate
 from mobilekit.layers.group_conv import gpu_safe_groups
 from mobilekit.layers.shift import Shift, shift_kernel
@@ -258,12 +257,12 @@ def padded_pool_swaps(model):
 
 
 @register("mobilekit")
-class SplitGroupConv(ConvWrapper):
+class SplitGroupConv(layers.Wrapper):
     """A grouped Conv2D computed as SPLIT + one CONV_2D per group + CONCATENATION, with the
     wrapped layer's own kernel and bias (float exports only; see `group_conv_swaps`)."""
 
     def call(self, inputs):
-        conv, groups = self.conv, self.conv.groups
+        conv, groups = self.layer, self.layer.groups
         kernels = tf.split(conv.kernel, groups, axis=-1)
         parts = tf.split(inputs, groups, axis=-1)
         out = tf.concat([tf.nn.conv2d(x, k, conv.strides, conv.padding.upper(),
@@ -360,11 +359,14 @@ class FirstInput(layers.Layer):
 CRELU_CONV_MAX_TAPS = 256
 
 
-def crelu_conv_swaps(model, max_taps=CRELU_CONV_MAX_TAPS):
+def crelu_conv_swaps(model, max_taps=CRELU_CONV_MAX_TAPS, skip=()):
     """{layer name: stand-in} turning each Conv2D -> BatchNormalization -> C.ReLU chain whose
-    conv has at most `max_taps` MACs per output into one CReLUConv (+ the ReLU, fused)."""
+    conv has at most `max_taps` MACs per output into one CReLUConv (+ the ReLU, fused);
+    chains whose Negate is named in `skip` (rewritten otherwise) are left alone."""
     swaps = {}
     for conv, bn, negate, concat in crelu_conv_chains(model, max_taps):
+        if negate.name in skip:
+            continue
         swaps[conv.name] = CReLUConv(conv, bn, name=conv.name)
         swaps[bn.name] = DelegableIdentity(name=bn.name)
         swaps[negate.name] = DelegableIdentity(name=negate.name)
@@ -502,25 +504,13 @@ def _one_more_output(conv_pad, conv, input_size):
 
 
 @register("mobilekit")
-class PooledCReLU(layers.Layer):
+class PooledCReLU(layers.Wrapper):
     """relu(concat(pool(x), pool(-x))) for a max pool layer `pool`: the C.ReLU of a map
     moved after the max pool that follows it (float exports; see
     `crelu_after_pool_swaps`)."""
 
-    def __init__(self, pool, **kwargs):
-        super().__init__(**kwargs)
-        self.pool = pool
-
     def call(self, inputs):
-        return tf.nn.relu(tf.concat([self.pool(inputs), self.pool(-inputs)], axis=-1))
-
-    def get_config(self):
-        return {**super().get_config(), "pool": keras.layers.serialize(self.pool)}
-
-    @classmethod
-    def from_config(cls, config):
-        config["pool"] = keras.layers.deserialize(config["pool"])
-        return cls(**config)
+        return tf.nn.relu(tf.concat([self.layer(inputs), self.layer(-inputs)], axis=-1))
 
 
 def crelu_after_pool_swaps(model, pool_swaps):
@@ -571,14 +561,8 @@ def float_clone(model, fast_forms=True):
     if fast_forms:
         pool_swaps = max_pool_padding_swaps(model)
         after_pool = crelu_after_pool_swaps(model, pool_swaps)
-        conv_swaps = crelu_conv_swaps(model)
-        # A chain both could rewrite goes to the pooled form (its Negate is in both).
-        taken = {name for name in after_pool if type(model.get_layer(name)) is Negate}
-        for conv, bn, negate, concat in crelu_conv_chains(model):
-            if negate.name in taken:
-                for name in (conv.name, bn.name, negate.name, concat.name):
-                    conv_swaps.pop(name, None)
-        swaps.update(conv_swaps)
+        # A C.ReLU both could rewrite goes to the pooled form.
+        swaps.update(crelu_conv_swaps(model, skip=after_pool))
         swaps.update(pool_swaps)
         swaps.update(after_pool)
     if not swaps:
