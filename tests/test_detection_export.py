@@ -225,6 +225,49 @@ def test_delegate_comparison_of_an_nms_file_skips_unfilled_slots(exports):
     assert f"{filled - 1} detections compared (the counts differ)" in verdict(row)
 
 
+def test_delegate_inputs_of_a_detector_are_its_annotated_images(exports):
+    """`mobilekit delegates --data wider:...` on a non-square detector file: the images of
+    the spec warped to the file's input as `mobilekit detect` prepares them."""
+    from mobilekit.bench.delegates import model_inputs
+    from mobilekit.detection.data import load_samples, read_image
+    from mobilekit.export.metadata import read_metadata
+
+    spec = f"wider:{SHARED / 'data' / 'faces' / 'wider_face_sample'}"
+    path = exports[("fp32", True)][0]
+    inputs, source = model_inputs(path, read_metadata(path), spec, 2)
+    (batch,) = inputs.values()
+    assert batch.shape == (2, 1, *HW, 3) and source == f"{spec} annotated images"
+    detector = Detector.load(path)
+    for sample, got in zip(load_samples(spec)[:2], batch):
+        np.testing.assert_allclose(got, detector.prepare(np.asarray(read_image(sample.image))),
+                                   atol=1e-6)
+
+
+def test_delegate_comparison_of_an_nms_file_matches_swapped_detections(exports):
+    """Near-equal scores may leave the op in either order: each confident reference
+    detection is compared with the delegate's best-overlapping one, not its slot."""
+    from mobilekit.bench.delegates import DETECTOR_SCORE, compare_outputs, run_interpreter
+    from PIL import Image
+
+    path = exports[("fp32", True)][0]
+    detector = Detector.load(path)
+    batch = detector.prepare(np.asarray(Image.open(FACE).convert("RGB")))
+    reference = run_interpreter(path, {"t0": batch[None]}, delegated=False)
+    boxes, classes, scores, count = sorted(reference)
+    reference[scores][0, 0, :2] = [0.9, 0.8]  # two confident faces, different boxes
+    swapped = {k: v.copy() for k, v in reference.items()}
+    for index in (boxes, classes, scores):
+        swapped[index][0, 0, [0, 1]] = swapped[index][0, 0, [1, 0]]
+    swapped[scores][0, 0, :2] = [0.8, 0.9]  # the same pairs, the other order
+    num = compare_outputs(path, reference, swapped, "detector")
+    faces = int((reference[scores][0, 0, :int(reference[count][0, 0])] >= DETECTOR_SCORE).sum())
+    assert num["faces_compared"] == num["delegate_faces"] == faces >= 2
+    assert num["min_box_iou"] == 1.0 and num["max_score_diff"] == 0.0
+    swapped[boxes][0, 0, 0] += [0.0, 0.0, 0.5, 0.5]  # the 0.8 face, grown beyond its match
+    num = compare_outputs(path, reference, swapped, "detector")
+    assert num["min_box_iou"] < 0.9
+
+
 def test_standard_metadata_parses(exports):
     from mobilekit.export.tflite_metadata import read_standard_metadata
 

@@ -25,8 +25,9 @@ def _split(text, what, accepted):
               help="GPU arithmetic: fp16 (the delegate's default), fp32 (enforce_f32), or "
                    "fp16,fp32 for both side by side.")
 @click.option("--data", default=None, show_default="random inputs",
-              help="Dataset SPEC whose validation images are the inputs (classifiers), e.g. "
-                   "synthetic.")
+              help="Real inputs instead of random ones: a classifier's dataset SPEC (its "
+                   "validation images, e.g. synthetic), or a detector's annotation spec "
+                   "(wider:/fddb:/xml:PATH; its images warped to the file's input size).")
 @click.option("--samples", type=int, default=100, show_default=True,
               help="Inputs compared per model.")
 @click.option("--timing/--no-timing", default=True, show_default=True,
@@ -52,6 +53,7 @@ def delegates(models, delegates, precision, data, samples, timing, out, as_json)
       mobilekit delegates mobilenet_v2_fp16.tflite
       mobilekit delegates runs/train/mobilenet_v1/*.tflite --data synthetic --samples 500
       mobilekit delegates fb.tflite --delegate gpu --precision fp16,fp32 --json
+      mobilekit delegates fb_640x480_nms.tflite --data wider:data/wider_face_sample
       mobilekit delegates a.tflite b.tflite --out delegates/
     """
     from mobilekit.bench.delegates import REPORT_DELEGATES, delegate_report, no_gpu
