@@ -640,6 +640,51 @@ def test_int8_range_before_a_hard_swish_stops_at_its_dead_zone():
     assert scales == [pytest.approx((values.max() + 3) / 255, rel=0.02)]
 
 
+def test_int8_score_logits_take_the_sigmoids_live_range():
+    """Logits that reach a sigmoid output through RESHAPE / CONCATENATION (a detector's
+    scores) are quantized on [-b, b], b = ln(511) where int8's 1/256 output step saturates,
+    whatever the calibration saw (here -60 .. -10): finer steps, and a confident input the
+    calibration never showed keeps its score instead of the calibration's top."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilekit.export.calibration import sigmoid_bound
+    from mobilekit.export.convert import convert
+
+    inp = layers.Input((4, 4, 2), name="input")
+    convs = [layers.Conv2D(1, 1, use_bias=False, name=f"logit{k}") for k in (30, 20)]
+    logits = layers.Concatenate(axis=1, name="logits")(
+        [layers.Reshape((-1, 1))(conv(inp)) for conv in convs])
+    model = keras.Model(inp, layers.Activation("sigmoid", name="scores")(logits))
+    for conv, k in zip(convs, (30, 20)):  # logit = k * channel 1
+        conv.set_weights([np.float32([0, k]).reshape(1, 1, 2, 1)])
+    rng = np.random.default_rng(0)
+    images = np.stack([rng.uniform(-1, 1, (16, 4, 4)), rng.uniform(-2, -0.5, (16, 4, 4))],
+                      axis=-1).astype(np.float32)
+    seen = keras.Model(inp, logits).predict(images, verbose=0)
+    assert seen.min() < -55 and seen.max() < -9  # no confident score in calibration
+    interpreter = Interpreter(model_content=convert(model, "int8", images, io="int8",
+                                                    calibration="minmax"))
+    interpreter.allocate_tensors()
+    bound = sigmoid_bound("int8")
+    inp_d, out_d = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    logit_scales = [d["quantization"][0] for d in interpreter.get_tensor_details()
+                    if d["dtype"] == np.int8 and np.prod(d["shape"]) >= 16
+                    and d["index"] not in (inp_d["index"], out_d["index"])]
+    assert len(logit_scales) == 5  # two conv outputs, their reshapes, the concatenation
+    assert logit_scales == pytest.approx([2 * bound / 255] * len(logit_scales), rel=0.01)
+    test = np.zeros((1, 4, 4, 2), np.float32)
+    test[..., 1] = np.linspace(-0.25, 0.25, 16).reshape(4, 4)  # logits -7.5 .. 7.5
+    scale, zero = inp_d["quantization"]
+    fed = np.round(test / scale + zero)
+    interpreter.set_tensor(inp_d["index"], fed.astype(np.int8))
+    interpreter.invoke()
+    expected = model.predict(((fed - zero) * scale).astype(np.float32), verbose=0)
+    scale, zero = out_d["quantization"]
+    got = (interpreter.get_tensor(out_d["index"]).astype(np.float32) - zero) * scale
+    assert expected.max() > 0.99
+    np.testing.assert_allclose(got, expected, atol=0.01)  # a logit step: <= 0.0061 of score
+
+
 def test_mse_range_matches_a_brute_force_search_on_the_values():
     """The histogram estimate picks a range whose real int8 error is within 5 % of the best
     range of the same family found by quantizing every value (heavy-tailed values: clipping

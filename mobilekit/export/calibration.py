@@ -25,9 +25,17 @@ from the values really seen, by one of:
 
 Whatever the method, a range never extends into a tensor's dead zone: values that every
 consumer maps to the same output (below -c for `relu6(x + c)`, also above 6 - c when that is
-the only use, as in a hard-sigmoid; below -3 for a hard-swish `x * relu6(x + 3) / 6`).
-Keeping them costs resolution and buys nothing: the head of a MobileNetV3-Large trained here
-saw values down to -500 before its hard-swish, which reads them all as 0 below -3.
+the only use, as in a hard-sigmoid; below -3 for a hard-swish `x * relu6(x + 3) / 6`; beyond
++-ln(2 / s - 1) for a sigmoid whose output has the fixed step s, 1/256 in int8, where it
+rounds to 0 or 1), also through the RESHAPE / CONCATENATION ops between. Keeping them costs
+resolution and buys nothing: the head of a MobileNetV3-Large trained here saw values down to
+-500 before its hard-swish, which reads them all as 0 below -3; FaceBoxes' score logits
+reach -100, which left int8 0.4-0.8 logit per step (0.1-0.2 of score near 0.5).
+
+A sigmoid that gives a model output (a detector's scores) takes its whole live range
+[-b, b] whatever the calibration images saw: like the outputs' extremes, the top of a score
+is its answer, and calibration images with less confident faces than the camera's would
+otherwise cap every score (a FaceBoxes int8 file at 640x480 capped at 0.83).
 
 `calibration_hook(method)` patches the converter's calibration step (`Calibrator.calibrate`,
 used by the MLIR quantizer for int8 and int16x8) while active; everything else in the
@@ -46,8 +54,9 @@ MSE_SCALES = np.geomspace(0.02, 1.0, 120)
 
 
 @contextlib.contextmanager
-def calibration_hook(method, chunk=CHUNK, bins=MSE_BINS):
-    """While active, TFLite calibration sets ranges from observed values (module docstring)."""
+def calibration_hook(method, chunk=CHUNK, bins=MSE_BINS, quant="int8"):
+    """While active, TFLite calibration sets ranges from observed values (module docstring);
+    `quant` (int8 / int16x8) fixes the sigmoid's output step."""
     if method not in CALIBRATION_METHODS:
         raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}; "
                          f"got {method!r}")
@@ -65,7 +74,10 @@ def calibration_hook(method, chunk=CHUNK, bins=MSE_BINS):
         # clipped top would turn the most confident scores into ties.
         ranges = observed_ranges(calibrated, samples, wanted, method, chunk, bins,
                                  extremes=model_outputs(calibrated))
-        ranges = without_dead_zones(ranges, dead_zones(calibrated))
+        bound = sigmoid_bound(quant)
+        ranges = without_dead_zones(ranges, dead_zones(calibrated, bound))
+        ranges.update({i: (ranges[i][0], bound) for i in score_logits(calibrated)
+                       if i in ranges})
         return with_ranges(calibrated, {i: (np.float32([low]), np.float32([high]))
                                         for i, (low, high) in ranges.items()})
 
@@ -164,25 +176,72 @@ def mse_range(counts, low, high, scales=MSE_SCALES):
 
 
 # TFLite builtin operator codes and fused activations used by `dead_zones`.
-ADD, MUL, RELU, RELU6 = 0, 18, 19, 21
+ADD, CONCATENATION, LOGISTIC, MUL, RELU, RELU6, RESHAPE = 0, 2, 14, 18, 19, 21, 22
 FUSED_RELU, FUSED_RELU6 = 1, 3
 FLOAT32 = 0  # TensorType
+# A sigmoid's integer output has a fixed step (1/256 in int8, 1/32768 in int16): its input
+# beyond +-ln(2 / step - 1) rounds to the end codes.
+SIGMOID_STEP = {"int8": 1 / 256, "int16x8": 1 / 32768}
 
 
-def dead_zones(model_bytes):
-    """{tensor index: (floor, ceiling)}: every consumer of the tensor gives the same output
-    for all values <= floor (and >= ceiling); None where there is no such bound.
+def sigmoid_bound(quant):
+    """b: a sigmoid's `quant` output is the same for every input <= -b (and >= b)."""
+    return float(np.log(2 / SIGMOID_STEP[quant] - 1))
 
-    Consumers understood: RELU/RELU6 ops; ADD(x, constant c) with a fused RELU (floor -c) or
-    RELU6 (floor -c, ceiling 6 - c); MUL(x, g) where g is that ADD's output times constants
-    (the hard-swish x * relu6(x + c) / 6: g = 0 below -c, so the product is 0; no ceiling).
-    Any other consumer, or being a model output, leaves the tensor without bounds.
-    """
+
+def _graph(model_bytes):
+    """(model object, first subgraph, builtin codes, {tensor: producer op},
+    {tensor: [consumer ops]})."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_bytes))
     graph = model.subgraphs[0]
     codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    producer, consumers = {}, {}
+    for op in graph.operators:
+        for index in op.outputs:
+            producer[index] = op
+        for index in op.inputs:
+            consumers.setdefault(index, []).append(op)
+    return model, graph, codes, producer, consumers
+
+
+def score_logits(model_bytes):
+    """Tensors whose values reach only a LOGISTIC that gives a model output, directly or
+    through RESHAPE / CONCATENATION (a detector's score logits)."""
+    _, graph, codes, _, consumers = _graph(model_bytes)
+    outputs = set(graph.outputs)
+
+    def feeds_scores(index, seen=()):
+        users = consumers.get(index, [])
+        if not users or index in outputs or index in seen:
+            return False
+        for op in users:
+            code = codes[op.opcodeIndex]
+            if code == LOGISTIC and not set(op.outputs) <= outputs:
+                return False
+            if code in (RESHAPE, CONCATENATION):
+                if not feeds_scores(op.outputs[0], (*seen, index)):
+                    return False
+            elif code != LOGISTIC:
+                return False
+        return True
+
+    return {index for index in consumers if feeds_scores(index)}
+
+
+def dead_zones(model_bytes, sigmoid=None):
+    """{tensor index: (floor, ceiling)}: every consumer of the tensor gives the same output
+    for all values <= floor (and >= ceiling); None where there is no such bound.
+
+    Consumers understood: RELU/RELU6 ops; ADD(x, constant c) with a fused RELU (floor -c) or
+    RELU6 (floor -c, ceiling 6 - c); MUL(x, g) where g is that ADD's output times constants
+    (the hard-swish x * relu6(x + c) / 6: g = 0 below -c, so the product is 0; no ceiling);
+    LOGISTIC when `sigmoid` (its `sigmoid_bound`) is given (-b, b); RESHAPE and
+    CONCATENATION, which pass values on: their output's zone. Any other consumer, or being a
+    model output, leaves the tensor without bounds.
+    """
+    model, graph, codes, producer, consumers = _graph(model_bytes)
 
     def constant(index):
         """The value of a float32 scalar constant, else None."""
@@ -191,13 +250,6 @@ def dead_zones(model_bytes):
         if data is None or tensor.type != FLOAT32 or len(data) != 4:
             return None
         return float(np.frombuffer(bytes(data), np.float32)[0])
-
-    producer, consumers = {}, {}
-    for op in graph.operators:
-        for index in op.outputs:
-            producer[index] = op
-        for index in op.inputs:
-            consumers.setdefault(index, []).append(op)
 
     def relu_add_offset(op, index):
         """c when op is ADD(index, constant c) with a fused RELU/RELU6, else None."""
@@ -218,16 +270,31 @@ def dead_zones(model_bytes):
 
     outputs = set(graph.outputs)
     zones = {}
-    for index, users in consumers.items():
-        if index in outputs:
-            continue
+
+    def zone(index):
+        """(floor, ceiling) of one tensor, or None; through pass-on ops, memoised."""
+        if index not in zones:
+            zones[index] = None  # a cycle through pass-on ops has no zone
+            zones[index] = None if index in outputs else consumer_zone(index)
+        return zones[index]
+
+    def consumer_zone(index):
         floors, ceilings = [], []
-        for op in users:
+        for op in consumers.get(index, []):
             code = codes[op.opcodeIndex]
             offset = relu_add_offset(op, index)
             if code in (RELU, RELU6):
                 floors.append(0.0)
                 ceilings.append(6.0 if code == RELU6 else None)
+            elif code == LOGISTIC and sigmoid is not None:
+                floors.append(-sigmoid)
+                ceilings.append(sigmoid)
+            elif (code == RESHAPE and index == op.inputs[0]) or code == CONCATENATION:
+                passed = zone(op.outputs[0])
+                if passed is None:
+                    return None
+                floors.append(passed[0])
+                ceilings.append(passed[1])
             elif offset is not None:
                 floors.append(-offset)
                 six = op.builtinOptions.fusedActivationFunction == FUSED_RELU6
@@ -236,15 +303,18 @@ def dead_zones(model_bytes):
                 gate = op.inputs[1] if op.inputs[0] == index else op.inputs[0]
                 offset = gate_offset(index, gate)
                 if offset is None:
-                    break
+                    return None
                 floors.append(-offset)
                 ceilings.append(None)
             else:
-                break
-        else:
-            if floors:
-                zones[index] = (min(floors), None if None in ceilings else max(ceilings))
-    return zones
+                return None
+        if not floors:
+            return None
+        return min(floors), None if None in ceilings else max(ceilings)
+
+    for index in consumers:
+        zone(index)
+    return {index: bounds for index, bounds in zones.items() if bounds is not None}
 
 
 def without_dead_zones(ranges, zones):

@@ -282,7 +282,8 @@ def _convert_traced(source, spec, quant, samples, io, qat, integer, calibration,
                     allow_float_ops, sparse, dense_quant):
     concrete = tf.function(lambda x: source(x, training=False)).get_concrete_function(spec)
     method = calibration if quant == "int8" else "minmax"
-    with calibration_hook(method) if integer and not qat else contextlib.nullcontext():
+    with calibration_hook(method, quant=quant) if integer and not qat else \
+            contextlib.nullcontext():
         try:
             tflite = _run_converter(_converter(concrete, quant, samples, io, qat,
                                                allow_float_ops, sparse, dense_quant))
