@@ -85,23 +85,26 @@ def test_decode_forms_equal_reference(small):
 def test_fused_heads_equal_reference(small):
     """The export's fused forms (decoding inside the head convs, `HeadBoxes`; score and
     NMS-encoding maps folded into the conv kernels, `AnchorwiseHead`) give the reference
-    decode + softmax, and the NMS inputs the TFLite_Detection_PostProcess layout, with the
-    EXP and with the int8 stand-in's ELU (exact where z <= ELU_SHIFT)."""
+    decode (boxes clipped to the image) + softmax, and the NMS inputs the
+    TFLite_Detection_PostProcess layout, with the EXP and with the int8 stand-in's ELU
+    (exact where z <= ELU_SHIFT)."""
     from mobilekit.export.delegable import delegable_clone
 
     x = _image_batch(3)
     loc, conf = (np.asarray(t) for t in small(x))
     ref_boxes = decode(loc, generate_anchors(HW)).numpy()
     ref_scores = tf.nn.softmax(conf)[..., 1].numpy()
-    fused = inference_model(small)
+    fused = inference_model(small, fused=True)
     assert {"head1_boxes", "head3_score_logit", "boxes"} <= {l.name for l in fused.layers}
     assert "decode" not in {l.name for l in fused.layers}
     exact = 0.2 * loc[0, :, 2:].max(axis=1) <= ELU_SHIFT
     assert 0.5 < exact.mean() < 1  # both sides of the ELU's exact range are exercised
+    outside = (ref_boxes < 0) | (ref_boxes > 1)
+    assert 0.01 < outside.mean() < 0.5  # the clip is exercised
     for form in (fused, delegable_clone(fused)):
         boxes, scores = (np.asarray(t)[0] for t in form(x))
         mask = slice(None) if form is fused else exact
-        np.testing.assert_allclose(boxes[mask], ref_boxes[0][mask], atol=2e-5)
+        np.testing.assert_allclose(boxes[mask], np.clip(ref_boxes[0][mask], 0, 1), atol=2e-5)
         # (W1 - W0) * x sums in another order than W1 * x - W0 * x: float32 rounding
         np.testing.assert_allclose(scores, ref_scores[0], atol=5e-6)
     assert delegable_clone(fused).get_layer("head2_boxes").exp_form == "elu"
@@ -223,6 +226,26 @@ def test_delegate_comparison_of_an_nms_file_skips_unfilled_slots(exports):
     row = {"delegate": "gpu", "precision": "fp32", "ok": True, "accelerated": "partial",
            "fallback_ops": [], "numerics": num}
     assert f"{filled - 1} detections compared (the counts differ)" in verdict(row)
+
+
+def test_int8_boxes_have_the_image_s_step(exports):
+    """The int8 file's boxes come out with 1/255 of the image per step: each map adds its
+    anchor centres and clips to the image ([0, 6] after a fused RELU6) at its own corners'
+    range, so the largest anchors' stray boxes no longer set one coarse step for all (13 px
+    at 640x480 for the overfit run before)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(exports[("int8", False)][0]))
+    boxes = next(d for d in interpreter.get_output_details() if len(d["shape"]) == 3)
+    assert boxes["quantization"] == (pytest.approx(1 / 255), -128)
+    tensors = interpreter.get_tensor_details()
+    for i in (1, 2, 3):
+        centred = [d for d in tensors if f"head{i}_centres/" in d["name"]
+                   and not d["name"].endswith("/y")  # the centres constant
+                   and d["dtype"] == np.int8 and d["shape"][-1] == 4]
+        assert len(centred) == 1
+        scale, zero = centred[0]["quantization"]
+        assert zero == -128 and scale <= 6 / 255 * 1.001  # within [0, 6]: the image
 
 
 def test_delegate_inputs_of_a_detector_are_its_annotated_images(exports):

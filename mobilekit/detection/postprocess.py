@@ -17,7 +17,7 @@ import re
 
 import numpy as np
 
-from mobilekit.detection.anchors import MIN_SIZES, STEPS, generate_anchors
+from mobilekit.detection.anchors import MIN_SIZES, STEPS, anchors_per_cell, generate_anchors
 from mobilekit.detection.boxes import VARIANCES, iou_np
 from mobilekit.keras import keras, layers, own_node, register, tf
 
@@ -26,6 +26,11 @@ SCORE_THRESHOLD = 0.05
 NMS_IOU = 0.3
 TOP_K = 5000
 KEEP_TOP_K = 750
+# Integer files' boxes (`inference_model(fused=True)`): each map adds its anchor centres to
+# BOX_SCALE times its corners, the ADD's fused RELU6 clips to the image ([0, 6]), one MUL
+# scales back. The boxes' int8 step is then 1/255 of the image and the corners' a map's own
+# (FaceBoxes at 640x480: 13 px before, the 512-px anchors' stray boxes setting one range).
+BOX_SCALE = 6.0
 
 
 @register("mobilekit")
@@ -177,10 +182,11 @@ class HeadBoxes(layers.Wrapper):
     second: the anchor-size gains and the x1 y1 x2 y2 interleaving live in two 1x1 convs on
     the small map instead of elementwise ops, SPLITs and a CONCATENATION over all anchors.
     `exp_form="elu"` (the int8 stand-in, `int8_form`) uses exp(z) = e^c (ELU(z - c) + 1) as
-    DecodeDetections does.
+    DecodeDetections does. `scale` multiplies the output (folded into the two 1x1 convs).
     """
 
-    def __init__(self, conv, anchor_wh, variances=VARIANCES, exp_form="exp", **kwargs):
+    def __init__(self, conv, anchor_wh, variances=VARIANCES, exp_form="exp", scale=1.0,
+                 **kwargs):
         super().__init__(conv, **kwargs)
         if exp_form not in DecodeDetections.EXP_FORMS:
             raise ValueError(f"exp_form must be one of {', '.join(DecodeDetections.EXP_FORMS)}"
@@ -188,6 +194,7 @@ class HeadBoxes(layers.Wrapper):
         self.anchor_wh = [[float(v) for v in wh] for wh in anchor_wh]
         self.variances = [float(v) for v in variances]
         self.exp_form = exp_form
+        self.scale = float(scale)
 
     def call(self, fmap):
         wh = np.asarray(self.anchor_wh, np.float64)  # [k, 2]
@@ -195,8 +202,10 @@ class HeadBoxes(layers.Wrapper):
         mix_d, mix_e = np.zeros((2 * k, 4 * k)), np.zeros((2 * k, 4 * k))
         for a in range(k):
             for j in range(2):
-                mix_d[2 * a + j, [4 * a + j, 4 * a + 2 + j]] = self.variances[0] * wh[a, j]
-                mix_e[2 * a + j, [4 * a + j, 4 * a + 2 + j]] = [-wh[a, j] / 2, wh[a, j] / 2]
+                mix_d[2 * a + j, [4 * a + j, 4 * a + 2 + j]] = (
+                    self.scale * self.variances[0] * wh[a, j])
+                mix_e[2 * a + j, [4 * a + j, 4 * a + 2 + j]] = (
+                    np.float64([-0.5, 0.5]) * self.scale * wh[a, j])
         d = _anchorwise_conv(self.layer, _SELECT_XY, fmap)
         z = _anchorwise_conv(self.layer, np.asarray(_SELECT_WH) * self.variances[1], fmap)
         if self.exp_form == "exp":
@@ -215,7 +224,7 @@ class HeadBoxes(layers.Wrapper):
 
     def get_config(self):
         return {**super().get_config(), "anchor_wh": self.anchor_wh,
-                "variances": self.variances, "exp_form": self.exp_form}
+                "variances": self.variances, "exp_form": self.exp_form, "scale": self.scale}
 
 
 def _pointwise(x, matrix, bias=None):
@@ -226,24 +235,34 @@ def _pointwise(x, matrix, bias=None):
 @register("mobilekit")
 class AnchorCentres(layers.Layer):
     """[N, A, 4] corners relative to the anchor centres -> normalised corners (one ADD of
-    the constant [cx, cy, cx, cy] per anchor, recomputed from the config)."""
+    the constant [cx, cy, cx, cy] per anchor, recomputed from the config); `map_index`: the
+    anchors of that map only, `scale`: the centres times it (corners given times it)."""
 
-    def __init__(self, image_size, map_sizes, min_sizes=MIN_SIZES, steps=STEPS, **kwargs):
+    def __init__(self, image_size, map_sizes, min_sizes=MIN_SIZES, steps=STEPS,
+                 map_index=None, scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.image_size = [int(v) for v in image_size]
         self.map_sizes = [[int(v) for v in s] for s in map_sizes]
         self.min_sizes = [[int(m) for m in sizes] for sizes in min_sizes]
         self.steps = [int(s) for s in steps]
+        self.map_index = None if map_index is None else int(map_index)
+        self.scale = float(scale)
         centres = generate_anchors(self.image_size, self.min_sizes, self.steps,
                                    [tuple(s) for s in self.map_sizes])[:, :2]
-        self._centres = tf.constant(np.tile(centres, 2)[None], tf.float32)
+        if self.map_index is not None:
+            counts = [h * w * k for (h, w), k in zip(self.map_sizes,
+                                                      anchors_per_cell(self.min_sizes))]
+            start = sum(counts[:self.map_index])
+            centres = centres[start:start + counts[self.map_index]]
+        self._centres = tf.constant(self.scale * np.tile(centres, 2)[None], tf.float32)
 
     def call(self, corners):
         return corners + self._centres
 
     def get_config(self):
         return {**super().get_config(), "image_size": self.image_size,
-                "map_sizes": self.map_sizes, "min_sizes": self.min_sizes, "steps": self.steps}
+                "map_sizes": self.map_sizes, "min_sizes": self.min_sizes, "steps": self.steps,
+                "map_index": self.map_index, "scale": self.scale}
 
 
 @register("mobilekit")
@@ -286,13 +305,14 @@ def nms_input_model(model, fused=True):
     return keras.Model(model.inputs, [enc, scores], name=f"{model.name}_nms")
 
 
-def inference_model(model, fused=True):
+def inference_model(model, fused=False):
     """Wrap a training-form FaceBoxes model ([loc, conf]) into [boxes, scores].
 
     fused: decode inside the heads (`HeadBoxes`, `AnchorwiseHead`; the integer exports'
-    form, see `fused_decoding_pays`) where the heads are plain convs; False, or a
-    QAT-wrapped model, appends DecodeDetections to [loc, conf] instead. Same boxes and
-    scores."""
+    form, see `fused_decoding_pays`) where the heads are plain convs, with the boxes
+    clipped to the image (see BOX_SCALE); False, or a QAT-wrapped model, appends
+    DecodeDetections to [loc, conf] instead. Same scores, and the same boxes inside the
+    image."""
     from mobilekit.detection.model import map_sizes
 
     if len(model.outputs) != 2:
@@ -308,7 +328,7 @@ def inference_model(model, fused=True):
 
 # TFLite tensor names of the box decoding's ops: DecodeDetections ("decode/") or the fused
 # heads' layers (`inference_model`: "head1_boxes/", "head1_score_logit/", "boxes/", ...).
-DECODE_TENSOR = re.compile(r"/(decode|head\d+_boxes|head\d+_score_logits?|corners|boxes|"
+DECODE_TENSOR = re.compile(r"/(decode|head\d+_(boxes|centres|clip|score_logits?)|corners|boxes|"
                            r"score_logits|scores)/")
 
 
@@ -354,17 +374,20 @@ def _fused_inference_model(model, heads):
     hw = tuple(int(v) for v in model.inputs[0].shape[1:3])
     sizes = map_sizes(model)
     anchors = generate_anchors(hw, map_sizes=sizes)
-    corners, logits, start = [], [], 0
+    clipped, logits, start = [], [], 0
     for i, ((loc, conf), (rows, cols)) in enumerate(zip(heads, sizes), start=1):
         k = loc.filters // 4
         anchor_wh = anchors[start:start + k, 2:]  # cell (0, 0); every cell has the same sizes
         start += rows * cols * k
         fmap = own_node(model, loc).input_tensors
-        corners.append(HeadBoxes(loc, anchor_wh, name=f"head{i}_boxes")(fmap))
+        corners = HeadBoxes(loc, anchor_wh, scale=BOX_SCALE, name=f"head{i}_boxes")(fmap)
+        corners = AnchorCentres(hw, sizes, map_index=i - 1, scale=BOX_SCALE,
+                                name=f"head{i}_centres")(corners)
+        clipped.append(layers.ReLU(BOX_SCALE, name=f"head{i}_clip")(corners))
         logits.append(AnchorwiseHead(conf, [[-1], [1]], name=f"head{i}_score_logit")(
             own_node(model, conf).input_tensors))
-    boxes = AnchorCentres(hw, sizes, name="boxes")(
-        layers.Concatenate(axis=1, name="corners")(corners))
+    boxes = layers.Rescaling(1 / BOX_SCALE, name="boxes")(
+        layers.Concatenate(axis=1, name="corners")(clipped))
     scores = layers.Activation("sigmoid", name="scores")(
         layers.Concatenate(axis=1, name="score_logits")(logits))
     return keras.Model(model.inputs, [boxes, scores], name=f"{model.name}_inference")

@@ -580,7 +580,7 @@ class _DetectorTask:
         from mobilekit.detection.postprocess import Detector, inference_model
         from mobilekit.export.pipeline import detection_samples
 
-        self.net = inference_model(model) if len(model.outputs) == 2 and \
+        self.net = inference_model(model, fused=True) if len(model.outputs) == 2 and \
             model.outputs[1].shape.rank == 3 else model
         hw = tuple(int(side) for side in self.net.inputs[0].shape[1:3])
         if hw[0] != hw[1]:
