@@ -12,7 +12,11 @@ timed one), at FaceBoxes' 640x480 sizes:
   plain 7x7/4 conv on 3 channels, each followed by pool1 (fp32 and int8);
 - fp32 conv1's C.ReLU as one 48-filter conv (`CReLUConv`, the export's form), as NEG +
   CONCATENATION + RELU, or moved after pool1 (max pool commutes with ReLU, and
-  maxpool(relu(-y)) = relu(maxpool(-y))).
+  maxpool(relu(-y)) = relu(maxpool(-y)));
+- forms tried and not taken: the stem on the image reshaped to 12 channels (width only, a
+  free RESHAPE) with a 7x2 / (4, 1) conv; SPACE_TO_DEPTH written as RESHAPE + TRANSPOSE;
+  the three Inception modules with each module's three 1x1 convs on the same input as one
+  conv + SPLIT.
 
     python tools/faceboxes_op_costs.py --rounds 200
 """
@@ -35,7 +39,11 @@ def _cases():
 
     def stem(filters, s2d):
         def build(x):
-            if s2d:  # SPACE_TO_DEPTH(4), block padding, 2x2 conv: the export's int8 stem
+            if s2d == "width":  # columns in blocks of 4 as channels: a free RESHAPE
+                x = tf.reshape(x, (1, IMAGE[0], IMAGE[1] // 4, 4 * IMAGE[2]))
+                x = layers.ZeroPadding2D(((3, 0), (1, 0)))(x)
+                x = layers.Conv2D(filters, (7, 2), (4, 1), activation="relu")(x)
+            elif s2d:  # SPACE_TO_DEPTH(4), block padding, 2x2 conv: the export's int8 stem
                 x = tf.nn.space_to_depth(x, 4)
                 x = layers.ZeroPadding2D(((1, 0), (1, 0)))(x)
                 x = layers.Conv2D(filters, 2, activation="relu")(x)
@@ -60,7 +68,33 @@ def _cases():
         ("PAD(1) alone", POOL_IN, True, lambda x: layers.ZeroPadding2D(1)(x)),
         ("SPACE_TO_DEPTH(4) of the image alone", IMAGE, False,
          lambda x: tf.nn.space_to_depth(x, 4)),
+        ("the same as RESHAPE + TRANSPOSE + RESHAPE", IMAGE, False, lambda x: tf.reshape(
+            tf.transpose(tf.reshape(x, (1, 120, 4, 160, 12)), (0, 1, 3, 2, 4)),
+            (1, 120, 160, 48))),
     ]
+
+    def inceptions(merged):
+        """Three FaceBoxes Inception modules at 640x480's 20x15 (convs with ReLU; the pool
+        branch as the export writes it, a depthwise conv)."""
+        def module(x):
+            if merged:
+                a, c, d = tf.split(layers.Conv2D(80, 1, activation="relu")(x), [32, 24, 24],
+                                   axis=-1)
+            else:
+                a, c, d = (layers.Conv2D(n, 1, activation="relu")(x) for n in (32, 24, 24))
+            b = layers.Conv2D(32, 1, activation="relu")(
+                layers.DepthwiseConv2D(3, padding="same")(x))
+            c = layers.Conv2D(32, 3, padding="same", activation="relu")(c)
+            for _ in range(2):
+                d = layers.Conv2D(32, 3, padding="same", activation="relu")(d)
+            return tf.concat([a, b, c, d], -1)
+
+        def build(x):
+            for _ in range(3):
+                x = module(x)
+            return x
+        return build
+
     def crelu_pool(form):
         """fp32 conv1 + C.ReLU + pool1 as exported (grown padding, SAME pool + SLICE), with
         the C.ReLU as one 48-filter conv, as NEG + CONCATENATION + RELU before the pool, or
@@ -88,12 +122,17 @@ def _cases():
     for form in ("one conv", "before the pool", "after the pool"):
         cases.append((f"conv1 + C.ReLU ({form}) + pool1", "fp32", IMAGE, False,
                       crelu_pool(form)))
+    forms = {False: "7x7/4 conv", True: "SPACE_TO_DEPTH + 2x2 conv",
+             "width": "width-only reshape + 7x2/(4,1) conv"}
     for quant in ("int8", "fp32"):
         for filters in (24, 48):
-            for s2d in (False, True):
-                form = "SPACE_TO_DEPTH + 2x2 conv" if s2d else "7x7/4 conv"
+            for s2d, form in forms.items():
                 cases.append((f"stem {form}, {filters} filters, + pool1", quant, IMAGE, False,
                               stem(filters, s2d)))
+        for merged in (False, True):
+            form = "one 1x1 conv + SPLIT" if merged else "three 1x1 convs"
+            cases.append((f"inception1-3, {form} per module", quant, (15, 20, 128), True,
+                          inceptions(merged)))
     return cases
 
 
