@@ -1,4 +1,6 @@
-"""How closely one FaceBoxes .tflite file follows another on real images (docs/faceboxes_shipping.md).
+"""How closely one FaceBoxes .tflite file follows another on real images.
+
+See docs/faceboxes_shipping.md ("int8 fidelity").
 
 Both files run on the images of an annotation spec, warped to the reference file's input as
 `mobilekit detect` does. For files that output boxes and scores per anchor: over the anchors

@@ -76,8 +76,7 @@ def calibration_hook(method, chunk=CHUNK, bins=MSE_BINS, quant="int8"):
                                  extremes=model_outputs(calibrated))
         bound = sigmoid_bound(quant)
         ranges = without_dead_zones(ranges, dead_zones(calibrated, bound))
-        ranges.update({i: (ranges[i][0], bound) for i in score_logits(calibrated)
-                       if i in ranges})
+        ranges.update({i: (-bound, bound) for i in score_logits(calibrated) if i in ranges})
         return with_ranges(calibrated, {i: (np.float32([low]), np.float32([high]))
                                         for i, (low, high) in ranges.items()})
 
