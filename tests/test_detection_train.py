@@ -71,11 +71,20 @@ def test_eval_detector_cli_on_run(overfit_run):
 @pytest.mark.slow
 def test_int8_export_of_run_keeps_ap50(overfit_run, tmp_path):
     """`mobilekit export RUN --quant int8` calibrates on the run's annotated images, keeps
-    the box decoding in the graph, and the int8 file scores within 1 AP point of float --
-    also in the space-to-depth input layout (--s2d-input), which detect/eval apply."""
+    the box decoding in the graph, and the int8 file follows float: every anchor float
+    scores >= 0.3 has its int8 box at IoU >= 0.85 with the float one (clipped to the image,
+    as the int8 file writes boxes) and its score within 0.05, and AP50 within one face of
+    float (7 faces of >= 20 px: one AP50 step is 14 points, and the overfit run's row-boat
+    face sits at IoU 0.54 in float, so a box one int8 step away from float can cross 0.5
+    either way) -- also in the space-to-depth input layout (--s2d-input), which
+    detect/eval apply."""
     from mobilekit.cli import cli
+    from mobilekit.detection.data import load_samples, read_image
+    from mobilekit.detection.postprocess import Detector
 
     out, metrics = overfit_run
+    float_detector = Detector.load(out)
+    images = [np.asarray(read_image(s.image)) for s in load_samples(WIDER)]
     for flag in ([], ["--s2d-input"]):
         tflite = tmp_path / f"faceboxes_int8{'_s2d' if flag else ''}.tflite"
         res = CliRunner().invoke(cli, ["export", str(out), "--quant", "int8", "--out",
@@ -94,7 +103,17 @@ def test_int8_export_of_run_keeps_ap50(overfit_run, tmp_path):
                                        "train", "--min-face", "20", "--json"])
         assert res.exit_code == 0, res.output
         result = json.loads(res.output[res.output.index("{"):])
-        assert result["ap50"] >= metrics["ap50"] - 0.01 and result["input"] == [320, 320]
+        assert result["ap50"] >= metrics["ap50"] - 1 / result["faces"] - 0.01
+        assert result["input"] == [320, 320]
+        int8_detector = Detector.load(tflite)
+        for image in images:  # per anchor: NMS may keep another of two near-equal anchors
+            ref_boxes, ref_scores = float_detector.raw(float_detector.prepare(image))
+            boxes, scores = int8_detector.raw(int8_detector.prepare(image))
+            faces = ref_scores >= 0.3
+            ious = [iou_np(r[None], b[None])[0, 0]
+                    for r, b in zip(np.clip(ref_boxes[faces], 0, 1), boxes[faces])]
+            assert min(ious, default=1.0) >= 0.85
+            assert np.abs(ref_scores[faces] - scores[faces]).max(initial=0.0) <= 0.05
 
 
 @pytest.mark.slow
