@@ -269,6 +269,8 @@ def _nms_agreement(order, ref, got, valid):
     the delegate's detection of highest IoU in the same image, with the score difference of
     that pair: the op sorts by score, so near-equal scores may swap slots and a detection
     near the threshold may be in one run only (see _detections_valid for the slots)."""
+    from mobilekit.detection.boxes import iou_np
+
     boxes, _, scores, count = (int(d["index"]) for d in order)
     ious, diffs, delegate_faces = [], [], 0
     for i in range(len(ref[count])):
@@ -281,9 +283,7 @@ def _nms_agreement(order, ref, got, valid):
         if not len(gb):
             ious += [0.0] * int(faces.sum())
             continue
-        a = rb[faces]
-        overlap = _pairwise_iou(np.repeat(a, len(gb), 0), np.tile(gb, (len(a), 1)))
-        overlap = overlap.reshape(len(a), len(gb))
+        overlap = iou_np(rb[faces], gb)
         best = overlap.argmax(axis=1)
         ious += overlap[np.arange(len(best)), best].tolist()
         diffs += np.abs(rs[faces] - gs[best]).tolist()
